@@ -1,0 +1,10 @@
+"""resnets: residual networks exact to their references, from model definition to training and deployment."""
+from .errors import CheckpointError, ConfigError, DataError, ResnetsError
+from .models import FeatureExtractor, ResNet, create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError", "ConfigError", "DataError", "ResnetsError",
+    "FeatureExtractor", "ResNet", "create_model", "list_models",
+]

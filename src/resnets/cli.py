@@ -1,0 +1,66 @@
+"""The ``resnets`` command line. Each subcommand parses its options and calls the library; any
+``ResnetsError`` (bad input) is printed as one line, without a traceback, and exits with status 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import ResnetsError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    from .models import get_model_spec, list_models
+
+    for name in list_models(args.pattern):
+        spec = get_model_spec(name)
+        print(f"{name:<20} {spec.family:<9} {spec.reference:<12} {spec.summary}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from .models import create_model, get_model_spec
+    from .models.profile import format_profile, profile_model
+
+    spec = get_model_spec(args.model)
+    size = args.input_size or spec.input_size
+    if size < 32:
+        raise ResnetsError(f"--input-size must be at least 32, got {size}")
+    model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
+    print(format_profile(args.model, profile_model(model, size), size))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resnets", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="stages, output shapes, parameters and MACs of a model")
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's own)")
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=_cmd_info)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ResnetsError as e:
+        print(f"resnets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"resnets {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

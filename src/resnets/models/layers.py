@@ -1,0 +1,112 @@
+"""Small layers shared by the residual blocks: shortcuts, squeeze-and-excitation, drop-path."""
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+NormLayer = Callable[[int], nn.Module]
+# "A": parameter-free (identity, or subsample + zero-pad where the shape changes), paper section 3.3.
+# "B": identity, projection only where the shape changes (torchvision's choice).
+# "C": projection on every block.
+# None: no shortcut at all (the paper's "plain" networks).
+Shortcut = Literal["A", "B", "C"] | None
+
+
+def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False)
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round ``v`` to the nearest multiple of ``divisor`` (timm's rule for SE widths)."""
+    return max(divisor, int(v + divisor / 2) // divisor * divisor)
+
+
+class PadShortcut(nn.Module):
+    """Option A: subsample spatially by ``stride`` and append zero channels up to ``out_chs``."""
+
+    def __init__(self, out_chs: int, stride: int) -> None:
+        super().__init__()
+        self.out_chs = out_chs
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_chs - x.shape[1]))
+
+    def extra_repr(self) -> str:
+        return f"out_chs={self.out_chs}, stride={self.stride}"
+
+
+def make_shortcut(
+    kind: Shortcut,
+    in_chs: int,
+    out_chs: int,
+    stride: int,
+    norm_layer: NormLayer,
+    *,
+    avg_down: bool = False,
+    with_norm: bool = True,
+) -> nn.Module | None:
+    """The shortcut branch of one block; ``None`` means the block has no shortcut (plain network).
+
+    ``avg_down`` is ResNet-D's downsampling (average-pool, then a stride-1 projection).
+    ``with_norm=False`` gives the bare 1x1 projection of pre-activation blocks.
+    """
+    if kind is None:
+        return None
+    if kind not in ("A", "B", "C"):
+        raise ConfigError(f"unknown shortcut option {kind!r}: expected 'A', 'B', 'C' or None")
+    same_shape = stride == 1 and in_chs == out_chs
+    if kind == "A" or (kind == "B" and same_shape):
+        return nn.Identity() if same_shape else PadShortcut(out_chs, stride)
+    if not with_norm:
+        return conv1x1(in_chs, out_chs, stride)
+    if avg_down:
+        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        return nn.Sequential(pool, conv1x1(in_chs, out_chs), norm_layer(out_chs))
+    return nn.Sequential(conv1x1(in_chs, out_chs, stride), norm_layer(out_chs))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) with timm's key names (``fc1``, ``fc2``)."""
+
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16) -> None:
+        super().__init__()
+        rd = make_divisible(channels * rd_ratio)
+        self.fc1 = nn.Conv2d(channels, rd, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(rd, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * s.sigmoid()
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop the whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"drop-path rate must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.3f}"

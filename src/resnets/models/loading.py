@@ -1,0 +1,115 @@
+"""Loading weights safely: tensors only (``weights_only=True`` or safetensors), with clear errors."""
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "module")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a ``.pth``/``.pt`` (weights only: no code is ever unpickled) or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"refused to load {path}: it is not a weights-only checkpoint ({first})") from None
+    except Exception as e:  # corrupt zip, truncated file, bad safetensors header, ...
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
+    return obj
+
+
+def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
+    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` and strip DDP/compile prefixes (``module.``, ``_orig_mod.``)."""
+    for key in _WRAPPERS:
+        if key in obj and isinstance(obj[key], Mapping):
+            return extract_state_dict(obj[key])
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        for p in _PREFIXES:
+            while k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    if not out:
+        raise CheckpointError("the checkpoint holds no tensors")
+    return out
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt a first-conv weight ``(out, c, kh, kw)`` to ``in_chans`` input channels.
+
+    One channel: the sum over the pretrained channels (a gray image then gives the same output as that
+    image repeated on every channel). More: the channels repeated cyclically and rescaled by ``c / in_chans``
+    so that the activation scale is kept.
+    """
+    c = weight.shape[1]
+    if in_chans == c:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = math.ceil(in_chans / c)
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (c / in_chans)
+
+
+def _first_conv_key(model: nn.Module) -> str | None:
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return f"{name}.weight"
+    return None
+
+
+def load_state_dict_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, adapt: bool = True) -> list[str]:
+    """Load ``state`` into ``model`` by key name, exactly (strict), with an error that names every mismatch.
+
+    With ``adapt``, a first convolution for a different channel count is adapted (``adapt_input_conv``)
+    and a classifier of another size is left freshly initialised. Returns the keys that were not loaded.
+    """
+    own = model.state_dict()
+    state = dict(state)
+    skipped: list[str] = []
+    if adapt:
+        conv = _first_conv_key(model)
+        if conv in state and conv in own and state[conv].shape[1] != own[conv].shape[1]:
+            state[conv] = adapt_input_conv(state[conv], own[conv].shape[1])
+        for k in ("fc.weight", "fc.bias"):
+            if k in state and (k not in own or state[k].shape != own[k].shape):
+                del state[k]
+                skipped.append(k)
+    missing = [k for k in own if k not in state and k not in skipped]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        parts = [f"{label} {len(keys)}: {show(keys)}" for label, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)) if keys]
+        raise CheckpointError(f"checkpoint does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()},
+                          strict=not skipped)
+    return skipped
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
+    """Load weights from a local file into ``model`` (see ``load_state_dict_into``)."""
+    return load_state_dict_into(model, extract_state_dict(read_checkpoint(path)))

@@ -1,0 +1,91 @@
+"""The model registry: every named network is a builder plus its arguments (timm's ``model_args`` pattern)."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered network: ``builder(**args, **overrides)`` makes it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    args: dict[str, Any]
+    summary: str
+    family: str  # "imagenet" or "cifar"
+    reference: str  # where the layout and numbers come from
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+class UnknownModelError(ConfigError):
+    pass
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``"resnet*"``), sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `resnets list`"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    pretrained: str | Path | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a registered network by name.
+
+    Args:
+        name: a name from ``list_models()``.
+        num_classes: classifier size; defaults to the family's (1000 ImageNet, 10 CIFAR).
+        in_chans: input channels (pretrained stem weights are adapted when they differ).
+        pretrained: a local ``.pth``/``.pt``/``.safetensors`` file to load (weights only).
+        features_only: return a ``FeatureExtractor`` that gives the stage outputs.
+        out_indices: which stages a feature extractor returns.
+        **overrides: any ``ResNet`` argument, e.g. ``shortcut="B"``, ``drop_path_rate=0.1``.
+    """
+    from .loading import load_pretrained
+    from .resnet import FeatureExtractor
+
+    spec = get_model_spec(name)
+    args = {**spec.args, **overrides, "in_chans": in_chans}
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    model = spec.builder(**args)
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
+    if features_only:
+        return FeatureExtractor(model, out_indices)
+    return model

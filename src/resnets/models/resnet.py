@@ -1,0 +1,214 @@
+"""One configurable ResNet: the ImageNet family (torchvision/timm layout) and the CIFAR family of the paper.
+
+The network is ``stem -> layer1..layerN -> global average pool -> fc``. Stage ``i`` has ``layers[i]``
+blocks of width ``widths[i]``; the first stage keeps the resolution and each later stage halves it.
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from torch.utils.checkpoint import checkpoint
+
+from .blocks import Block, BlockOptions
+from .layers import NormLayer, Shortcut, conv3x3, make_shortcut
+
+# "imagenet": 7x7/2 conv + 3x3/2 max-pool (reduction 4). "deep": ResNet-D's three 3x3 convs + max-pool.
+# "cifar": one 3x3/1 conv, no pooling (paper section 4.2).
+Stem = Literal["imagenet", "deep", "cifar"]
+
+
+class ResNet(nn.Module):
+    """Residual network with a uniform API: ``forward_features``, ``forward_head``, ``reset_classifier``,
+    ``forward_intermediates`` / ``feature_info`` and ``set_grad_checkpointing``.
+
+    Args:
+        block: block class (``BasicBlock``, ``Bottleneck`` or their pre-activation twins).
+        layers: number of blocks in each stage.
+        num_classes: classifier outputs; 0 gives a network that returns pooled features.
+        in_chans: input image channels.
+        widths: base width of each stage (a block outputs ``width * block.expansion`` channels).
+        stem: stem kind, see ``Stem``; ``stem_width`` is its output width (doubled for "deep").
+        shortcut: "A", "B", "C" or None (plain network), see ``layers.Shortcut``.
+        avg_down: ResNet-D downsampling in projection shortcuts.
+        groups, base_width: ResNeXt cardinality and width per group (``base_width=128`` is WRN-50-2).
+        se_ratio: squeeze-and-excitation reduction ratio (0 = none).
+        stride_in_1x1: ResNet v1 bottlenecks (stride on the first 1x1) instead of v1.5.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth rate of the last block, rising linearly from 0 at the first.
+        zero_init_last: zero the last norm (or conv) of every residual branch.
+        norm_layer: normalization factory, ``nn.BatchNorm2d`` by default.
+    """
+
+    def __init__(
+        self,
+        block: Block,
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem: Stem = "imagenet",
+        stem_width: int = 64,
+        shortcut: Shortcut = "B",
+        avg_down: bool = False,
+        groups: int = 1,
+        base_width: int = 64,
+        se_ratio: float = 0.0,
+        stride_in_1x1: bool = False,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        zero_init_last: bool = False,
+        norm_layer: NormLayer | None = None,
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(widths) or not layers or min(layers) < 1:
+            raise ConfigError(f"layers {tuple(layers)} and widths {tuple(widths)} must be non-empty and of equal length")
+        if in_chans < 1 or num_classes < 0:
+            raise ConfigError(f"in_chans must be >= 1 and num_classes >= 0, got {in_chans} and {num_classes}")
+        norm_layer = norm_layer or nn.BatchNorm2d
+        opts = BlockOptions(groups, base_width, norm_layer, se_ratio, stride_in_1x1)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        stem_out = self._make_stem(stem, in_chans, stem_width, norm_layer, block.preact)
+        reduction = 1 if stem == "cifar" else 4
+        self.feature_info: list[dict] = []
+        in_chs, total, idx = stem_out, sum(layers), 0
+        for i, (depth, width) in enumerate(zip(layers, widths)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            blocks = []
+            for j in range(depth):
+                s = stride if j == 0 else 1
+                out_chs = width * block.expansion
+                sc = make_shortcut(shortcut, in_chs, out_chs, s, norm_layer, avg_down=avg_down, with_norm=not block.preact)
+                blocks.append(block(in_chs, width, s, sc, opts, drop_path_rate * idx / max(total - 1, 1)))
+                in_chs, idx = out_chs, idx + 1
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
+        self.num_stages = len(layers)
+        self.num_features = in_chs
+        # Pre-activation networks end with the norm and ReLU that the last block left out.
+        self.norm = norm_layer(in_chs) if block.preact else None
+        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(zero_init_last)
+
+    def _make_stem(self, stem: Stem, in_chans: int, width: int, norm_layer: NormLayer, preact: bool) -> int:
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
+            out = width
+        elif stem == "deep":
+            self.conv1 = nn.Sequential(
+                conv3x3(in_chans, width, 2), norm_layer(width), nn.ReLU(inplace=True),
+                conv3x3(width, width), norm_layer(width), nn.ReLU(inplace=True),
+                conv3x3(width, 2 * width),
+            )  # fmt: skip
+            out = 2 * width
+        elif stem == "cifar":
+            self.conv1 = conv3x3(in_chans, width)
+            out = width
+        else:
+            raise ConfigError(f"unknown stem {stem!r}: expected 'imagenet', 'deep' or 'cifar'")
+        self.bn1 = None if preact else norm_layer(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem != "cifar" else None
+        return out
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for m in self.modules():
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
+
+    # --- the uniform model API -------------------------------------------------------------------
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = self.relu(self.bn1(x))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        return x
+
+    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return stage(x)
+        for blk in stage:
+            x = checkpoint(blk, x, use_reentrant=False)
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Outputs of the stages in ``indices`` (default: all), e.g. strides 4/8/16/32 for detection."""
+        want = set(range(self.num_stages) if indices is None else indices)
+        bad = want - set(range(self.num_stages))
+        if bad:
+            raise ConfigError(f"stage indices {sorted(bad)} out of range 0..{self.num_stages - 1}")
+        x = self.forward_stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self._run_stage(stage, x)
+            if i in want:
+                outs.append(x)
+            if i >= max(want):
+                break
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        for stage in self.stages:
+            x = self._run_stage(stage, x)
+        return self.forward_final_norm(x)
+
+    def forward_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The closing norm and ReLU of pre-activation networks (identity for the others)."""
+        return x if self.norm is None else self.relu(self.norm(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))
+        if self.drop_rate > 0:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it)."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them."""
+        self.grad_checkpointing = enable
+
+
+class FeatureExtractor(nn.Module):
+    """A backbone that returns the stage outputs in ``out_indices`` (``create_model(..., features_only=True)``)."""
+
+    def __init__(self, model: ResNet, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.out_indices = tuple(range(model.num_stages) if out_indices is None else out_indices)
+        model.reset_classifier(0)
+        self.model = model
+        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, self.out_indices)
