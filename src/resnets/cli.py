@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Callable, Sequence
 
@@ -46,12 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None)
     p.set_defaults(func=_cmd_info)
 
+    from .engine.cli import add_engine_commands
+
+    add_engine_commands(sub)
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("resnets: %(message)s"))
+    logger = logging.getLogger("resnets")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         return int(args.func(args) or 0)
     except ResnetsError as e:

@@ -1,0 +1,158 @@
+"""Augmentation of whole batches on the training device: uint8 images in, normalised float images out.
+
+Every random draw comes from the generator passed in, so a batch's augmentation depends only on the
+seed, the epoch and the step (and a resumed run sees exactly the same batches).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_padding: int = 4  # random crop after zero padding (the paper's CIFAR augmentation); 0 = off
+    hflip: bool = True
+    rrc_scale: tuple[float, float] | None = None  # random-resized-crop area range, e.g. (0.08, 1.0); None = off
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_size: int | None = None  # output size of training crops and the evaluation centre crop
+    jitter: float = 0.0  # brightness, contrast and saturation strength
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 = off
+
+
+def _rand(n: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=g).to(device)
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (or [0, 255] float) images to ``(x / 255 - mean) / std``."""
+    return (x.float() / 255.0 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, size: int | None = None) -> torch.Tensor:
+    """Per-image random crop of ``size`` (default: the input size) from the zero-padded batch."""
+    n, c, h, w = x.shape
+    size = size or h
+    xp = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, h + 2 * padding - size + 1, (n,), generator=g).to(x.device)
+    dx = torch.randint(0, w + 2 * padding - size + 1, (n,), generator=g).to(x.device)
+    ar = torch.arange(size, device=x.device)
+    rows = (dy[:, None] + ar)[:, None, :, None]
+    cols = (dx[:, None] + ar)[:, None, None, :]
+    return xp[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+              rows, cols]
+
+
+def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    flip = _rand(len(x), g, x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+                        g: torch.Generator, flip: bool) -> torch.Tensor:
+    """Inception-style crop (random area and aspect ratio) resized to ``size``, one affine grid per image."""
+    n = len(x)
+    area = scale[0] + (scale[1] - scale[0]) * _rand(n, g, x.device)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * _rand(n, g, x.device)
+    r = log_r.exp()
+    w = (area * r).sqrt().clamp(max=1.0)
+    h = (area / r).sqrt().clamp(max=1.0)
+    cx = (1 - w) * (2 * _rand(n, g, x.device) - 1)
+    cy = (1 - h) * (2 * _rand(n, g, x.device) - 1)
+    sign = torch.where(_rand(n, g, x.device) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=x.device)
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * sign, cx, h, cy
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and saturation in ``[1 - strength, 1 + strength]``, on [0, 255] floats."""
+    n = len(x)
+
+    def factor() -> torch.Tensor:
+        return (1 + strength * (2 * _rand(n, g, x.device) - 1)).view(n, 1, 1, 1)
+
+    x = x * factor()
+    gray = x.mean(dim=1, keepdim=True)
+    x = (x - gray.mean(dim=(2, 3), keepdim=True)) * factor() + gray.mean(dim=(2, 3), keepdim=True)
+    if x.shape[1] == 3:
+        gray = x.mean(dim=1, keepdim=True)
+        x = gray + (x - gray) * factor()
+    return x.clamp(0, 255)
+
+
+def beta(alpha: float, g: torch.Generator) -> float:
+    """One Beta(alpha, alpha) draw, seeded from ``g`` (torch's own Beta sampler takes no generator)."""
+    seed = int(torch.randint(2**62, (1,), generator=g))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mix(x: torch.Tensor, target: torch.Tensor, alpha: float, cut: bool,
+        g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (``cut=False``) or CutMix (``cut=True``) of the batch with a shuffled copy; soft targets out."""
+    lam = beta(alpha, g)
+    perm = torch.randperm(len(x), generator=g).to(x.device)
+    if cut:
+        h, w = x.shape[-2:]
+        ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(torch.randint(h, (1,), generator=g)), int(torch.randint(w, (1,), generator=g))
+        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = lam * x + (1 - lam) * x[perm]
+    return x, lam * target + (1 - lam) * target[perm]
+
+
+class BatchAugment:
+    """Training and evaluation transforms for one dataset: ``train(x, y, g)`` and ``eval(x)``."""
+
+    def __init__(self, cfg: AugmentConfig, mean: tuple[float, ...], std: tuple[float, ...], num_classes: int) -> None:
+        self.cfg = cfg
+        self.mean = torch.tensor(mean)
+        self.std = torch.tensor(std)
+        self.num_classes = num_classes
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean.to(x.device), self.std.to(x.device)
+
+    def train(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented, normalised images and targets (class indices, or soft targets under mixup/cutmix)."""
+        cfg = self.cfg
+        size = cfg.crop_size or x.shape[-1]
+        if cfg.rrc_scale is not None:
+            x = random_resized_crop(x.float(), size, cfg.rrc_scale, cfg.rrc_ratio, g, cfg.hflip)
+        else:
+            if cfg.crop_padding > 0 or size != x.shape[-1]:
+                x = random_crop(x, cfg.crop_padding, g, size)
+            if cfg.hflip:
+                x = random_flip(x, g)
+            x = x.float()
+        if cfg.jitter > 0:
+            x = color_jitter(x, cfg.jitter, g)
+        x = normalize(x, *self._stats(x))
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            target = F.one_hot(y, self.num_classes).float()
+            use_cut = cfg.cutmix > 0 and (cfg.mixup == 0 or float(torch.rand(1, generator=g)) < 0.5)
+            return mix(x, target, cfg.cutmix if use_cut else cfg.mixup, use_cut, g)
+        return x, y
+
+    def eval(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.cfg.crop_size
+        if size is not None and size < x.shape[-1]:
+            x = center_crop(x, size)
+        return normalize(x, *self._stats(x))

@@ -1,0 +1,117 @@
+"""CIFAR-10 and CIFAR-100 in their official python format (``cifar-10-batches-py``, ``cifar-100-python``)."""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .types import ImageSet
+
+# name: (folder inside the archive, archive file, md5, train batches, test batches, label key, meta file, names key)
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", "batches.meta", b"label_names"),
+    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                 ["train"], ["test"], b"fine_labels", "meta", b"fine_label_names"),
+}
+URL = "https://www.cs.toronto.edu/~kriz/"
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """CIFAR batches hold only dicts, lists, bytes, strings and numbers: refuse anything else."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if name == "_reconstruct":
+            from numpy._core.multiarray import _reconstruct
+
+            return _reconstruct
+        return getattr(np, name)
+
+
+def _read_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = _BatchUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DataError(f"missing CIFAR file {path}") from None
+    except Exception as e:
+        raise DataError(f"cannot read CIFAR batch {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} is not a CIFAR batch (it holds a {type(obj).__name__})")
+    return obj
+
+
+def _to_imageset(batches: list[Path], label_key: bytes) -> ImageSet:
+    images, labels, files = [], [], []
+    for path in batches:
+        b = _read_batch(path)
+        data, y = b.get(b"data"), b.get(label_key)
+        if data is None or y is None:
+            raise DataError(f"{path} is not a CIFAR batch: keys b'data' and {label_key!r} are required")
+        data = np.asarray(data)
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(y) != len(data):
+            raise DataError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, "
+                            f"got {data.dtype} {data.shape} and {len(y)} labels")
+        images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
+        labels.append(torch.as_tensor(list(y), dtype=torch.long))
+        files += [f"{path.name}[{i}]" for i in range(len(data))]
+    return ImageSet(torch.cat(images), torch.cat(labels), files)
+
+
+def find_cifar_root(name: str, root: Path) -> Path | None:
+    """The batches folder for ``name`` at ``root`` or inside it, if present."""
+    folder = CIFAR[name][0]
+    for cand in (root, root / folder):
+        if (cand / CIFAR[name][3][0]).is_file():
+            return cand
+    return None
+
+
+def download_cifar(name: str, root: Path) -> Path:
+    """Fetch the official archive into ``root``, check its MD5 and unpack it; returns the batches folder."""
+    folder, archive, md5 = CIFAR[name][:3]
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / archive
+    if not target.is_file():
+        tmp = target.with_suffix(".part")
+        try:
+            urllib.request.urlretrieve(URL + archive, tmp)
+        except OSError as e:
+            raise DataError(f"cannot download {URL + archive} ({e}); without network, put the extracted "
+                            f"'{folder}' folder (or '{archive}') in {root}") from None
+        tmp.replace(target)
+    digest = hashlib.md5(target.read_bytes()).hexdigest()
+    if digest != md5:
+        raise DataError(f"{target} has MD5 {digest}, expected {md5}: delete it and download again")
+    with tarfile.open(target) as tf:
+        tf.extractall(root, filter="data")
+    return root / folder
+
+
+def load_cifar(name: str, root: Path, download: bool = False) -> tuple[ImageSet, ImageSet, list[str]]:
+    """Train and test sets of CIFAR-10 or CIFAR-100 from the pickled batches, and the class names."""
+    folder, archive, _, train_b, test_b, label_key, meta, names_key = CIFAR[name]
+    base = find_cifar_root(name, root)
+    if base is None and (root / archive).is_file() or base is None and download:
+        base = download_cifar(name, root)
+    if base is None:
+        raise DataError(f"{name} not found in {root}: put the extracted '{folder}' folder there "
+                        f"(from {URL + archive}), or pass --download")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in _read_batch(base / meta).get(names_key, [])]
+    train = _to_imageset([base / b for b in train_b], label_key)
+    test = _to_imageset([base / b for b in test_b], label_key)
+    n_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    if len(classes) < n_classes:
+        classes = [str(i) for i in range(n_classes)]
+    return train, test, classes

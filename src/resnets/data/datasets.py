@@ -1,0 +1,169 @@
+"""One entry point for every data source: ``load_data("digits" | "cifar10" | "cifar100" | PATH)``.
+
+The validation split is always carved from the training data with a fixed seed (the paper's 45k/5k for
+CIFAR), so the test split is never used to choose anything. Decoded image trees are cached as uint8
+arrays, so a second run starts in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .cifar import CIFAR, load_cifar
+from .digits import load_digits_set
+from .folder import FolderContents, is_archive, read_image_folder
+from .types import ImageData, ImageSet, channel_stats, split_off
+
+log = logging.getLogger("resnets")
+
+DIGITS_TEST, DIGITS_VAL = 360, 180  # fixed split of the 1,797 digits: 1,257 train / 180 val / 360 test
+CIFAR_VAL = 5000
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets"))
+
+
+def _holdout(n: int, val_size: float) -> int:
+    size = int(val_size) if val_size >= 1 else round(n * val_size)
+    if not 0 < size < n:
+        raise DataError(f"validation size {val_size} leaves no training or no validation images out of {n}")
+    return size
+
+
+def _fingerprint(source: Path, image_size: int | None) -> str:
+    h = hashlib.sha1(f"{source.resolve()}|{image_size}|v1".encode())
+    if source.is_dir():
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            for name in sorted(filenames):
+                st = os.lstat(os.path.join(dirpath, name))
+                h.update(f"{dirpath}/{name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        st = source.stat()
+        h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _save_contents(path: Path, c: FolderContents) -> None:
+    arrays: dict[str, np.ndarray] = {"classes": np.array(c.classes), "skipped": np.array(c.skipped, dtype=str)}
+    for split, s in c.sets.items():
+        key = split or "all"
+        arrays[f"{key}.images"] = s.images.numpy()
+        arrays[f"{key}.labels"] = s.labels.numpy()
+        arrays[f"{key}.files"] = np.array(s.files)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_contents(path: Path) -> FolderContents:
+    with np.load(path, allow_pickle=False) as z:
+        splits = {k.split(".")[0] for k in z.files if k.endswith(".images")}
+        sets = {
+            (None if s == "all" else s): ImageSet(torch.from_numpy(z[f"{s}.images"]),
+                                                  torch.from_numpy(z[f"{s}.labels"]), z[f"{s}.files"].tolist())
+            for s in splits
+        }
+        return FolderContents(sets, z["classes"].tolist(), z["skipped"].tolist())
+
+
+def read_image_folder_cached(source: Path, image_size: int | None, strict: bool, cache: bool) -> FolderContents:
+    """``read_image_folder`` with its result kept under ``RESNETS_CACHE`` (default ``~/.cache/resnets``)."""
+    if not cache:
+        return read_image_folder(source, image_size, strict)
+    path = cache_dir() / f"{source.name}-{_fingerprint(source, image_size)}.npz"
+    if path.is_file():
+        try:
+            contents = _load_contents(path)
+            if strict and contents.skipped:
+                raise DataError(f"unreadable image {source / contents.skipped[0]} (found when the cache was built)")
+            return contents
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("ignoring damaged cache %s (%s)", path, e)
+    contents = read_image_folder(source, image_size, strict)
+    _save_contents(path, contents)
+    return contents
+
+
+def load_data(
+    source: str | Path = "digits",
+    *,
+    root: str | Path | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+    val_size: float | None = None,
+    strict: bool = False,
+    cache: bool = True,
+) -> ImageData:
+    """Load a dataset with train/validation/test splits and the training split's channel statistics.
+
+    Args:
+        source: ``"digits"`` (embedded), ``"cifar10"``/``"cifar100"`` (official python batches under
+            ``root``), or a path to an ImageFolder tree, a ``.tar``/``.tar.gz`` of one, or a CIFAR batches folder.
+        root: where the CIFAR batches are (default ``<cache>/data``).
+        download: fetch the official CIFAR archive when it is missing.
+        image_size: size of the stored square images (default: the images' own size).
+        val_size: held-out part of the training data, a fraction or a count
+            (default: 5,000 for CIFAR, 10% for image trees, a fixed 180 for the digits).
+        strict: fail on the first unreadable image instead of skipping it.
+    """
+    skipped: list[str] = []
+    name = str(source)
+    path = Path(source)
+    cifar_kind = next((k for k, v in CIFAR.items() if path.name == v[0]), None) if path.is_dir() else None
+    if name == "digits":
+        everything, classes = load_digits_set()
+        rest, test = split_off(everything, DIGITS_TEST, seed=0)
+        train_full, val_default = rest, DIGITS_VAL
+        splits = {"train": "sklearn digits minus val/test", "val": f"{DIGITS_VAL} held out of train (seed 0)",
+                  "test": f"{DIGITS_TEST} held out (seed 0)"}
+    elif name in CIFAR or cifar_kind:
+        kind = name if name in CIFAR else cifar_kind
+        base = Path(root) if root is not None and name in CIFAR else (path if cifar_kind else cache_dir() / "data")
+        train_full, test, classes = load_cifar(kind, base, download)
+        name, val_default = kind, CIFAR_VAL
+        splits = {"train": "official train minus val", "val": f"{CIFAR_VAL} held out of official train (seed 0)",
+                  "test": "official test"}
+    elif path.exists() and (path.is_dir() or is_archive(path)):
+        contents = read_image_folder_cached(path, image_size, strict, cache)
+        classes, skipped = contents.classes, contents.skipped
+        train_full = contents.sets.get("train", contents.sets.get(None))
+        test = contents.sets.get("test")
+        val_default = 0.1
+        name = path.name.split(".")[0]
+        splits = {"train": f"{path.name}: train/", "test": f"{path.name}: test/" if test else "none"}
+        if "val" in contents.sets and val_size is None:
+            val = contents.sets["val"]
+            splits["val"] = f"{path.name}: val/"
+            return _finish(name, classes, train_full, val, test, splits, skipped)
+    else:
+        raise DataError(f"data not found: {source!r} (expected 'digits', 'cifar10', 'cifar100', "
+                        "an image folder, or a .tar/.tar.gz archive)")
+    if train_full is None or len(train_full) < 2:
+        raise DataError(f"{source}: not enough training images")
+    held = _holdout(len(train_full), val_default if val_size is None else val_size)
+    train, val = split_off(train_full, held, seed=0)
+    splits.setdefault("val", f"{held} held out of train (seed 0)")
+    return _finish(name, classes, train, val, test, splits, skipped)
+
+
+def _finish(name: str, classes: list[str], train: ImageSet, val: ImageSet, test: ImageSet | None,
+            splits: dict[str, str], skipped: list[str]) -> ImageData:
+    mean, std = channel_stats(train.images)
+    sizes = {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0}
+    splits = {k: f"{v} ({sizes[k]} images)" for k, v in splits.items()}
+    return ImageData(name, classes, train, val, test, mean, std, splits, skipped)

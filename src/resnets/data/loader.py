@@ -1,0 +1,55 @@
+"""Batches from an in-memory ``ImageSet``. The order of epoch ``e`` depends only on ``(seed, e)``, so a run
+resumed at any step sees exactly the batches that an uninterrupted run would have seen."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .types import ImageSet
+
+
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The random generator for the augmentation of one training batch."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
+
+
+class BatchLoader:
+    """Slices of a dataset held in (device) memory, shuffled per epoch or in order.
+
+    With ``world_size > 1`` each rank takes every ``world_size``-th batch element of the same order
+    (a distributed sampler without a separate object).
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool, drop_last: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+
+    def __len__(self) -> int:
+        n = len(self.labels) // self.world_size if self.shuffle else -(-len(self.labels) // self.world_size)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` from step ``start`` on, as ``(uint8 images, labels)``."""
+        order = self._order(epoch)
+        if self.world_size > 1:
+            usable = len(order) - len(order) % self.world_size if self.shuffle else len(order)
+            order = order[:usable][self.rank::self.world_size]
+        order = order.to(self.images.device)
+        for step in range(start, len(self)):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield self.images[idx], self.labels[idx]

@@ -1,0 +1,96 @@
+"""The in-memory form of every dataset: uint8 image tensors with integer labels, split three ways."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageSet:
+    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64, with the file each came from when known."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    files: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        files = [self.files[i] for i in index.tolist()] if self.files is not None else None
+        return ImageSet(self.images[index], self.labels[index], files)
+
+
+@dataclass
+class ImageData:
+    """A dataset ready for training: train, validation (carved from the training data) and test splits.
+
+    ``mean``/``std`` are the training split's own per-channel statistics in [0, 1];
+    ``splits`` says where each split came from, for reports; ``skipped`` lists unreadable files.
+    """
+
+    name: str
+    classes: list[str]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    splits: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation (over all pixels) of uint8 images, scaled to [0, 1]."""
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].to(torch.float64) / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += x.square().sum(dim=(0, 2, 3))
+    n = images.numel() / c
+    mean = total / n
+    std = (total_sq / n - mean.square()).clamp_min(1e-12).sqrt()
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def split_off(data: ImageSet, size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Hold out ``size`` images, stratified by class, with a fixed seed: returns ``(rest, held_out)``.
+
+    The split depends only on ``seed`` (not on the training seed), so every run validates on the same images.
+    """
+    if not 0 < size < len(data):
+        raise ValueError(f"cannot hold out {size} of {len(data)} images")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data), generator=g)
+    labels = data.labels[order]
+    # Take from each class in proportion: rank every image within its class, then sort by relative rank.
+    counts = torch.bincount(labels)
+    rank = torch.zeros(len(data), dtype=torch.float64)
+    seen = torch.zeros_like(counts)
+    for i, y in enumerate(labels.tolist()):
+        rank[i] = (seen[y].item() + 0.5) / counts[y].item()
+        seen[y] += 1
+    by_rank = order[torch.argsort(rank, stable=True)]
+    held, rest = by_rank[:size].sort().values, by_rank[size:].sort().values
+    return data.subset(rest), data.subset(held)

@@ -1,0 +1,144 @@
+"""``resnets train``, ``resnets eval`` and ``resnets predict``: options made from ``TrainConfig``'s fields."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ResnetsError
+from .config import TrainConfig, list_recipes, load_recipe, make_config
+
+log = logging.getLogger("resnets")
+
+
+def _option_kwargs(tp: Any) -> dict[str, Any] | None:
+    """argparse settings for a config field's type (None for fields set only through recipes)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
+        return {"choices": list(args)}
+    if tp in (int, float, str):
+        return {"type": tp}
+    if args and type(None) in args:  # X | None
+        inner = [a for a in args if a is not type(None)][0]
+        return _option_kwargs(inner)
+    if origin is list:
+        return {"type": args[0], "nargs": "+"}
+    return None
+
+
+def _parse_model_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML file")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt")
+    p.add_argument("--model-arg", action="append", type=_parse_model_arg, default=[], metavar="KEY=VALUE",
+                   help="extra model argument, e.g. drop_path_rate=0.1 or shortcut=B (repeatable)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        kwargs = _option_kwargs(hints[f.name])
+        if kwargs is not None:
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, **kwargs)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    if args.resume:
+        result = train(TrainConfig(), resume=args.resume)
+    else:
+        overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+        recipe = args.recipe
+        if recipe is None and overrides.get("data") in (None, "digits"):
+            recipe = "digits"
+        if args.model_arg:
+            base = load_recipe(recipe).get("model_args", {}) if recipe else {}
+            overrides["model_args"] = {**base, **dict(args.model_arg)}
+        result = train(make_config(recipe, **overrides))
+    test = f"  test top-1 {result.test.top1:.2f}% ({result.test.n} images)" if result.test else ""
+    print(f"best epoch {result.best_epoch}: val top-1 {result.val.top1:.2f}% ({result.val.n} images){test}"
+          f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+    from .metrics import format_metrics
+
+    m = evaluate(args.checkpoint, args.data, split=args.split, tta_flip=args.tta_flip, batch_size=args.batch_size,
+                 device=args.device, data_root=args.data_root, out=args.out)
+    print(json.dumps(m.summary()) if args.json else format_metrics(m))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from .evaluate import Predictor, find_images
+
+    if args.topk < 1 or args.batch_size < 1:
+        raise ResnetsError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+    predictor = Predictor(args.checkpoint, device=args.device, tta_flip=args.tta_flip)
+    files = find_images(args.images)
+    for start in range(0, len(files), args.batch_size):
+        loaded, names = [], []
+        for f in files[start:start + args.batch_size]:
+            try:
+                loaded.append(predictor.load(f))
+                names.append(f)
+            except Exception as e:
+                if args.strict:
+                    raise ResnetsError(f"cannot read image {f}: {type(e).__name__}: {e}") from None
+                log.warning("skipped %s: not a readable image (%s)", f, type(e).__name__)
+        if not loaded:
+            continue
+        import torch
+
+        for f, top in zip(names, predictor.predict_tensor(torch.stack(loaded), args.topk)):
+            if args.json:
+                print(json.dumps({"file": str(f), "top": [{"class": c, "prob": round(p, 6)} for c, p in top]}))
+            else:
+                print(f"{f}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+            sys.stdout.flush()
+
+
+def add_engine_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (default: ResNet-20 on the embedded digits)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("recipes", help="list the shipped training recipes")
+    p.set_defaults(func=lambda a: print("\n".join(list_recipes())))
+
+    p = sub.add_parser("eval", help="accuracy, per-class metrics and confusion matrix of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="folder for metrics JSON and the confusion-matrix PNG")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of images or folders of images")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tta-flip", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    p.set_defaults(func=_cmd_predict)

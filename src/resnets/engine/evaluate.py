@@ -1,0 +1,124 @@
+"""Evaluation of a training checkpoint, and a ``Predictor`` that classifies image files."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from ..data import AugmentConfig, BatchAugment, load_data
+from ..data.folder import IMAGE_EXTS, decode_image
+from ..errors import DataError, ResnetsError
+from .checkpoint import model_from_checkpoint
+from .metrics import Metrics
+from .train import evaluate_split, predict_logits, resolve_device
+
+log = logging.getLogger("resnets")
+
+
+def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "test", tta_flip: bool = False,
+             batch_size: int = 256, device: str = "auto", data_root: str | None = None,
+             out: str | Path | None = None) -> Metrics:
+    """Top-1/top-5, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint on a split.
+
+    ``data`` defaults to the dataset the checkpoint was trained on, split the same way.
+    With ``out``, writes ``metrics_<split>.json`` and ``confusion_<split>.png`` there.
+    """
+    if split not in ("train", "val", "test"):
+        raise ResnetsError(f"split must be train, val or test, got {split!r}")
+    if batch_size < 1:
+        raise ResnetsError(f"batch size must be >= 1, got {batch_size}")
+    model, ckpt = model_from_checkpoint(checkpoint)
+    cfg = ckpt["config"]
+    dataset = load_data(data or cfg["data"], root=data_root or cfg.get("data_root"),
+                        image_size=ckpt["image_size"], val_size=cfg.get("val_size"))
+    if dataset.classes != ckpt["classes"]:
+        def show(c: list[str]) -> str:
+            return f"{len(c)} classes ({', '.join(c[:4])}{', ...' if len(c) > 4 else ''})"
+
+        raise ResnetsError(f"checkpoint {checkpoint} was trained on {show(ckpt['classes'])}, "
+                           f"but the data has {show(dataset.classes)}")
+    if dataset.in_chans != ckpt["in_chans"]:
+        raise ResnetsError(f"checkpoint expects {ckpt['in_chans']}-channel images, the data has {dataset.in_chans}")
+    subset = getattr(dataset, split)
+    if subset is None:
+        raise DataError(f"{dataset.name} has no {split} split")
+    dev = resolve_device(device)
+    aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
+    metrics = evaluate_split(model.to(dev), subset, dataset.classes, aug, split, batch_size=batch_size, device=dev,
+                             tta_flip=tta_flip)
+    if out is not None:
+        from ..plots import plot_confusion
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"metrics_{split}.json").write_text(json.dumps({
+            **metrics.summary(), "tta_flip": tta_flip, "checkpoint": str(checkpoint),
+            "per_class": [vars(c) for c in metrics.per_class], "confusion": metrics.confusion}, indent=2))
+        plot_confusion(metrics.confusion, dataset.classes, out / f"confusion_{split}.png", f"{split} split")
+    return metrics
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files named directly, or found (recursively, sorted) inside the named folders."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise DataError(f"no such file or folder: {p}")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, paths))}")
+    return found
+
+
+class Predictor:
+    """Classify images with a training checkpoint: ``Predictor("runs/x/best.pt").predict(["cat.jpg"])``."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False) -> None:
+        model, ckpt = model_from_checkpoint(checkpoint)
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.classes: list[str] = ckpt["classes"]
+        self.in_chans: int = ckpt["in_chans"]
+        self.image_size: int = ckpt["image_size"]
+        self.tta_flip = tta_flip
+        self.aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"],
+                                len(self.classes))
+
+    def load(self, image: str | Path | bytes | Image.Image) -> torch.Tensor:
+        """One image (a path, encoded bytes or a PIL image) as the uint8 tensor the model was trained on."""
+        if isinstance(image, Image.Image):
+            import io
+
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            image = buf.getvalue()
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        return torch.from_numpy(decode_image(data, self.image_size, self.in_chans))
+
+    def predict_tensor(self, images: torch.Tensor, topk: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k ``(class, probability)`` for a uint8 batch ``(N, C, H, W)``."""
+        probs = predict_logits(self.model, images, self.aug, device=self.device, tta_flip=self.tta_flip).softmax(1)
+        p, idx = probs.topk(min(topk, len(self.classes)), dim=1)
+        return [[(self.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
+
+    def predict(self, images: Sequence[str | Path | bytes | Image.Image], topk: int = 5,
+                batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        """Top-k ``(class, probability)`` per image, in batches. An unreadable image raises ``DataError``."""
+        results: list[list[tuple[str, float]]] = []
+        for i in range(0, len(images), batch_size):
+            batch = []
+            for image in images[i:i + batch_size]:
+                try:
+                    batch.append(self.load(image))
+                except Exception as e:
+                    name = image if isinstance(image, (str, Path)) else f"image {i + len(batch)}"
+                    raise DataError(f"cannot read image {name}: {type(e).__name__}: {e}") from None
+            results += self.predict_tensor(torch.stack(batch), topk)
+        return results

@@ -1,0 +1,270 @@
+"""The training loop, top to bottom: data, model, optimiser, then epochs of augment-forward-backward-step,
+validation, checkpoints; at the end the best checkpoint is evaluated once on the test split."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import AugmentConfig, BatchAugment, BatchLoader, ImageData, ImageSet, batch_generator, load_data
+from ..errors import CheckpointError, ResnetsError
+from ..models import create_model
+from ..models.loading import load_state_dict_into
+from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .ema import ModelEma
+from .metrics import Metrics, classification_metrics
+from .optim import lr_factor, make_optimizer, set_lr
+from .runlog import RunLog
+
+log = logging.getLogger("resnets")
+
+
+class TrainingDiverged(ResnetsError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_epoch: int
+    best_val_acc: float
+    val: Metrics
+    test: Metrics | None
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ResnetsError("CUDA was asked for but is not available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def augment_config(cfg: TrainConfig) -> AugmentConfig:
+    return AugmentConfig(crop_padding=cfg.crop_padding, hflip=cfg.hflip,
+                         rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
+                         jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, aug: BatchAugment, *, batch_size: int = 256,
+                   device: torch.device | str = "cpu", precision: str = "fp32", tta_flip: bool = False,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits of ``model`` in eval mode for uint8 images, batch by batch (flip-averaged with ``tta_flip``)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = aug.eval(images[i:i + batch_size].to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            y = model(x).float()
+            if tta_flip:
+                y = (y + model(x.flip(3)).float()) / 2
+        out.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def evaluate_split(model: nn.Module, data: ImageSet, classes: list[str], aug: BatchAugment, split: str,
+                   **kwargs: Any) -> Metrics:
+    return classification_metrics(predict_logits(model, data.images, aug, **kwargs), data.labels, classes, split)
+
+
+def _prepare_data(cfg: TrainConfig) -> ImageData:
+    data = load_data(cfg.data, root=cfg.data_root, download=cfg.download, image_size=cfg.image_size,
+                     val_size=cfg.val_size, strict=cfg.strict)
+    if data.skipped:
+        log.warning("%d unreadable image(s) skipped (listed in report.json)", len(data.skipped))
+    if cfg.subset is not None and cfg.subset < len(data.train):
+        data.train = data.train.subset(torch.arange(cfg.subset))
+        data.splits["train"] += f", first {cfg.subset} used"
+    if cfg.crop_size is not None and cfg.crop_size > data.image_size:
+        raise ResnetsError(f"crop size {cfg.crop_size} is larger than the stored images ({data.image_size})")
+    return data
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None,
+          on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; checkpoints, metrics, curves and a report go to ``cfg.out_dir()``.
+
+    ``resume`` continues from a ``last.pt`` checkpoint exactly where it stopped (its config is used).
+    ``on_epoch_end`` is called with each epoch's metrics row, after that epoch's checkpoints are written.
+    """
+    ckpt = None
+    if resume is not None:
+        ckpt = load_training_checkpoint(resume)
+        if "optimizer" not in ckpt:
+            raise CheckpointError(f"{resume} has no optimizer state: resume from a run's last.pt")
+        cfg = TrainConfig(**ckpt["config"])
+    cfg.validate()
+    start_time = time.perf_counter()
+    device = resolve_device(cfg.device)
+    _seed_everything(cfg.seed, cfg.deterministic)
+    data = _prepare_data(cfg)
+
+    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                         pretrained=cfg.pretrained, **cfg.model_args).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+    aug = BatchAugment(augment_config(cfg), data.mean, data.std, data.num_classes)
+    loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
+                         seed=cfg.seed, device=device)
+    steps_per_epoch = len(loader)
+    total_steps = max(1, round(cfg.epochs * steps_per_epoch))
+    forward = torch.compile(model) if cfg.compile else model
+    eval_kwargs = dict(batch_size=max(cfg.batch_size, 256), device=device, precision=cfg.precision,
+                       channels_last=cfg.channels_last)
+
+    out = cfg.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"config": cfg.to_dict(), "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
+            "in_chans": data.in_chans, "image_size": data.image_size, "crop_size": cfg.crop_size,
+            "splits": data.splits, "format": "resnets-train-v1"}
+    epoch, step, best_acc, best_epoch, history = 0, 0, -1.0, -1, []
+    if ckpt is not None:
+        load_state_dict_into(model, ckpt["model"], adapt=False)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        epoch, step, best_acc, best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best_val_acc"], ckpt["best_epoch"]
+        history = list(ckpt["history"])
+        log.info("resumed from %s at epoch %d (step %d)", resume, epoch, step)
+    runlog = RunLog(out, cfg.tensorboard, history)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, unit="step", dynamic_ncols=True)
+    try:
+        while step < total_steps:
+            model.train()
+            bar.set_description(f"epoch {epoch + 1}/{math.ceil(total_steps / steps_per_epoch)}")
+            loss_sum = correct = seen = 0.0
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(loader.batches(epoch)):
+                if step >= total_steps:
+                    break
+                set_lr(optimizer, cfg.lr * lr_factor(cfg, step / steps_per_epoch))
+                x, target = aug.train(x, y, batch_generator(cfg.seed, epoch, i))
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device, cfg.precision):
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; stopped "
+                        f"(the last good checkpoint is {out / 'last.pt'}); try a lower --lr or --clip-grad")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.clip_grad is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    ema.update(model)
+                step += 1
+                n = len(y)
+                hard = target if target.dim() == 1 else target.argmax(1)
+                loss_sum += loss.item() * n
+                correct += (logits.argmax(1) == hard).sum().item()
+                seen += n
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            train_time = time.perf_counter() - t0
+            epoch += 1
+
+            eval_model = ema.module if ema is not None else model
+            val = evaluate_split(eval_model, data.val, data.classes, aug, "val", **eval_kwargs)
+            row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
+                   "val_loss": val.loss, "val_acc": val.top1, "val_top5": val.top5,
+                   "images_per_s": seen / train_time, "seconds": time.perf_counter() - start_time}
+            history.append(row)
+            is_best = val.top1 > best_acc
+            if is_best:
+                best_acc, best_epoch = val.top1, epoch
+            state = {**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "ema": ema.state_dict() if ema is not None else None, "scaler": scaler.state_dict(),
+                     "rng": rng_state(), "epoch": epoch, "step": step, "best_val_acc": best_acc,
+                     "best_epoch": best_epoch, "history": history}
+            if is_best:
+                save_checkpoint(out / "best.pt", {**meta, "model": eval_model.state_dict(), "epoch": epoch,
+                                                  "val_acc": val.top1})
+            save_checkpoint(out / "last.pt", state)
+            runlog.append(row)
+            bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
+                      f"val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}")
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+    finally:
+        bar.close()
+        runlog.close()
+
+    return _finish(cfg, out, data, aug, eval_kwargs, history, best_epoch, best_acc, start_time)
+
+
+def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eval_kwargs: dict[str, Any],
+            history: list[dict[str, Any]], best_epoch: int, best_acc: float, start_time: float) -> TrainResult:
+    """Evaluate the best checkpoint (validation, and the test split once), write the report and curves."""
+    from ..plots import plot_curves, plot_confusion
+
+    best = load_training_checkpoint(out / "best.pt")
+    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model_args)
+    load_state_dict_into(model, best["model"], adapt=False)
+    model.to(eval_kwargs["device"])
+    kwargs = dict(eval_kwargs, tta_flip=cfg.tta_flip)
+    val = evaluate_split(model, data.val, data.classes, aug, "val", **kwargs)
+    test = None
+    if cfg.eval_test and data.test is not None:
+        test = evaluate_split(model, data.test, data.classes, aug, "test", **kwargs)
+        plot_confusion(test.confusion, data.classes, out / "confusion_test.png", f"{cfg.model}: test split")
+    plot_curves(history, out / "curves.png", f"{cfg.model} on {data.name}")
+    seconds = time.perf_counter() - start_time
+    report = {
+        "model": cfg.model, "data": data.name, "splits": data.splits, "best_epoch": best_epoch,
+        "val": val.summary(), "test": test.summary() if test else None, "tta_flip": cfg.tta_flip,
+        "seconds": round(seconds, 1), "skipped_images": data.skipped, "config": cfg.to_dict(),
+        "note": "best checkpoint chosen by validation accuracy; the test split was used once, at the end",
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    test_line = f", test top-1 {test.top1:.2f}% ({test.n} images)" if test else ""
+    log.info("best epoch %d: val top-1 %.2f%% (%d images)%s; outputs in %s", best_epoch, val.top1, val.n,
+             test_line, out)
+    return TrainResult(out, best_epoch, best_acc, val, test, history, seconds)
