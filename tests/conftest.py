@@ -33,3 +33,65 @@ def cifar10_jpeg():
     if not path.is_file():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    """Every test gets a fresh dataset cache, outside the user's home."""
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def make_cifar_batches(root: Path, n_train: int = 60, n_test: int = 20, classes: int = 10, kind: str = "cifar10"):
+    """Pickled batches in the official CIFAR python layout (numpy uint8 rows of 3072 bytes)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if kind == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        train_names, test_names, label_key = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
+        meta_name, names_key = "batches.meta", b"label_names"
+    else:
+        folder = root / "cifar-100-python"
+        train_names, test_names, label_key = ["train"], ["test"], b"fine_labels"
+        meta_name, names_key = "meta", b"fine_label_names"
+    folder.mkdir(parents=True)
+
+    def dump(name, n):
+        labels = [i % classes for i in range(n)]
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), label_key: labels, b"data": data,
+                         b"filenames": [f"{i}.png".encode() for i in range(n)]}, f, protocol=2)
+
+    for name in train_names:
+        dump(name, n_train // len(train_names))
+    for name in test_names:
+        dump(name, n_test)
+    with open(folder / meta_name, "wb") as f:
+        pickle.dump({names_key: [f"class{i}".encode() for i in range(classes)]}, f, protocol=2)
+    return folder
+
+
+def make_image_tree(root: Path, classes=("cat", "dog", "fox"), per_class: int = 8, size: int = 32,
+                    splits=("train", "test"), fmt: str = "png"):
+    """An ImageFolder tree of small images whose class is visible in the colour (so a model can learn it)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for ci, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+                arr[..., ci % 3] += 150
+                Image.fromarray(arr).save(d / f"{i:04d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    return make_image_tree(tmp_path / "tree")

@@ -23,3 +23,68 @@ def test_unknown_model_is_one_line_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "resnets", "info", "resnt18"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "resnets info: error: unknown model 'resnt18'; did you mean resnet18, resnet152, resnet110?"
+
+
+def _run(*args, cwd=None, env=None):
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "resnets", *args], capture_output=True, text=True, cwd=cwd,
+                          env=full_env)
+
+
+def _one_clean_error_line(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert "Traceback" not in proc.stderr
+    assert any(all(f in line for f in fragments) for line in lines), proc.stderr
+    assert sum("error:" in line for line in lines) == 1
+
+
+def test_train_bad_inputs_are_one_line_each(tmp_path):
+    _one_clean_error_line(_run("train", "--data", str(tmp_path / "missing")), "data not found")
+    _one_clean_error_line(_run("train", "--lr", "100"), "learning rate must be in")
+    _one_clean_error_line(_run("train", "--batch-size", "0"), "batch size must be in")
+    _one_clean_error_line(_run("train", "--model", "resnet21"), "unknown model 'resnet21'", "did you mean")
+    _one_clean_error_line(_run("train", "--recipe", "cifar10-resnet56-papr"), "did you mean cifar10-resnet56-paper")
+    (tmp_path / "empty").mkdir()
+    _one_clean_error_line(_run("train", "--data", str(tmp_path / "empty")), "no class folders")
+    _one_clean_error_line(_run("train", "--data", "cifar10", "--data-root", str(tmp_path)), "cifar10 not found")
+
+
+def test_train_eval_predict_from_the_command_line(tmp_path, image_tree):
+    out = tmp_path / "run"
+    env = {"RESNETS_CACHE": str(tmp_path / "cache")}
+    proc = _run("train", "--data", str(image_tree), "--val-size", "3", "--epochs", "1", "--batch-size", "8",
+                "--out", str(out), "--no-progress", "--model-arg", "drop_path_rate=0.05", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "best epoch 1" in proc.stdout and (out / "best.pt").is_file()
+    proc = _run("eval", str(out / "best.pt"), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads(proc.stdout)["n"] == 24
+    (image_tree / "test" / "cat" / "broken.jpg").write_bytes(b"xx")
+    proc = _run("predict", str(out / "best.pt"), str(image_tree / "test" / "cat"), "--topk", "2", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 8 and len(rows[0]["top"]) == 2 and "broken.jpg" in proc.stderr
+    _one_clean_error_line(_run("predict", str(out / "best.pt"), str(image_tree / "test" / "cat"), "--strict",
+                               env=env), "broken.jpg")
+    # a checkpoint for another architecture, a corrupt checkpoint, a file that is not an image
+    torch_file = tmp_path / "weights.pth"
+    import torch
+
+    torch.save(resnets_state(), torch_file)
+    _one_clean_error_line(_run("eval", str(torch_file)), "not a resnets training checkpoint")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    _one_clean_error_line(_run("predict", str(tmp_path / "bad.pt"), str(image_tree)), "cannot read checkpoint")
+    _one_clean_error_line(_run("predict", str(out / "best.pt"), str(tmp_path / "nope.jpg")), "no such file")
+    # nothing already written was lost
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+
+
+def resnets_state():
+    import resnets
+
+    return resnets.create_model("resnet20").state_dict()

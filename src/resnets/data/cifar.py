@@ -26,7 +26,7 @@ URL = "https://www.cs.toronto.edu/~kriz/"
 class _BatchUnpickler(pickle.Unpickler):
     """CIFAR batches hold only dicts, lists, bytes, strings and numbers: refuse anything else."""
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
                 ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
 
     def find_class(self, module: str, name: str):  # noqa: ANN201
@@ -36,6 +36,10 @@ class _BatchUnpickler(pickle.Unpickler):
             from numpy._core.multiarray import _reconstruct
 
             return _reconstruct
+        if module == "_codecs":  # bytes pickled by Python 3 with protocol 2
+            import codecs
+
+            return codecs.encode
         return getattr(np, name)
 
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from .types import ImageSet
@@ -85,7 +85,7 @@ def _walk_folder(root: Path) -> Iterator[tuple[PurePosixPath, bytes | None, str 
         dirnames.sort()
         rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
         for d in dirnames:
-            yield rel_dir / d / ".", None, "dir"
+            yield rel_dir / d, None, "dir"
         for name in sorted(filenames):
             path = Path(dirpath) / name
             rel = rel_dir / name
@@ -110,7 +110,7 @@ def _walk_tar(path: Path) -> Iterator[tuple[PurePosixPath, bytes | None, str | N
             for m in tf:
                 rel = PurePosixPath(m.name.lstrip("/"))
                 if m.isdir():
-                    yield rel / ".", None, "dir"
+                    yield rel, None, "dir"
                 elif PurePosixPath(m.name).suffix.lower() not in IMAGE_EXTS:
                     continue
                 elif not m.isfile():
@@ -136,13 +136,11 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
     images: dict[tuple[str | None, str], list[np.ndarray]] = {}
     files: dict[tuple[str | None, str], list[str]] = {}
     skipped: list[str] = []
+    dirs: list[PurePosixPath] = []
     size = image_size
     for rel, data, reason in entries:
         if reason == "dir":
-            place = _place(rel.parent / "x")
-            if place is not None and rel.parent.name not in SPLITS:
-                images.setdefault(place, [])
-                files.setdefault(place, [])
+            dirs.append(rel)
             continue
         place = _place(rel)
         if place is None:
@@ -151,6 +149,8 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
             try:
                 arr = decode_image(data, size)
                 size = size or arr.shape[-1]
+            except UnidentifiedImageError:
+                reason = "not a recognised image file"
             except Exception as e:  # any undecodable file: PIL raises many kinds
                 reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         if reason is not None:
@@ -161,6 +161,14 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
             continue
         images.setdefault(place, []).append(arr)
         files.setdefault(place, []).append(str(rel))
+
+    # Folders that hold no readable image are classes too (and an error below), unless they hold class folders.
+    ancestors = {p for rel in [*skipped, *(f for v in files.values() for f in v)] for p in PurePosixPath(rel).parents[1:]}
+    for d in dirs:
+        place = _place(d / "x")
+        if place is not None and d not in ancestors and d.name not in SPLITS:
+            images.setdefault(place, [])
+            files.setdefault(place, [])
 
     if not images:
         raise DataError(f"no class folders with images found in {source} "

@@ -27,13 +27,21 @@ def read_checkpoint(path: str | Path) -> dict:
             return load_file(str(path), device="cpu")
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"refused to load {path}: it is not a weights-only checkpoint ({first})") from None
+        raise CheckpointError(_unpickling_message(path, str(e))) from None
     except Exception as e:  # corrupt zip, truncated file, bad safetensors header, ...
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     return obj
+
+
+def _unpickling_message(path: Path, text: str) -> str:
+    """One line from torch's long weights-only refusal: code in the file, or not a checkpoint at all."""
+    detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
+    if "Unsupported global" in detail:
+        what = detail.split("GLOBAL", 1)[-1].split(" was not")[0].strip()
+        return f"refused to load {path}: it is not a weights-only checkpoint (it references {what}, code is never run)"
+    return f"cannot read checkpoint {path}: not a PyTorch weights file ({detail or 'unpickling failed'})"
 
 
 def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:

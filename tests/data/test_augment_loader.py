@@ -1,0 +1,74 @@
+"""Batched augmentation and the in-memory loader."""
+import torch
+
+from resnets.data import AugmentConfig, BatchAugment, BatchLoader, ImageSet, batch_generator
+from resnets.data.augment import normalize, random_crop, random_flip
+
+
+def _images(n=16, size=8):
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image():
+    x = _images()
+    y = random_crop(x, 2, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(len(x)):
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(y[i], w) for w in windows)
+
+
+def test_flip_flips_about_half():
+    x = _images(1000, 4)
+    y = random_flip(x, torch.Generator().manual_seed(0))
+    flipped = (y == x.flip(3)).flatten(1).all(1) & ~(y == x).flatten(1).all(1)
+    assert 400 < flipped.sum() < 600
+
+
+def test_normalize_uses_the_given_statistics():
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    out = normalize(x, torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.25, 0.5, 1.0]))
+    assert out[0, :, 0, 0].tolist() == [2.0, 1.0, 0.5]
+
+
+def test_augmentation_depends_only_on_the_generator_seed():
+    aug = BatchAugment(AugmentConfig(jitter=0.3, mixup=0.2, cutmix=1.0), (0.5,) * 3, (0.25,) * 3, 10)
+    x, y = _images(), torch.arange(16) % 10
+    a = aug.train(x, y, batch_generator(1, 2, 3))
+    b = aug.train(x, y, batch_generator(1, 2, 3))
+    c = aug.train(x, y, batch_generator(1, 2, 4))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
+
+
+def test_mixup_targets_are_distributions():
+    aug = BatchAugment(AugmentConfig(mixup=0.4), (0.5,) * 3, (0.25,) * 3, 10)
+    _, target = aug.train(_images(), torch.arange(16) % 10, batch_generator(0, 0, 0))
+    assert target.shape == (16, 10)
+    torch.testing.assert_close(target.sum(1), torch.ones(16))
+
+
+def test_random_resized_crop_and_centre_crop_sizes():
+    aug = BatchAugment(AugmentConfig(rrc_scale=(0.3, 1.0), crop_size=6), (0.5,) * 3, (0.25,) * 3, 10)
+    x, _ = aug.train(_images(), torch.zeros(16, dtype=torch.long), batch_generator(0, 0, 0))
+    assert x.shape == (16, 3, 6, 6) and torch.isfinite(x).all()
+    assert aug.eval(_images()).shape == (16, 3, 6, 6)
+
+
+def test_loader_order_depends_on_seed_and_epoch_and_resumes_mid_epoch():
+    data = ImageSet(_images(50), torch.arange(50))
+    loader = BatchLoader(data, 8, shuffle=True, drop_last=True, seed=5)
+    assert len(loader) == 6
+    epoch3 = [y for _, y in loader.batches(3)]
+    assert all(torch.equal(a, b) for a, b in zip(epoch3, [y for _, y in loader.batches(3)]))
+    assert not torch.equal(epoch3[0], next(loader.batches(4))[1])
+    assert all(torch.equal(a, b) for a, b in zip(epoch3[2:], [y for _, y in loader.batches(3, start=2)]))
+    seen = torch.cat(epoch3)
+    assert len(seen.unique()) == 48
+
+
+def test_loader_shards_across_ranks_without_overlap():
+    data = ImageSet(_images(40), torch.arange(40))
+    parts = [torch.cat([y for _, y in BatchLoader(data, 5, shuffle=True, seed=1, rank=r, world_size=2).batches(0)])
+             for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) == 20
+    assert not set(parts[0].tolist()) & set(parts[1].tolist())

@@ -1,0 +1,75 @@
+"""Configs, recipes and learning-rate schedules."""
+import math
+
+import pytest
+import torch
+
+from resnets import ConfigError
+from resnets.engine.config import TrainConfig, list_recipes, load_recipe, make_config
+from resnets.engine.optim import lr_factor, make_optimizer
+
+
+def test_shipped_recipes_load_and_validate():
+    names = list_recipes()
+    assert {"digits", "cifar10-resnet20-paper", "cifar10-resnet56-paper", "cifar10-resnet110-paper",
+            "cifar10-quick", "imagenet-resnet50"} <= set(names)
+    for name in names:
+        make_config(name)
+
+
+def test_paper_recipe_is_the_paper():
+    cfg = make_config("cifar10-resnet56-paper")
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.momentum) == ("resnet56", 128, 0.1, 1e-4, 0.9)
+    # 45k training images / 128 = 352 iterations an epoch: 32k, 48k and 64k iterations.
+    assert [round(m * 352 / 1000) for m in cfg.milestones] == [32, 48] and round(cfg.epochs * 352 / 1000) == 64
+    assert make_config("cifar10-resnet110-paper").warmup_constant
+
+
+def test_overrides_beat_the_recipe():
+    cfg = make_config("cifar10-resnet20-paper", lr=0.05, epochs=None)
+    assert cfg.lr == 0.05 and cfg.epochs == 182
+
+
+def test_recipe_from_a_yaml_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: resnet32\nepochs: 3\nmodel_args: {drop_path_rate: 0.1}\n")
+    cfg = make_config(str(path))
+    assert cfg.model == "resnet32" and cfg.model_args == {"drop_path_rate": 0.1}
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"batch_size": 0}, "batch size"), ({"lr": -1.0}, "learning rate"), ({"lr": 100.0}, "learning rate"),
+    ({"epochs": 0}, "epochs"), ({"ema_decay": 1.5}, "EMA"), ({"precision": "fp8"}, "precision"),
+    ({"label_smoothing": 1.0}, "label smoothing"), ({"lerning_rate": 0.1}, "unknown setting 'lerning_rate'"),
+])
+def test_out_of_range_settings_are_named(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(None, **kwargs)
+
+
+def test_unknown_recipe_suggests_the_closest():
+    with pytest.raises(ConfigError, match="did you mean cifar10-resnet56-paper"):
+        load_recipe("cifar10-resnet56-papr")
+
+
+def test_schedules():
+    cos = TrainConfig(epochs=10, schedule="cosine", warmup_epochs=2, warmup_factor=0.1)
+    assert lr_factor(cos, 0) == pytest.approx(0.1) and lr_factor(cos, 1) == pytest.approx(0.55)
+    assert lr_factor(cos, 2) == pytest.approx(1.0) and lr_factor(cos, 6) == pytest.approx(0.5)
+    assert lr_factor(cos, 10) == pytest.approx(0.0, abs=1e-12)
+    multi = TrainConfig(schedule="multistep", milestones=[91, 136])
+    assert [lr_factor(multi, e) for e in (0, 90.9, 91, 136)] == pytest.approx([1, 1, 0.1, 0.01])
+    step = TrainConfig(schedule="step", step_size=30, gamma=0.5)
+    assert lr_factor(step, 59.9) == 0.5 and lr_factor(step, 60) == 0.25
+    warm = TrainConfig(warmup_epochs=1.2, warmup_constant=True, warmup_factor=0.1, schedule="constant")
+    assert lr_factor(warm, 1.0) == 0.1 and lr_factor(warm, 1.3) == 1.0
+    assert math.isfinite(lr_factor(TrainConfig(epochs=1, warmup_epochs=1), 1))
+
+
+def test_weight_decay_exemption():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = make_optimizer(model, TrainConfig(no_decay_norm_bias=True, weight_decay=5e-4))
+    decay, no_decay = opt.param_groups
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3])] and decay["weight_decay"] == 5e-4
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
+    assert len(make_optimizer(model, TrainConfig()).param_groups) == 1

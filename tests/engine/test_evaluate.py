@@ -1,0 +1,87 @@
+"""Evaluation and prediction from a training checkpoint."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import resnets
+from resnets import DataError, ResnetsError
+from resnets.engine.metrics import classification_metrics, format_metrics
+
+
+@pytest.fixture(scope="module")
+def tree_run(tmp_path_factory):
+    """A model trained briefly on a small colour-coded image tree."""
+    from tests.conftest import make_image_tree
+
+    root = tmp_path_factory.mktemp("evalrun")
+    tree = make_image_tree(root / "tree", per_class=12)
+    cfg = resnets.make_config(None, model="resnet20", data=str(tree), val_size=6, epochs=6, batch_size=16, lr=0.05,
+                              out=str(root / "run"), progress=False, tensorboard=False, hflip=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNETS_CACHE", str(root / "cache"))
+        result = resnets.train(cfg)
+        yield tree, result.out_dir / "best.pt", result
+
+
+def test_metrics_by_hand():
+    logits = torch.tensor([[2.0, 1, 0], [0, 2, 1], [0, 2, 1], [1, 0, 2]])
+    labels = torch.tensor([0, 1, 2, 2])
+    m = classification_metrics(logits, labels, ["a", "b", "c"], "test")
+    assert m.top1 == 75.0 and m.top5 == 100.0
+    assert m.confusion == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert [c.precision for c in m.per_class] == [1.0, 0.5, 1.0]
+    assert [c.recall for c in m.per_class] == [1.0, 1.0, 0.5]
+    assert m.per_class[1].f1 == pytest.approx(2 / 3)
+    assert "top-1 75.00%" in format_metrics(m)
+
+
+def test_evaluate_matches_the_training_report(tree_run, tmp_path):
+    tree, best, result = tree_run
+    m = resnets.evaluate(best, str(tree), split="test", out=tmp_path)
+    assert m.top1 == pytest.approx(result.test.top1) and m.n == 36
+    assert (tmp_path / "confusion_test.png").is_file()
+    saved = json.loads((tmp_path / "metrics_test.json").read_text())
+    assert len(saved["per_class"]) == 3 and saved["split"] == "test"
+    assert resnets.evaluate(best, split="val").n == 6  # the checkpoint's own data and split
+    assert resnets.evaluate(best, split="test", tta_flip=True).n == 36
+
+
+def test_evaluate_on_data_with_other_classes_is_a_clear_error(tree_run, tmp_path):
+    from tests.conftest import make_image_tree
+
+    _, best, _ = tree_run
+    other = make_image_tree(tmp_path / "other", classes=("a", "b"), per_class=4)
+    with pytest.raises(ResnetsError, match=r"trained on 3 classes \(cat, dog, fox\), but the data has 2"):
+        resnets.evaluate(best, str(other))
+
+
+def test_predictor_classifies_files_bytes_and_pil(tree_run):
+    tree, best, result = tree_run
+    predictor = resnets.Predictor(best)
+    files = sorted((tree / "test" / "dog").iterdir())[:4]
+    out = predictor.predict(files, topk=2)
+    assert len(out) == 4 and all(len(top) == 2 for top in out)
+    assert all(top[0][1] >= top[1][1] and top[0][1] + top[1][1] <= 1 + 1e-6 for top in out)
+    from_bytes = predictor.predict([files[0].read_bytes()], topk=2)[0]
+    assert [c for c, _ in from_bytes] == [c for c, _ in out[0]]
+    assert [p for _, p in from_bytes] == pytest.approx([p for _, p in out[0]], abs=1e-5)
+    pil = predictor.predict([Image.open(files[0])], topk=2)[0]
+    assert [c for c, _ in pil] == [c for c, _ in out[0]]
+    if result.test.top1 >= 90:
+        assert sum(top[0][0] == "dog" for top in out) >= 3
+
+
+def test_predictor_names_an_unreadable_file(tree_run, tmp_path):
+    _, best, _ = tree_run
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    with pytest.raises(DataError, match="cannot read image .*bad.jpg"):
+        resnets.Predictor(best).predict([bad])
+
+
+def test_predictor_resizes_any_image(tree_run):
+    _, best, _ = tree_run
+    top = resnets.Predictor(best).predict([Image.new("RGB", (300, 120), (0, 200, 0))], topk=1)[0]
+    assert top[0][0] in ("cat", "dog", "fox")

@@ -1,0 +1,108 @@
+"""Training end to end on small real-format data: outputs, resume, divergence, bad input."""
+import importlib
+import json
+
+import pytest
+import torch
+
+import resnets
+from resnets import CheckpointError, ConfigError, DataError
+from resnets.engine.checkpoint import load_training_checkpoint
+from resnets.engine.train import TrainingDiverged, train
+from tests.conftest import make_cifar_batches
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="resnet20", data="digits", subset=256, epochs=2, batch_size=64, lr=0.05,
+                out=str(tmp_path / "run"), progress=False, tensorboard=False)
+    return resnets.make_config(None, **{**base, **kw})
+
+
+def test_training_writes_checkpoints_metrics_curves_and_report(tmp_path):
+    result = train(_cfg(tmp_path, tensorboard=True, ema_decay=0.9))
+    out = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "metrics.csv", "metrics.jsonl", "curves.png", "confusion_test.png",
+                 "report.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["step"] == 8
+    report = json.loads((out / "report.json").read_text())
+    assert report["val"]["split"] == "val" and report["test"]["split"] == "test" and report["test"]["n"] == 360
+    assert result.test.top1 > 10  # learned something in 8 steps
+    ckpt = load_training_checkpoint(out / "last.pt")
+    assert ckpt["classes"] == [str(i) for i in range(10)] and ckpt["config"]["model"] == "resnet20"
+    assert ckpt["ema"] is not None and ckpt["in_chans"] == 1
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    kw = dict(epochs=3, drop_path_rate=None, model_args={"drop_path_rate": 0.1}, mixup=0.2, ema_decay=0.9)
+    full = train(_cfg(tmp_path / "a", **kw))
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(row):
+        if row["epoch"] == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(_cfg(tmp_path / "b", **kw), on_epoch_end=crash_after_first_epoch)
+    resumed = train(None, resume=tmp_path / "b" / "run" / "last.pt")
+    a = load_training_checkpoint(full.out_dir / "last.pt")
+    b = load_training_checkpoint(resumed.out_dir / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    lines = (resumed.out_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    engine = importlib.import_module("resnets.engine.train")
+
+    real = engine.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2.*last\.pt"):
+        train(_cfg(tmp_path, subset=256, epochs=3))
+    ckpt = load_training_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_cifar_batches_train(tmp_path):
+    make_cifar_batches(tmp_path / "c", n_train=100, n_test=20)
+    result = train(_cfg(tmp_path, data="cifar10", data_root=str(tmp_path / "c"), val_size=20, subset=None,
+                        epochs=1, batch_size=32))
+    assert result.test.n == 20 and result.val.n == 20
+
+
+def test_image_tree_train_with_rrc_and_jitter(tmp_path, image_tree):
+    result = train(_cfg(tmp_path, data=str(image_tree), val_size=3, subset=None, epochs=1, batch_size=8,
+                        rrc_scale=[0.5, 1.0], crop_size=28, jitter=0.2, cutmix=1.0))
+    ckpt = load_training_checkpoint(result.out_dir / "best.pt")
+    assert ckpt["classes"] == ["cat", "dog", "fox"] and ckpt["crop_size"] == 28
+
+
+def test_pretrained_of_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "r32.pth"
+    torch.save(resnets.create_model("resnet32", in_chans=1).state_dict(), path)
+    with pytest.raises(CheckpointError, match="unexpected keys"):
+        train(_cfg(tmp_path, pretrained=str(path)))
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(DataError, match="data not found"):
+        train(_cfg(tmp_path, data=str(tmp_path / "missing")))
+    with pytest.raises(ConfigError, match="unknown model 'resnet21'"):
+        train(_cfg(tmp_path, model="resnet21"))
+    with pytest.raises(CheckpointError, match="not found"):
+        train(None, resume=tmp_path / "nothing.pt")
