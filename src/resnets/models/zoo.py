@@ -59,9 +59,10 @@ for _depth in (164, 1001):
     CIFAR[f"preact_resnet{_depth}"] = (
         _cifar_args(PreActBottleneck, _n, shortcut="B"), "paper",
         f"Pre-activation bottleneck ResNet-{_depth} (9n+2, n={_n}, He et al. 2016)")
-CIFAR["wrn28_10"] = (
-    dict(_cifar_args(PreActBasicBlock, 4, shortcut="B"), widths=(160, 320, 640)), "paper",
-    "Wide ResNet-28-10 (Zagoruyko & Komodakis 2016)")
+for _depth, _k in ((16, 8), (28, 2), (28, 10), (40, 4)):  # WRN-d-k: (d-4)/6 blocks a stage, widths 16k/32k/64k
+    CIFAR[f"wrn{_depth}_{_k}"] = (
+        dict(_cifar_args(PreActBasicBlock, (_depth - 4) // 6, shortcut="B"), widths=(16 * _k, 32 * _k, 64 * _k)),
+        "paper", f"Wide ResNet-{_depth}-{_k} (Zagoruyko & Komodakis 2016)")
 
 for _name, (_args, _ref, _summary) in IMAGENET.items():
     register_model(ModelSpec(_name, ResNet, _args, _summary, "imagenet", _ref))
