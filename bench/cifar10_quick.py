@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import resnets  # noqa: E402
-from machine import machine_info  # noqa: E402
+import resnets
+from resnets.machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 

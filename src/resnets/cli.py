@@ -32,6 +32,18 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(format_profile(args.model, profile_model(model, size), size))
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .bench import run_bench
+    from .engine.checkpoint import atomic_write
+
+    report = run_bench(quick=args.quick, compile=not args.no_compile)
+    if args.out:
+        atomic_write(Path(args.out), lambda f: f.write(report.to_json().encode() + b"\n"))
+        print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=None)
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("bench", help="speed of each inference and training mode against the naive baseline")
+    p.add_argument("--quick", action="store_true", help="one small configuration of each part")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile modes")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(func=_cmd_bench)
 
     from .engine.cli import add_engine_commands
 

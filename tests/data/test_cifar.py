@@ -77,3 +77,21 @@ def test_truncated_batch(tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(DataError, match="cannot read CIFAR batch .*data_batch_1"):
         load_data("cifar10", root=tmp_path)
+
+
+def test_download_without_network_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(DataError, match=r"cannot download .*put the extracted 'cifar-10-batches-py' folder"):
+        load_data("cifar10", root=tmp_path, download=True)
+    assert not list(tmp_path.iterdir())  # no partial archive left
+
+
+def test_archive_with_the_wrong_md5_is_refused(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not the real archive")
+    with pytest.raises(DataError, match="has MD5 .* expected c58f30108f718f92721af3b95e74349a"):
+        load_data("cifar10", root=tmp_path)

@@ -106,3 +106,9 @@ def test_bad_inputs(tmp_path):
         train(_cfg(tmp_path, model="resnet21"))
     with pytest.raises(CheckpointError, match="not found"):
         train(None, resume=tmp_path / "nothing.pt")
+
+
+def test_bf16_autocast_and_channels_last_train(tmp_path):
+    result = train(_cfg(tmp_path, subset=128, epochs=1, precision="bf16", channels_last=True, clip_grad=1.0,
+                        no_decay_norm_bias=True, nesterov=True, schedule="multistep", milestones=[0.5]))
+    assert result.history[0]["lr"] == pytest.approx(0.005) and result.test is not None

@@ -86,3 +86,9 @@ def test_every_model_exports(name):
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,millions", [("wrn16_8", 11.0), ("wrn28_10", 36.5), ("wrn40_4", 8.9),
+                                           ("preact_resnet164", 1.7), ("preact_resnet1001", 10.2)])
+def test_wide_and_preact_sizes_match_their_papers(name, millions):
+    assert n_params(resnets.create_model(name)) / 1e6 == pytest.approx(millions, rel=0.015)

@@ -92,6 +92,7 @@ def download_cifar(name: str, root: Path) -> Path:
         try:
             urllib.request.urlretrieve(URL + archive, tmp)
         except OSError as e:
+            tmp.unlink(missing_ok=True)
             raise DataError(f"cannot download {URL + archive} ({e}); without network, put the extracted "
                             f"'{folder}' folder (or '{archive}') in {root}") from None
         tmp.replace(target)

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..deploy.inference import MODES
 from ..errors import ResnetsError
 from .config import TrainConfig, list_recipes, load_recipe, make_config
 
@@ -78,7 +79,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .metrics import format_metrics
 
     m = evaluate(args.checkpoint, args.data, split=args.split, tta_flip=args.tta_flip, batch_size=args.batch_size,
-                 device=args.device, data_root=args.data_root, out=args.out)
+                 device=args.device, data_root=args.data_root, out=args.out, mode=args.mode)
     print(json.dumps(m.summary()) if args.json else format_metrics(m))
 
 
@@ -87,7 +88,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     if args.topk < 1 or args.batch_size < 1:
         raise ResnetsError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
-    predictor = Predictor(args.checkpoint, device=args.device, tta_flip=args.tta_flip)
+    predictor = Predictor(args.checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode)
     files = find_images(args.images)
     for start in range(0, len(files), args.batch_size):
         loaded, names = [], []
@@ -130,6 +131,8 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="folder for metrics JSON and the confusion-matrix PNG")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--mode", default="fused", choices=["auto", *MODES],
+                   help="inference mode; the default gives the float32 numbers")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes of images or folders of images")
@@ -140,5 +143,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta-flip", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--mode", default="auto", choices=["auto", *MODES],
+                   help="inference mode; auto is bfloat16 where the CPU or GPU runs it natively")
     p.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
     p.set_defaults(func=_cmd_predict)

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from PIL import Image
 
 from ..data import AugmentConfig, BatchAugment, load_data
 from ..data.folder import IMAGE_EXTS, decode_image
+from ..deploy.inference import native_bf16, prepare_inference
 from ..errors import DataError, ResnetsError
 from .checkpoint import model_from_checkpoint
 from .metrics import Metrics
@@ -19,13 +20,24 @@ from .train import evaluate_split, predict_logits, resolve_device
 log = logging.getLogger("resnets")
 
 
+def _runner(model: torch.nn.Module, mode: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The inference function for ``mode``; "auto" is bfloat16 where it runs natively, else folded float32."""
+    if mode == "auto":
+        mode = "bf16" if native_bf16(device) else "fused"
+    if device.type != "cpu" and mode not in ("eager", "channels_last", "fused", "bf16"):
+        raise ResnetsError(f"inference mode {mode!r} runs on the CPU only")
+    return prepare_inference(model.to(device), mode)
+
+
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "test", tta_flip: bool = False,
              batch_size: int = 256, device: str = "auto", data_root: str | None = None,
-             out: str | Path | None = None) -> Metrics:
+             out: str | Path | None = None, mode: str = "fused") -> Metrics:
     """Top-1/top-5, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint on a split.
 
     ``data`` defaults to the dataset the checkpoint was trained on, split the same way.
-    With ``out``, writes ``metrics_<split>.json`` and ``confusion_<split>.png`` there.
+    ``mode`` is an inference mode (``deploy.inference.MODES`` or "auto"); the default, batch norm
+    folded into float32 convolutions, gives the float32 numbers. With ``out``, writes
+    ``metrics_<split>.json`` and ``confusion_<split>.png`` there.
     """
     if split not in ("train", "val", "test"):
         raise ResnetsError(f"split must be train, val or test, got {split!r}")
@@ -48,15 +60,15 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
         raise DataError(f"{dataset.name} has no {split} split")
     dev = resolve_device(device)
     aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
-    metrics = evaluate_split(model.to(dev), subset, dataset.classes, aug, split, batch_size=batch_size, device=dev,
-                             tta_flip=tta_flip)
+    metrics = evaluate_split(_runner(model, mode, dev), subset, dataset.classes, aug, split, batch_size=batch_size,
+                             device=dev, tta_flip=tta_flip)
     if out is not None:
         from ..plots import plot_confusion
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"metrics_{split}.json").write_text(json.dumps({
-            **metrics.summary(), "tta_flip": tta_flip, "checkpoint": str(checkpoint),
+            **metrics.summary(), "tta_flip": tta_flip, "mode": mode, "checkpoint": str(checkpoint),
             "per_class": [vars(c) for c in metrics.per_class], "confusion": metrics.confusion}, indent=2))
         plot_confusion(metrics.confusion, dataset.classes, out / f"confusion_{split}.png", f"{split} split")
     return metrics
@@ -78,12 +90,17 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 class Predictor:
-    """Classify images with a training checkpoint: ``Predictor("runs/x/best.pt").predict(["cat.jpg"])``."""
+    """Classify images with a training checkpoint: ``Predictor("runs/x/best.pt").predict(["cat.jpg"])``.
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False) -> None:
+    ``mode`` is an inference mode (``deploy.inference.MODES``); "auto" takes bfloat16 where the device
+    runs it natively (AVX512-BF16/AMX, CUDA) and float32 with batch norm folded otherwise.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,
+                 mode: str = "auto") -> None:
         model, ckpt = model_from_checkpoint(checkpoint)
         self.device = resolve_device(device)
-        self.model = model.to(self.device)
+        self.forward = _runner(model, mode, self.device)
         self.classes: list[str] = ckpt["classes"]
         self.in_chans: int = ckpt["in_chans"]
         self.image_size: int = ckpt["image_size"]
@@ -104,7 +121,7 @@ class Predictor:
 
     def predict_tensor(self, images: torch.Tensor, topk: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k ``(class, probability)`` for a uint8 batch ``(N, C, H, W)``."""
-        probs = predict_logits(self.model, images, self.aug, device=self.device, tta_flip=self.tta_flip).softmax(1)
+        probs = predict_logits(self.forward, images, self.aug, device=self.device, tta_flip=self.tta_flip).softmax(1)
         p, idx = probs.topk(min(topk, len(self.classes)), dim=1)
         return [[(self.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
 

@@ -66,13 +66,18 @@ def augment_config(cfg: TrainConfig) -> AugmentConfig:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, aug: BatchAugment, *, batch_size: int = 256,
-                   device: torch.device | str = "cpu", precision: str = "fp32", tta_flip: bool = False,
-                   channels_last: bool = False) -> torch.Tensor:
-    """Logits of ``model`` in eval mode for uint8 images, batch by batch (flip-averaged with ``tta_flip``)."""
+def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                   aug: BatchAugment, *, batch_size: int = 256, device: torch.device | str = "cpu",
+                   precision: str = "fp32", tta_flip: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """Logits for uint8 images, batch by batch (flip-averaged with ``tta_flip``).
+
+    ``model`` is a module (run in eval mode, under ``precision`` autocast) or any function from
+    normalised images to logits, such as a ``deploy.prepare_inference`` runner.
+    """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = aug.eval(images[i:i + batch_size].to(device))
@@ -83,11 +88,12 @@ def predict_logits(model: nn.Module, images: torch.Tensor, aug: BatchAugment, *,
             if tta_flip:
                 y = (y + model(x.flip(3)).float()) / 2
         out.append(y.cpu())
-    model.train(was_training)
+    if was_training:
+        model.train()
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def evaluate_split(model: nn.Module, data: ImageSet, classes: list[str], aug: BatchAugment, split: str,
+def evaluate_split(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: ImageSet, classes: list[str], aug: BatchAugment, split: str,
                    **kwargs: Any) -> Metrics:
     return classification_metrics(predict_logits(model, data.images, aug, **kwargs), data.labels, classes, split)
 

@@ -74,7 +74,7 @@ class ResNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        self.grad_checkpointing: tuple[int, ...] = ()  # indices of the stages whose blocks are recomputed
 
         stem_out = self._make_stem(stem, in_chans, stem_width, norm_layer, block.preact)
         reduction = 1 if stem == "cifar" else 4
@@ -145,8 +145,8 @@ class ResNet(nn.Module):
             x = self.maxpool(x)
         return x
 
-    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+    def _run_stage(self, i: int, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if i not in self.grad_checkpointing or not torch.is_grad_enabled():
             return stage(x)
         for blk in stage:
             x = checkpoint(blk, x, use_reentrant=False)
@@ -161,7 +161,7 @@ class ResNet(nn.Module):
         x = self.forward_stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
-            x = self._run_stage(stage, x)
+            x = self._run_stage(i, stage, x)
             if i in want:
                 outs.append(x)
             if i >= max(want):
@@ -170,8 +170,8 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_stem(x)
-        for stage in self.stages:
-            x = self._run_stage(stage, x)
+        for i, stage in enumerate(self.stages):
+            x = self._run_stage(i, stage, x)
         return self.forward_final_norm(x)
 
     def forward_final_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,9 +195,15 @@ class ResNet(nn.Module):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them.
+
+        ``stages=k`` limits this to the first ``k`` stages: they hold most of the activation memory
+        (the highest resolution) but only about ``k / num_stages`` of the compute, so most of the memory
+        is saved for a fraction of the recomputation.
+        """
+        n = self.num_stages if stages is None else max(0, min(stages, self.num_stages))
+        self.grad_checkpointing = tuple(range(n)) if enable else ()
 
 
 class FeatureExtractor(nn.Module):

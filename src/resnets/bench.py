@@ -1,0 +1,269 @@
+"""The benchmark suite behind ``resnets bench``: every figure is a median over repeats after a warm-up,
+and reported as a ratio to the naive baseline (eager float32 NCHW) measured in the same run.
+
+- inference: images/s and p50/p99 latency per mode (``deploy.inference.MODES``), and the largest
+  difference from the baseline's logits;
+- training: images/s per mode (naive, channels_last, bf16 autocast, compile);
+- the machine's peak: large float32 and bfloat16 matrix multiplies, so that each model figure is
+  also a fraction of what the cores can do (model FLOP/s / matmul FLOP/s);
+- memory: peak resident memory of one training step per image, with and without gradient checkpointing,
+  measured in a fresh process.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .deploy.inference import MODES, TOLERANCE, native_bf16, onnxruntime_available, prepare_inference
+from .models import create_model
+from .models.profile import profile_model
+
+TRAIN_MODES = ("naive", "channels_last", "bf16", "compile")
+
+
+@dataclass
+class Timing:
+    median_s: float
+    p50_s: float
+    p99_s: float
+    samples: int
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
+    """Wall time of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+    return Timing(statistics.median(times), statistics.median(times), p99, len(times))
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of an ``n x n`` by ``n x n`` matrix multiply in ``dtype`` (median over repeats)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    t = time_calls(lambda: torch.mm(a, b), repeats, warmup=3)
+    return 2 * n**3 / t.median_s
+
+
+@dataclass
+class InferenceRow:
+    model: str
+    input_size: int
+    batch: int
+    mode: str
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    speedup: float  # over the eager baseline of this model and batch, in this run
+    max_rel_diff: float  # max |logits - baseline| / max |baseline|
+    agrees: bool  # within the tolerance of the mode's number format
+    peak_fraction: float  # model FLOP/s / matmul FLOP/s (bf16 peak for bf16 modes, else fp32)
+
+
+@dataclass
+class TrainingRow:
+    model: str
+    input_size: int
+    batch: int
+    mode: str
+    images_per_s: float
+    speedup: float
+    peak_fraction: float
+
+
+@dataclass
+class MemoryRow:
+    model: str
+    input_size: int
+    batch: int
+    checkpointed_stages: int  # 0: no gradient checkpointing
+    activation_mb_per_image: float  # tensors saved for the backward pass (unique storages)
+    peak_rss_mb_per_image: float  # peak resident memory added by one training step, in a fresh process
+    step_s: float
+    time_ratio: float  # step time / step time without checkpointing
+
+
+@dataclass
+class BenchReport:
+    machine: dict[str, object]
+    peak_flops: dict[str, float]
+    inference: list[InferenceRow] = field(default_factory=list)
+    training: list[TrainingRow] = field(default_factory=list)
+    memory: list[MemoryRow] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _gflops(model: torch.nn.Module, size: int) -> float:
+    """Forward FLOPs (2 x MACs) of one image, counted on the model."""
+    return 2 * sum(r.macs for r in profile_model(model, size)) / 1e9
+
+
+def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], peaks: dict[str, float],
+                    repeats: int) -> list[InferenceRow]:
+    model = create_model(name).eval()
+    gflops = _gflops(model, size)
+    x = torch.randn(batch, 3, size, size)
+    with torch.inference_mode():
+        reference = model(x)
+    rows: list[InferenceRow] = []
+    base_rate = None
+    for mode in modes:
+        runner = prepare_inference(model, mode, x)
+        t = time_calls(lambda: runner(x), repeats)
+        diff = ((runner(x) - reference).abs().max() / reference.abs().max()).item()
+        rate = batch / t.median_s
+        base_rate = base_rate or rate
+        peak = peaks["bf16"] if "bf16" in mode else peaks["fp32"]
+        rows.append(InferenceRow(name, size, batch, mode, rate, 1e3 * t.p50_s, 1e3 * t.p99_s, rate / base_rate, diff,
+                                 diff <= TOLERANCE[mode], rate * gflops * 1e9 / peak))
+    return rows
+
+
+def _train_step(name: str, size: int, batch: int, mode: str) -> tuple[Callable[[], None], torch.nn.Module]:
+    model = create_model(name)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, model.num_classes, (batch,))
+    if mode != "naive":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    forward = torch.compile(model) if mode == "compile" else model
+    low = mode in ("bf16", "compile")
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+            loss = F.cross_entropy(forward(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, model
+
+
+def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], peaks: dict[str, float],
+                   repeats: int) -> list[TrainingRow]:
+    rows: list[TrainingRow] = []
+    base_rate = None
+    for mode in modes:
+        step, model = _train_step(name, size, batch, mode)
+        gflops = 3 * _gflops(model, size)  # forward + backward is about three forwards
+        t = time_calls(step, repeats, warmup=3 if mode == "compile" else 2)
+        rate = batch / t.median_s
+        base_rate = base_rate or rate
+        peak = peaks["bf16"] if mode in ("bf16", "compile") else peaks["fp32"]
+        rows.append(TrainingRow(name, size, batch, mode, rate, rate / base_rate, rate * gflops * 1e9 / peak))
+    return rows
+
+
+_MEMORY_CHILD = """
+import sys, time, torch, torch.nn.functional as F
+from resnets import create_model
+
+def kib(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+name, size, batch, stages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model = create_model(name)
+model.set_grad_checkpointing(stages > 0, stages)
+x = torch.randn(batch, 3, size, size)
+y = torch.randint(0, model.num_classes, (batch,))
+def step():
+    F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+with torch.no_grad():
+    model(x[:1])
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak resident size (VmHWM) to the current one
+before = kib("VmRSS:")
+step()
+peak = kib("VmHWM:")
+times = []
+for _ in range(5):
+    t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
+print((peak - before) / 1024, sorted(times)[2])
+"""
+
+
+def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors that autograd keeps for the backward pass of ``model(x)`` (each storage once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(storages.values())
+
+
+def bench_memory(name: str, size: int, batch: int) -> list[MemoryRow]:
+    """Activation memory and step time without gradient checkpointing, with it on the first two stages,
+    and on every stage; and the peak resident memory of a step, measured in a fresh process."""
+    rows = []
+    x = torch.randn(batch, 3, size, size)
+    for stages in (0, 2, create_model(name).num_stages):
+        model = create_model(name)
+        model.set_grad_checkpointing(stages > 0, stages)
+        saved = saved_activation_bytes(model, x)
+        out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, name, str(size), str(batch), str(stages)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        step_s = float(out[1])
+        base = rows[0].step_s if rows else step_s
+        rows.append(MemoryRow(name, size, batch, stages, saved / 2**20 / batch, float(out[0]) / batch, step_s,
+                              step_s / base))
+    return rows
+
+
+def run_bench(*, quick: bool = False, compile: bool = True, log: Callable[[str], None] = print) -> BenchReport:
+    """The whole suite; ``quick`` runs one small configuration of each part (for tests)."""
+    from .machine import machine_info
+
+    modes = tuple(m for m in MODES if (compile or not m.startswith("compile"))
+                  and (m != "onnxruntime" or onnxruntime_available())
+                  and ("bf16" not in m or native_bf16()))
+    train_modes = tuple(m for m in TRAIN_MODES if (compile or m != "compile") and (m != "bf16" or native_bf16()))
+    peaks = {"fp32": matmul_peak(torch.float32, 512 if quick else 2048),
+             "bf16": matmul_peak(torch.bfloat16, 512 if quick else 2048)}
+    report = BenchReport(machine_info(), peaks)
+    log(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    inference = [("resnet20", 32, 16)] if quick else [
+        ("resnet18", 224, 1), ("resnet18", 224, 16), ("resnet50", 224, 1), ("resnet50", 224, 16),
+        ("resnet20", 32, 256), ("resnet56", 32, 256)]
+    for name, size, batch in inference:
+        rows = bench_inference(name, size, batch, modes, peaks, repeats=3 if quick else (20 if batch == 1 else 10))
+        report.inference += rows
+        for r in rows:
+            log(f"inference {name} {size}px b{batch} {r.mode:<13} {r.images_per_s:8.1f} img/s  x{r.speedup:.2f}  "
+                f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  diff {r.max_rel_diff:.1e}")
+    training = [("resnet20", 32, 32)] if quick else [
+        ("resnet20", 32, 128), ("resnet56", 32, 128), ("resnet18", 224, 32), ("resnet50", 224, 32)]
+    for name, size, batch in training:
+        rows = bench_training(name, size, batch, train_modes, peaks, repeats=3 if quick else 10)
+        report.training += rows
+        for r in rows:
+            log(f"training {name} {size}px b{batch} {r.mode:<13} {r.images_per_s:8.1f} img/s  x{r.speedup:.2f}")
+    for name, size, batch in [("resnet20", 32, 64)] if quick else [("resnet50", 224, 16), ("resnet56", 32, 128)]:
+        rows = bench_memory(name, size, batch)
+        report.memory += rows
+        for r in rows:
+            log(f"memory {name} {size}px b{batch} checkpointed stages {r.checkpointed_stages}: activations "
+                f"{r.activation_mb_per_image:.1f} MB/image, peak RSS {r.peak_rss_mb_per_image:.1f} MB/image, "
+                f"step {r.step_s:.3f} s (x{r.time_ratio:.2f})")
+    return report

@@ -1,0 +1,108 @@
+"""Inference modes, from the naive baseline to the fast paths, behind one call:
+``runner = prepare_inference(model, "bf16")`` then ``logits = runner(images)`` (float32 NCHW in, float32 out).
+
+| mode            | what it does                                                                |
+|-----------------|-----------------------------------------------------------------------------|
+| `eager`         | the model as most user code runs it: float32, NCHW, batch norm as a layer   |
+| `channels_last` | NHWC memory layout (oneDNN/cuDNN's preferred layout)                        |
+| `fused`         | batch norm folded into the convolutions, plus channels_last                 |
+| `bf16`          | `fused` with bfloat16 weights and activations                               |
+| `compile`       | `fused` through `torch.compile` with weights frozen as constants            |
+| `compile_bf16`  | `bf16` through `torch.compile` with freezing                                |
+| `onnxruntime`   | ONNX export run by ONNX Runtime (when `onnxruntime` is installed)           |
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .fuse import fuse_bn
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime")
+# The largest relative difference from float32 eager that each number format allows (max |dy| / max |y|).
+TOLERANCE = {"eager": 0.0, "channels_last": 1e-4, "fused": 1e-4, "compile": 1e-4, "onnxruntime": 1e-4,
+             "bf16": 5e-2, "compile_bf16": 5e-2}
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 convolutions run natively (AVX512-BF16/AMX on the CPU, or a CUDA GPU)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _layout(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _compiled(model: nn.Module) -> nn.Module:
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # weights become constants: folded and pre-packed for oneDNN
+    return torch.compile(model)
+
+
+def _onnx_runner(model: nn.Module, example: torch.Tensor) -> Runner:
+    import numpy as np
+    import onnxruntime as ort
+
+    from .export import export_onnx
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_onnx(model, example, path)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0])
+
+    return run
+
+
+def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None = None) -> Runner:
+    """A function from float32 NCHW images to float32 logits that runs ``model`` (left untouched) in ``mode``."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown inference mode {mode!r}; expected one of {', '.join(MODES)}")
+    model = copy.deepcopy(model).eval()
+    if mode == "eager":
+        return _no_grad(model)
+    if mode == "onnxruntime":
+        if example is None:
+            raise ConfigError("the onnxruntime mode needs an example input for the export")
+        return _onnx_runner(model, example)
+    if mode == "channels_last":
+        net = model.to(memory_format=torch.channels_last)
+        return _no_grad(lambda x: net(_layout(x)))
+    net = fuse_bn(model).to(memory_format=torch.channels_last)
+    low = mode in ("bf16", "compile_bf16")
+    if low:
+        net = net.to(torch.bfloat16)
+    if mode.startswith("compile"):
+        net = _compiled(net)
+    dtype = torch.bfloat16 if low else torch.float32
+    return _no_grad(lambda x: net(_layout(x.to(dtype))).float())
+
+
+def _no_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return fn(x)
+
+    return run

@@ -1,0 +1,63 @@
+"""Every inference mode agrees with the float32 baseline within its number format's tolerance."""
+import pytest
+import torch
+
+import resnets
+from resnets import ConfigError
+from resnets.deploy.inference import MODES, TOLERANCE, native_bf16, onnxruntime_available, prepare_inference
+
+FAST_MODES = [m for m in MODES if not m.startswith("compile")]
+
+
+@pytest.fixture(scope="module")
+def model_and_input():
+    torch.manual_seed(0)
+    return resnets.create_model("resnet20").eval(), torch.randn(4, 3, 32, 32)
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_mode_agrees_with_float32(model_and_input, mode):
+    if mode == "onnxruntime" and not onnxruntime_available():
+        pytest.skip("onnxruntime is not installed")
+    model, x = model_and_input
+    with torch.no_grad():
+        ref = model(x)
+    y = prepare_inference(model, mode, x)(x)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    assert ((y - ref).abs().max() / ref.abs().max()).item() <= max(TOLERANCE[mode], 1e-6)
+    assert torch.equal(y.argmax(1), ref.argmax(1)) or mode in ("bf16",)
+
+
+def test_compiled_mode_agrees(model_and_input):
+    model, x = model_and_input
+    with torch.no_grad():
+        ref = model(x)
+    y = prepare_inference(model, "compile", x)(x)
+    assert ((y - ref).abs().max() / ref.abs().max()).item() <= TOLERANCE["compile"]
+
+
+def test_dynamic_batch_in_onnxruntime(model_and_input):
+    if not onnxruntime_available():
+        pytest.skip("onnxruntime is not installed")
+    model, x = model_and_input
+    run = prepare_inference(model, "onnxruntime", x)
+    with torch.no_grad():
+        torch.testing.assert_close(run(x[:1].repeat(7, 1, 1, 1)), model(x[:1].repeat(7, 1, 1, 1)),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_modes_leave_the_model_alone(model_and_input):
+    model, x = model_and_input
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepare_inference(model, "bf16", x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_unknown_mode():
+    with pytest.raises(ConfigError, match="unknown inference mode"):
+        prepare_inference(resnets.create_model("resnet20"), "int4")
+
+
+def test_native_bf16_is_a_bool():
+    assert isinstance(native_bf16(), bool)
