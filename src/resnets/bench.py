@@ -113,8 +113,15 @@ def _gflops(model: torch.nn.Module, size: int) -> float:
     return 2 * sum(r.macs for r in profile_model(model, size)) / 1e9
 
 
+def _fresh_compiler() -> None:
+    """Forget earlier compilations, so that each configuration is compiled for itself (dynamo stops
+    compiling a function after a few recompilations, and would silently fall back to eager)."""
+    torch._dynamo.reset()
+
+
 def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], peaks: dict[str, float],
                     repeats: int) -> list[InferenceRow]:
+    _fresh_compiler()
     model = create_model(name).eval()
     gflops = _gflops(model, size)
     x = torch.randn(batch, 3, size, size)
@@ -159,6 +166,7 @@ def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], pea
                    repeats: int) -> list[TrainingRow]:
     rows: list[TrainingRow] = []
     base_rate = None
+    _fresh_compiler()
     for mode in modes:
         step, model = _train_step(name, size, batch, mode)
         gflops = 3 * _gflops(model, size)  # forward + backward is about three forwards
@@ -201,11 +209,15 @@ print((peak - before) / 1024, sorted(times)[2])
 
 
 def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the tensors that autograd keeps for the backward pass of ``model(x)`` (each storage once)."""
+    """Bytes of the activations that autograd keeps for the backward pass of ``model(x)``: every saved
+    tensor's storage once, the model's own weights left out."""
     storages: dict[int, int] = {}
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights:
+            storages[ptr] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -13,7 +13,7 @@ import yaml
 from ..errors import ConfigError
 
 Schedule = Literal["cosine", "step", "multistep", "constant"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 @dataclass
@@ -59,8 +59,8 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     # speed and reproducibility
-    precision: Precision = "fp32"  # autocast dtype; bf16 on CPU needs native bfloat16 to pay off
-    channels_last: bool = False
+    precision: Precision = "auto"  # autocast dtype; auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively
+    channels_last: bool = True
     compile: bool = False
     device: str = "auto"
     seed: int = 0
@@ -83,7 +83,8 @@ class TrainConfig:
             (self.ema_decay is None or 0 < self.ema_decay < 1, f"EMA decay must be in (0, 1), got {self.ema_decay}"),
             (self.clip_grad is None or self.clip_grad > 0, f"gradient clip must be > 0, got {self.clip_grad}"),
             (self.schedule in ("cosine", "step", "multistep", "constant"), f"unknown schedule {self.schedule!r}"),
-            (self.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {self.precision!r}"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"),
+             f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
             (self.subset is None or self.subset >= 1, f"subset must be >= 1, got {self.subset}"),
             (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
         ]

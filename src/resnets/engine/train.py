@@ -2,6 +2,7 @@
 validation, checkpoints; at the end the best checkpoint is evaluated once on the test split."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import AugmentConfig, BatchAugment, BatchLoader, ImageData, ImageSet, batch_generator, load_data
+from ..deploy.inference import native_bf16
 from ..errors import CheckpointError, ResnetsError
 from ..models import create_model
 from ..models.loading import load_state_dict_into
@@ -135,6 +137,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     cfg.validate()
     start_time = time.perf_counter()
     device = resolve_device(cfg.device)
+    if cfg.precision == "auto":
+        cfg = dataclasses.replace(cfg, precision="bf16" if native_bf16(device) else "fp32")
     _seed_everything(cfg.seed, cfg.deterministic)
     data = _prepare_data(cfg)
 
@@ -255,7 +259,7 @@ def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eva
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model_args)
     load_state_dict_into(model, best["model"], adapt=False)
     model.to(eval_kwargs["device"])
-    kwargs = dict(eval_kwargs, tta_flip=cfg.tta_flip)
+    kwargs = dict(eval_kwargs, tta_flip=cfg.tta_flip, precision="fp32")  # the reported numbers are float32
     val = evaluate_split(model, data.val, data.classes, aug, "val", **kwargs)
     test = None
     if cfg.eval_test and data.test is not None:

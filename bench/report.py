@@ -1,0 +1,38 @@
+"""Markdown tables from bench/results/bench.json, for the README.
+
+    python bench/report.py [bench/results/bench.json]
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def tables(report: dict) -> str:
+    m, peaks = report["machine"], report["peak_flops"]
+    out = [f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}. "
+           f"Matmul peak in the same run: float32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+           f"bfloat16 {peaks['bf16'] / 1e9:.0f} GFLOP/s.", "",
+           "| model | input | batch | mode | images/s | x naive | p50 ms | p99 ms | max rel. diff | % of peak |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["inference"]:
+        out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['mode']} | {r['images_per_s']:.1f} | "
+                   f"{r['speedup']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_rel_diff']:.1e} | "
+                   f"{100 * r['peak_fraction']:.0f} |")
+    out += ["", "| model | input | batch | training mode | images/s | x naive | % of peak |", "|---|---|---|---|---|---|---|"]
+    for r in report["training"]:
+        out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['mode']} | {r['images_per_s']:.1f} | "
+                   f"{r['speedup']:.2f} | {100 * r['peak_fraction']:.0f} |")
+    out += ["", "| model | input | batch | checkpointed stages | activations MB/image | peak RSS MB/image | step s | x time |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in report["memory"]:
+        out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['checkpointed_stages']} | "
+                   f"{r['activation_mb_per_image']:.1f} | {r['peak_rss_mb_per_image']:.1f} | {r['step_s']:.3f} | "
+                   f"{r['time_ratio']:.2f} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results" / "bench.json")
+    print(tables(json.loads(path.read_text())))

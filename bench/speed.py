@@ -1,0 +1,29 @@
+"""The speed suite (the same as `resnets bench`): inference and training modes against the naive baseline,
+the machine's matmul peak, and gradient-checkpointing memory.
+
+    python bench/speed.py              # writes bench/results/bench.json
+    python bench/speed.py --no-compile # leaves out the torch.compile modes
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from resnets.bench import run_bench
+from resnets.engine.checkpoint import atomic_write
+
+OUT = Path(__file__).resolve().parent / "results" / "bench.json"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--out", default=str(OUT))
+    args = p.parse_args()
+    report = run_bench(compile=not args.no_compile)
+    atomic_write(Path(args.out), lambda f: f.write(report.to_json().encode() + b"\n"))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

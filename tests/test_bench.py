@@ -1,0 +1,39 @@
+"""The benchmark suite's measurements (correctness of what it reports, not speed)."""
+import torch
+
+import resnets
+from resnets.bench import (bench_inference, bench_training, matmul_peak, saved_activation_bytes, time_calls)
+
+
+def test_time_calls_orders_its_statistics():
+    t = time_calls(lambda: sum(range(1000)), repeats=9, warmup=1)
+    assert t.samples == 9 and 0 < t.p50_s <= t.p99_s
+
+
+def test_matmul_peak_is_a_rate():
+    assert matmul_peak(torch.float32, n=128, repeats=2) > 1e8
+
+
+def test_inference_rows_are_relative_to_the_baseline_of_the_same_run():
+    peaks = {"fp32": 1e11, "bf16": 2e11}
+    rows = bench_inference("resnet20", 32, 8, ("eager", "fused"), peaks, repeats=2)
+    assert [r.mode for r in rows] == ["eager", "fused"]
+    assert rows[0].speedup == 1.0 and rows[0].max_rel_diff == 0.0
+    assert all(r.agrees and r.images_per_s > 0 and 0 < r.peak_fraction for r in rows)
+    assert rows[1].speedup == rows[1].images_per_s / rows[0].images_per_s
+
+
+def test_training_rows():
+    rows = bench_training("resnet20", 32, 8, ("naive", "channels_last"), {"fp32": 1e11, "bf16": 2e11}, repeats=2)
+    assert rows[0].speedup == 1.0 and rows[1].images_per_s > 0
+
+
+def test_checkpointing_saves_activation_memory_in_proportion_to_the_stages():
+    x = torch.randn(2, 3, 64, 64)
+    sizes = []
+    for stages in (0, 2, 4):
+        model = resnets.create_model("resnet50")
+        model.set_grad_checkpointing(stages > 0, stages)
+        sizes.append(saved_activation_bytes(model, x))
+    assert sizes[0] > sizes[1] > sizes[2]
+    assert sizes[2] < 0.5 * sizes[0]  # at least half of the activation memory is not kept
