@@ -88,3 +88,16 @@ def resnets_state():
     import resnets
 
     return resnets.create_model("resnet20").state_dict()
+
+
+def test_bench_quick_writes_json(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--no-compile", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    modes = [r["mode"] for r in report["inference"]]
+    assert modes[0] == "eager" and "fused" in modes and all(r["agrees"] for r in report["inference"])
+    assert [r["checkpointed_stages"] for r in report["memory"]] == [0, 2, 3]
+    assert report["memory"][2]["activation_mb_per_image"] < 0.5 * report["memory"][0]["activation_mb_per_image"]
+    assert "matmul peak" in capsys.readouterr().out

@@ -63,7 +63,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
     else:
         overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
         recipe = args.recipe
-        if recipe is None and overrides.get("data") in (None, "digits"):
+        if getattr(args, "source", None) is not None:  # resnets finetune --from
+            from ..transfer import finetune_config_args
+
+            recipe = recipe or "finetune"
+            found = finetune_config_args(args.source, overrides.get("model"))
+            overrides.update(model=found["model"], pretrained=found["pretrained"])
+            if found["model_args"] and not args.model_arg:
+                overrides["model_args"] = found["model_args"]
+        elif recipe is None and overrides.get("data") in (None, "digits"):
             recipe = "digits"
         if args.model_arg:
             base = load_recipe(recipe).get("model_args", {}) if recipe else {}
@@ -112,11 +120,38 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             sys.stdout.flush()
 
 
+def _cmd_features(args: argparse.Namespace) -> None:
+    from ..transfer import features
+
+    result = features(args.checkpoint, args.data, args.out, model=args.model, stage=args.stage,
+                      probe=args.linear_probe, subset=args.subset, data_root=args.data_root, val_size=args.val_size)
+    print(json.dumps(result, indent=2))
+
+
 def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: ResNet-20 on the embedded digits)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_train_options(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained network on new data (a new classifier head)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--from", dest="source", required=True, metavar="CHECKPOINT",
+                   help="this project's checkpoint, or a torchvision/timm state dict file (then also --model)")
+    add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("features", help="pooled embeddings of every image, and an optional linear probe")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--data-root")
+    p.add_argument("--model", help="architecture of a plain state dict (this project's checkpoints name theirs)")
+    p.add_argument("--out", help="features file (.npz or .safetensors) with labels and file names")
+    p.add_argument("--stage", type=int, help="save this stage's feature maps (0-based) instead of pooled features")
+    p.add_argument("--linear-probe", action="store_true", help="fit a logistic regression and report its accuracy")
+    p.add_argument("--subset", type=int, help="use the first N training images")
+    p.add_argument("--val-size", type=float)
+    p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("recipes", help="list the shipped training recipes")
     p.set_defaults(func=lambda a: print("\n".join(list_recipes())))

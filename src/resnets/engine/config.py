@@ -23,7 +23,10 @@ class TrainConfig:
     # what to train
     model: str = "resnet20"
     model_args: dict[str, Any] = field(default_factory=dict)  # extra ResNet arguments, e.g. drop_path_rate
-    pretrained: str | None = None
+    pretrained: str | None = None  # weights to start from (fine-tuning); a new class count gets a new head
+    freeze_stages: int | None = None  # freeze the stem and this many stages (batch-norm statistics too)
+    unfreeze_every: float | None = None  # gradual unfreezing: one more stage (deepest first) every N epochs
+    head_lr_mult: float = 1.0  # learning-rate multiplier of the classifier
     # data
     data: str = "digits"  # digits | cifar10 | cifar100 | path to an image tree, .tar(.gz) or CIFAR batches
     data_root: str | None = None  # where the CIFAR batches are
@@ -87,6 +90,9 @@ class TrainConfig:
              f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
             (self.subset is None or self.subset >= 1, f"subset must be >= 1, got {self.subset}"),
             (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.head_lr_mult > 0, f"head learning-rate multiplier must be > 0, got {self.head_lr_mult}"),
+            (self.unfreeze_every is None or self.unfreeze_every > 0,
+             f"unfreeze interval must be > 0 epochs, got {self.unfreeze_every}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -9,20 +9,36 @@ from torch import nn
 from .config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
-    """One group, or two where norm weights and biases (every parameter of dimension < 2) get no decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not no_decay_norm_bias:
-        return [{"params": params, "weight_decay": weight_decay}]
-    return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool,
+                 head_lr_mult: float = 1.0) -> list[dict]:
+    """Parameter groups, each with an ``lr_mult``: the classifier's is ``head_lr_mult``; with
+    ``no_decay_norm_bias``, norm weights and biases (every parameter of dimension < 2) get no weight decay.
+
+    Frozen parameters are included: they get no gradient, so SGD leaves them alone until they are unfrozen.
+    """
+    head = getattr(model, "get_classifier", lambda: None)()
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        key = (id(p) in head_ids, no_decay_norm_bias and p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+             "lr_mult": head_lr_mult if is_head else 1.0}
+            for (is_head, no_decay), params in sorted(groups.items())]
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias), lr=cfg.lr,
-                           momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias, cfg.head_lr_mult)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def frozen_stages_at(cfg: TrainConfig, epoch: int) -> int | None:
+    """How many stages are frozen in ``epoch`` under gradual unfreezing (the deepest frozen stage
+    is released every ``unfreeze_every`` epochs; the stem last)."""
+    if cfg.freeze_stages is None or cfg.unfreeze_every is None:
+        return cfg.freeze_stages
+    k = cfg.freeze_stages - int(epoch // cfg.unfreeze_every)
+    return k if k >= 0 else None
 
 
 def lr_factor(cfg: TrainConfig, epoch: float) -> float:
@@ -43,4 +59,4 @@ def lr_factor(cfg: TrainConfig, epoch: float) -> float:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

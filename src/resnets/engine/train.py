@@ -26,7 +26,7 @@ from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, se
 from .config import TrainConfig
 from .ema import ModelEma
 from .metrics import Metrics, classification_metrics
-from .optim import lr_factor, make_optimizer, set_lr
+from .optim import frozen_stages_at, lr_factor, make_optimizer, set_lr
 from .runlog import RunLog
 
 log = logging.getLogger("resnets")
@@ -146,6 +146,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                          pretrained=cfg.pretrained, **cfg.model_args).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.freeze_stages is not None:
+        model.freeze(cfg.freeze_stages)
     optimizer = make_optimizer(model, cfg)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
@@ -181,6 +183,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, unit="step", dynamic_ncols=True)
     try:
         while step < total_steps:
+            if cfg.freeze_stages is not None and model.frozen_stages != frozen_stages_at(cfg, epoch):
+                model.freeze(frozen_stages_at(cfg, epoch))
+                log.info("epoch %d: %s", epoch + 1, "all stages trainable" if model.frozen_stages is None
+                         else f"stem and {model.frozen_stages} stage(s) frozen")
             model.train()
             bar.set_description(f"epoch {epoch + 1}/{math.ceil(total_steps / steps_per_epoch)}")
             loss_sum = correct = seen = 0.0

@@ -75,6 +75,7 @@ class ResNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing: tuple[int, ...] = ()  # indices of the stages whose blocks are recomputed
+        self.frozen_stages: int | None = None  # stem + this many stages are frozen (None: nothing)
 
         stem_out = self._make_stem(stem, in_chans, stem_width, norm_layer, block.preact)
         reduction = 1 if stem == "cifar" else 4
@@ -194,6 +195,32 @@ class ResNet(nn.Module):
         """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it)."""
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The stem and the first ``frozen_stages`` stages (nothing when ``frozen_stages`` is None)."""
+        if self.frozen_stages is None:
+            return []
+        stem = [m for m in (self.conv1, self.bn1) if m is not None]
+        return stem + self.stages[:self.frozen_stages]
+
+    def freeze(self, stages: int | None) -> None:
+        """Freeze the stem and the first ``stages`` stages for fine-tuning: no gradients, and their batch-norm
+        statistics stay fixed in training mode. ``None`` unfreezes everything."""
+        if stages is not None and not 0 <= stages <= self.num_stages:
+            raise ConfigError(f"can freeze 0..{self.num_stages} stages (plus the stem), got {stages}")
+        self.frozen_stages = stages
+        for p in self.parameters():
+            p.requires_grad_(True)
+        for m in self.frozen_modules():
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ResNet":
+        super().train(mode)
+        for m in self.frozen_modules():
+            m.eval()
+        return self
 
     def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None) -> None:
         """Recompute each block's activations in the backward pass instead of storing them.

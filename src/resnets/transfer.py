@@ -1,0 +1,151 @@
+"""Transfer learning: start from a pretrained network (this project's checkpoint, or a torchvision/timm
+ResNet-family state dict), then fine-tune it (``resnets finetune``) or extract features and fit a linear
+classifier on them (``resnets features --linear-probe``)."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data
+from .errors import ConfigError, ResnetsError
+from .models import create_model, extract_state_dict, get_model_spec, load_state_dict_into, read_checkpoint
+from .models.resnet import ResNet
+
+log = logging.getLogger("resnets")
+
+
+@dataclass
+class Source:
+    """What a pretrained file holds: the architecture, its arguments and its input normalisation."""
+
+    path: Path
+    model: str
+    model_args: dict[str, Any]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    in_chans: int | None
+
+
+def describe_source(path: str | Path, model: str | None = None) -> Source:
+    """Read a pretrained file: this project's checkpoints name their model; a plain state dict needs ``model``."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
+    if cfg is not None:
+        if model is not None and model != cfg["model"]:
+            raise ConfigError(f"{path} holds a {cfg['model']}, not a {model}")
+        return Source(path, cfg["model"], dict(cfg.get("model_args", {})), tuple(ckpt["mean"]), tuple(ckpt["std"]),
+                      ckpt.get("in_chans"))
+    if model is None:
+        raise ConfigError(f"{path} is a plain state dict: name its architecture with --model (e.g. resnet50)")
+    spec = get_model_spec(model)
+    first = next((v for k, v in extract_state_dict(ckpt).items() if k.endswith("weight") and v.dim() == 4), None)
+    return Source(path, model, {}, spec.mean, spec.std, first.shape[1] if first is not None else None)
+
+
+def load_backbone(source: Source, in_chans: int) -> ResNet:
+    """The pretrained network for ``in_chans`` input channels (the first convolution adapted) with no classifier."""
+    net = create_model(source.model, num_classes=0, in_chans=in_chans, **source.model_args)
+    state = extract_state_dict(read_checkpoint(source.path))
+    load_state_dict_into(net, {k: v for k, v in state.items() if not k.startswith("fc.")})
+    return net.eval()
+
+
+def input_stats(source: Source, data: ImageData) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The pretrained normalisation where the channels match, else the target data's own statistics."""
+    if source.mean is not None and source.std is not None and len(source.mean) == data.in_chans:
+        return source.mean, source.std
+    return data.mean, data.std
+
+
+@torch.no_grad()
+def extract_features(net: ResNet, images: torch.Tensor, aug: BatchAugment, stage: int | None = None,
+                     batch_size: int = 256) -> np.ndarray:
+    """Pooled embeddings (``stage=None``), or the feature maps of stage ``stage`` (0-based), for uint8 images."""
+    if stage is not None and not 0 <= stage < net.num_stages:
+        raise ConfigError(f"stage must be in 0..{net.num_stages - 1}, got {stage}")
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = aug.eval(images[i:i + batch_size])
+        if stage is None:
+            feats = net.forward_head(net.forward_features(x), pre_logits=True)
+        else:
+            feats = net.forward_intermediates(x, [stage])[0]
+        out.append(feats.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.num_features), np.float32)
+
+
+def save_features(path: str | Path, features: dict[str, np.ndarray], sets: dict[str, ImageSet],
+                  classes: list[str]) -> Path:
+    """Features, labels and file names of each split, as ``.npz`` or ``.safetensors`` (file names and classes
+    in its metadata)."""
+    from .engine.checkpoint import atomic_write
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save
+
+        tensors = {f"{s}.features": np.ascontiguousarray(f) for s, f in features.items()}
+        tensors.update({f"{s}.labels": sets[s].labels.numpy() for s in features})
+        meta = {"classes": json.dumps(classes), **{f"{s}.files": json.dumps(sets[s].files or []) for s in features}}
+        blob = save(tensors, metadata=meta)
+        atomic_write(path, lambda f: f.write(blob))
+    elif path.suffix == ".npz":
+        arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
+        for s, f in features.items():
+            arrays.update({f"{s}.features": f, f"{s}.labels": sets[s].labels.numpy(),
+                           f"{s}.files": np.array(sets[s].files or [])})
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    else:
+        raise ConfigError(f"features are saved as .npz or .safetensors, not {path.suffix or path.name!r}")
+    return path
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, evals: dict[str, tuple[np.ndarray, np.ndarray]],
+                 max_iter: int = 2000) -> dict[str, float]:
+    """Top-1 accuracy (%) of a logistic-regression classifier fitted on standardised training features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
+    clf.fit(train_x.reshape(len(train_x), -1), train_y)
+    return {name: 100.0 * float((clf.predict(x.reshape(len(x), -1)) == y).mean()) for name, (x, y) in evals.items()}
+
+
+def features(checkpoint: str | Path, data: str, out: str | Path | None = None, *, model: str | None = None,
+             stage: int | None = None, probe: bool = False, subset: int | None = None,
+             data_root: str | None = None, val_size: float | None = None) -> dict[str, Any]:
+    """Embeddings of every image of ``data`` from a pretrained network, saved to ``out``; with ``probe``,
+    the accuracy of a linear classifier trained on the training split's features."""
+    source = describe_source(checkpoint, model)
+    dataset = load_data(data, root=data_root, val_size=val_size)
+    if subset is not None:
+        dataset.train = dataset.train.subset(torch.arange(min(subset, len(dataset.train))))
+    net = load_backbone(source, dataset.in_chans)
+    aug = BatchAugment(AugmentConfig(), *input_stats(source, dataset), dataset.num_classes)
+    sets = {s: getattr(dataset, s) for s in ("train", "val", "test") if getattr(dataset, s) is not None}
+    feats = {s: extract_features(net, v.images, aug, stage) for s, v in sets.items()}
+    result: dict[str, Any] = {"model": source.model, "data": dataset.name, "dim": int(np.prod(feats["train"].shape[1:])),
+                              "images": {s: len(v) for s, v in sets.items()}}
+    if out is not None:
+        result["out"] = str(save_features(out, feats, sets, dataset.classes))
+    if probe:
+        evals = {s: (feats[s], sets[s].labels.numpy()) for s in sets if s != "train"}
+        result["linear_probe_top1"] = linear_probe(feats["train"], sets["train"].labels.numpy(), evals)
+    return result
+
+
+def finetune_config_args(source: str | Path, model: str | None) -> dict[str, Any]:
+    """The ``TrainConfig`` settings that start training from ``source``."""
+    path = Path(source)
+    if not path.is_file():
+        raise ResnetsError(f"no pretrained file {source} (give a checkpoint or a .pth/.pt/.safetensors state dict)")
+    src = describe_source(path, model)
+    return {"model": src.model, "model_args": src.model_args, "pretrained": str(path)}
