@@ -13,7 +13,8 @@ def tables(report: dict) -> str:
     m, peaks = report["machine"], report["peak_flops"]
     out = [f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}. "
            f"Matmul peak in the same run: float32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-           f"bfloat16 {peaks['bf16'] / 1e9:.0f} GFLOP/s.", "",
+           f"bfloat16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
+           + (f", int8 {peaks['int8'] / 1e9:.0f} GOP/s." if "int8" in peaks else "."), "",
            "| model | input | batch | mode | images/s | x naive | p50 ms | p99 ms | max rel. diff | % of peak |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["inference"]:

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import resnets
+
 SHARED = Path(os.environ.get("RESNETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
@@ -95,3 +97,16 @@ def make_image_tree(root: Path, classes=("cat", "dog", "fox"), per_class: int = 
 @pytest.fixture
 def image_tree(tmp_path):
     return make_image_tree(tmp_path / "tree")
+
+
+@pytest.fixture(scope="session")
+def tree_run(tmp_path_factory):
+    """A model trained briefly on a small colour-coded image tree."""
+    root = tmp_path_factory.mktemp("evalrun")
+    tree = make_image_tree(root / "tree", per_class=12)
+    cfg = resnets.make_config(None, model="resnet20", data=str(tree), val_size=6, epochs=6, batch_size=16, lr=0.05,
+                              out=str(root / "run"), progress=False, tensorboard=False, hflip=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNETS_CACHE", str(root / "cache"))
+        result = resnets.train(cfg)
+        yield tree, result.out_dir / "best.pt", result

@@ -52,11 +52,15 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timin
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of an ``n x n`` by ``n x n`` matrix multiply in ``dtype`` (median over repeats).
+    """Operations per second of an ``n x n`` by ``n x n`` matrix multiply in ``dtype`` (median over repeats).
 
-    Two GEMM kernels are timed and the faster one counts: the BLAS behind ``torch.mm`` and oneDNN's,
-    reached through a 1x1 convolution over ``n`` pixels. On some CPUs (AMD with MKL) the two differ
-    by 2x, and a peak from the slower one would make the models look faster than the machine."""
+    For floating point, two GEMM kernels are timed and the faster one counts: the BLAS behind ``torch.mm``
+    and oneDNN's, reached through a 1x1 convolution over ``n`` pixels. On some CPUs (AMD with MKL) the two
+    differ by 2x, and a peak from the slower one would make the models look faster than the machine.
+    For ``torch.int8``, ``torch._int_mm`` (int8 x int8 -> int32)."""
+    if dtype == torch.int8:
+        a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+        return 2 * n**3 / time_calls(lambda: torch._int_mm(a, a), repeats, warmup=3).median_s
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     side = int(n**0.5)
     x = torch.randn(1, n, side, n // side, dtype=dtype).to(memory_format=torch.channels_last)
@@ -65,6 +69,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
         blas = time_calls(lambda: torch.mm(a, b), repeats, warmup=3).median_s
         onednn = time_calls(lambda: F.conv2d(x, w), repeats, warmup=3).median_s
     return 2 * n**3 / min(blas, onednn * n / (side * (n // side)))
+
+
+def _peak_kind(mode: str) -> str:
+    return "int8" if mode == "int8" else "bf16" if "bf16" in mode else "fp32"
 
 
 @dataclass
@@ -79,7 +87,7 @@ class InferenceRow:
     speedup: float  # over the eager baseline of this model and batch, in this run
     max_rel_diff: float  # max |logits - baseline| / max |baseline|
     agrees: bool  # within the tolerance of the mode's number format
-    peak_fraction: float  # model FLOP/s / matmul FLOP/s (bf16 peak for bf16 modes, else fp32)
+    peak_fraction: float  # model FLOP/s / matmul FLOP/s (of the mode's number format: fp32, bf16 or int8)
 
 
 @dataclass
@@ -144,7 +152,7 @@ def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], pe
         diff = ((runner(x) - reference).abs().max() / reference.abs().max()).item()
         rate = batch / t.median_s
         base_rate = base_rate or rate
-        peak = peaks["bf16"] if "bf16" in mode else peaks["fp32"]
+        peak = peaks[_peak_kind(mode)]
         rows.append(InferenceRow(name, size, batch, mode, rate, 1e3 * t.p50_s, 1e3 * t.p99_s, rate / base_rate, diff,
                                  diff <= TOLERANCE[mode], rate * gflops * 1e9 / peak))
     return rows
@@ -257,13 +265,13 @@ def run_bench(*, quick: bool = False, compile: bool = True, log: Callable[[str],
     from .machine import machine_info
 
     modes = tuple(m for m in MODES if (compile or not m.startswith("compile"))
-                  and (m != "onnxruntime" or onnxruntime_available())
+                  and (m not in ("onnxruntime", "int8") or onnxruntime_available())
                   and ("bf16" not in m or native_bf16()))
     train_modes = tuple(m for m in TRAIN_MODES if (compile or m != "compile") and (m != "bf16" or native_bf16()))
-    peaks = {"fp32": matmul_peak(torch.float32, 512 if quick else 2048),
-             "bf16": matmul_peak(torch.bfloat16, 512 if quick else 2048)}
+    peaks = {kind: matmul_peak(dtype, 512 if quick else 2048)
+             for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8))}
     report = BenchReport(machine_info(), peaks)
-    log(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    log("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} G/s" for k, v in peaks.items()))
     inference = [("resnet20", 32, 16)] if quick else [
         ("resnet18", 224, 1), ("resnet18", 224, 16), ("resnet50", 224, 1), ("resnet50", 224, 16),
         ("resnet20", 32, 256), ("resnet56", 32, 256)]

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_engine_commands(sub)
 
+    from .deploy.cli import add_deploy_commands
+
+    add_deploy_commands(sub)
+
     return parser
 
 

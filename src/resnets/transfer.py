@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data
+from .data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from .errors import ConfigError, ResnetsError
 from .models import create_model, extract_state_dict, get_model_spec, load_state_dict_into, read_checkpoint
 from .models.resnet import ResNet
@@ -126,8 +126,7 @@ def features(checkpoint: str | Path, data: str, out: str | Path | None = None, *
     the accuracy of a linear classifier trained on the training split's features."""
     source = describe_source(checkpoint, model)
     dataset = load_data(data, root=data_root, val_size=val_size)
-    if subset is not None:
-        dataset.train = dataset.train.subset(torch.arange(min(subset, len(dataset.train))))
+    dataset.train = take(dataset.train, subset)
     net = load_backbone(source, dataset.in_chans)
     aug = BatchAugment(AugmentConfig(), *input_stats(source, dataset), dataset.num_classes)
     sets = {s: getattr(dataset, s) for s in ("train", "val", "test") if getattr(dataset, s) is not None}

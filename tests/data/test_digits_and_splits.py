@@ -4,7 +4,7 @@ import torch
 
 from resnets import DataError
 from resnets.data import ImageSet, load_data
-from resnets.data.types import channel_stats, split_off
+from resnets.data.types import channel_stats, split_off, take
 
 
 def test_digits_fixed_split():
@@ -22,6 +22,15 @@ def test_split_off_is_stratified_and_disjoint():
     rest, held = split_off(data, 20, seed=3)
     assert torch.bincount(held.labels).tolist() == [5, 5, 5, 5]
     assert sorted(rest.files + held.files, key=int) == data.files
+
+
+def test_take_is_class_balanced_even_when_stored_class_by_class():
+    labels = torch.arange(4).repeat_interleave(25)  # like an image tree: class 0 first, then 1, ...
+    data = ImageSet(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 1, 2, 2), labels)
+    part = take(data, 20)
+    assert torch.bincount(part.labels).tolist() == [5, 5, 5, 5]
+    assert torch.equal(take(data, 20).images, part.images)  # fixed by the seed
+    assert take(data, None) is data and take(data, 500) is data
 
 
 def test_channel_stats_match_a_direct_computation():

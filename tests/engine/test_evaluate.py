@@ -10,21 +10,6 @@ from resnets import DataError, ResnetsError
 from resnets.engine.metrics import classification_metrics, format_metrics
 
 
-@pytest.fixture(scope="module")
-def tree_run(tmp_path_factory):
-    """A model trained briefly on a small colour-coded image tree."""
-    from tests.conftest import make_image_tree
-
-    root = tmp_path_factory.mktemp("evalrun")
-    tree = make_image_tree(root / "tree", per_class=12)
-    cfg = resnets.make_config(None, model="resnet20", data=str(tree), val_size=6, epochs=6, batch_size=16, lr=0.05,
-                              out=str(root / "run"), progress=False, tensorboard=False, hflip=False)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNETS_CACHE", str(root / "cache"))
-        result = resnets.train(cfg)
-        yield tree, result.out_dir / "best.pt", result
-
-
 def test_metrics_by_hand():
     logits = torch.tensor([[2.0, 1, 0], [0, 2, 1], [0, 2, 1], [1, 0, 2]])
     labels = torch.tensor([0, 1, 2, 2])

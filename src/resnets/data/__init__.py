@@ -2,6 +2,6 @@
 from .augment import AugmentConfig, BatchAugment
 from .datasets import load_data
 from .loader import BatchLoader, batch_generator
-from .types import ImageData, ImageSet
+from .types import ImageData, ImageSet, take
 
-__all__ = ["AugmentConfig", "BatchAugment", "BatchLoader", "ImageData", "ImageSet", "batch_generator", "load_data"]
+__all__ = ["AugmentConfig", "BatchAugment", "BatchLoader", "ImageData", "ImageSet", "batch_generator", "load_data", "take"]

@@ -94,3 +94,11 @@ def split_off(data: ImageSet, size: int, seed: int = 0) -> tuple[ImageSet, Image
     by_rank = order[torch.argsort(rank, stable=True)]
     held, rest = by_rank[:size].sort().values, by_rank[size:].sort().values
     return data.subset(rest), data.subset(held)
+
+
+def take(data: ImageSet, size: int | None, seed: int = 0) -> ImageSet:
+    """A class-balanced sample of ``size`` images (fixed by ``seed``), or all of them when ``size`` is None
+    or not smaller than the set. Image trees are stored class by class, so "the first N" would be one class."""
+    if size is None or size >= len(data):
+        return data
+    return split_off(data, size, seed)[1]

@@ -1,13 +1,28 @@
-"""Export to ONNX with a dynamic batch dimension, checked against PyTorch after export."""
+"""Export a model to ONNX, TorchScript or a ``torch.export`` program, with a dynamic batch dimension and the
+metadata a deployment needs (class names, input size, normalisation), checked against PyTorch afterwards.
+
+The exported graph takes normalised float32 NCHW images: ``(pixels / 255 - mean) / std`` per channel,
+with ``mean`` and ``std`` stored in the file's metadata (``resnets.json`` for TorchScript and exported
+programs, the ONNX model's ``metadata_props`` for ONNX).
+"""
 from __future__ import annotations
 
+import json
+import tempfile
 import warnings
+import zipfile
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ..errors import ResnetsError
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+META_FILE = "resnets.json"
+TOLERANCE = 1e-4  # float32 exports agree with PyTorch to this (max absolute difference of the logits)
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 18) -> Path:
@@ -24,3 +39,131 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
         except Exception as e:  # missing onnx package, unsupported operator, ...
             raise ResnetsError(f"ONNX export failed: {type(e).__name__}: {e}") from None
     return path
+
+
+def set_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> None:
+    """Store ``meta`` (JSON values) in an ONNX file's ``metadata_props``, one entry per key."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    _atomic_bytes(Path(path), proto.SerializeToString())
+
+
+def exported_format(path: str | Path) -> str:
+    """Which of ``FORMATS`` a file is, from its contents (not its name)."""
+    if not zipfile.is_zipfile(path):
+        return "onnx"
+    with zipfile.ZipFile(path) as z:
+        return "exported-program" if any(n.endswith("/archive_format") for n in z.namelist()) else "torchscript"
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata that ``export_model`` stored in an exported file."""
+    fmt = exported_format(path)
+    if fmt == "onnx":
+        import onnx
+
+        return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    files = {META_FILE: ""}
+    if fmt == "exported-program":
+        torch.export.load(str(path), extra_files=files)
+    else:
+        torch.jit.load(str(path), _extra_files=files)
+    return json.loads(files[META_FILE] or "{}")
+
+
+def load_exported(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from normalised float32 images to logits that runs an exported file."""
+    fmt = exported_format(path)
+    if fmt == "onnx":
+        from .inference import onnx_runner
+
+        return onnx_runner(path)
+    module = torch.export.load(str(path)).module() if fmt == "exported-program" else torch.jit.load(str(path))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return module(x)
+
+    return run
+
+
+def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Tensor,
+                 meta: dict[str, Any] | None = None, check: bool = True) -> dict[str, Any]:
+    """Export ``model`` in ``fmt`` (``FORMATS``) to ``path`` with ``meta``; with ``check``, run the file on
+    ``example`` and on a batch of another size and compare with PyTorch (float32, ``TOLERANCE``).
+
+    Returns what was written and measured: the path, format, batch sizes checked and the largest difference.
+    """
+    if fmt not in FORMATS:
+        raise ResnetsError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    path, meta = Path(path), dict(meta or {})
+    model = model.eval()
+    if fmt == "onnx":
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = export_onnx(model, example, Path(tmp) / "model.onnx")
+            set_onnx_metadata(staged, meta)
+            _atomic_bytes(path, staged.read_bytes())
+    else:
+        extra = {META_FILE: json.dumps(meta)}
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = Path(tmp) / f"model{SUFFIX[fmt]}"
+            try:
+                if fmt == "torchscript":
+                    with torch.no_grad(), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        torch.jit.save(torch.jit.trace(model, example), str(staged), _extra_files=extra)
+                else:
+                    batch = torch.export.Dim("batch", min=1, max=4096)
+                    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+                    torch.export.save(program, str(staged), extra_files=extra)
+            except Exception as e:
+                raise ResnetsError(f"{fmt} export failed: {type(e).__name__}: {e}") from None
+            _atomic_bytes(path, staged.read_bytes())
+    result: dict[str, Any] = {"path": str(path), "format": fmt, "metadata": meta}
+    if check:
+        run = load_exported(path)
+        other = torch.cat([example, example.flip(0)])[: len(example) + 1 if len(example) > 1 else 2]
+        diffs = []
+        for x in (example, other):
+            with torch.no_grad():
+                diffs.append((run(x) - model(x)).abs().max().item())
+        result.update(checked_batches=[len(example), len(other)], max_abs_diff=max(diffs))
+        if not max(diffs) <= TOLERANCE:
+            raise ResnetsError(f"the exported {fmt} file disagrees with PyTorch: max |difference| {max(diffs):.2e} "
+                               f"> {TOLERANCE:g}")
+    return result
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    from ..engine.checkpoint import atomic_write
+
+    atomic_write(path, lambda f: f.write(data))
+
+
+def checkpoint_metadata(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a deployment needs to feed an exported model and read its output."""
+    size = ckpt.get("crop_size") or ckpt["image_size"]
+    return {"model": ckpt["config"]["model"], "classes": ckpt["classes"], "in_chans": ckpt["in_chans"],
+            "input_size": size, "mean": ckpt["mean"], "std": ckpt["std"],
+            "input": "float32 NCHW, (pixels / 255 - mean) / std per channel"}
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
+                      check: bool = True) -> dict[str, Any]:
+    """Export a training checkpoint's model with its metadata (see ``export_model``); ``out`` defaults to
+    the checkpoint's name with the format's suffix."""
+    from ..engine.checkpoint import model_from_checkpoint
+
+    if fmt not in FORMATS:
+        raise ResnetsError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    model, ckpt = model_from_checkpoint(checkpoint)
+    meta = checkpoint_metadata(ckpt)
+    size = meta["input_size"]
+    example = torch.randn(2, meta["in_chans"], size, size, generator=torch.Generator().manual_seed(0))
+    out = Path(out) if out is not None else Path(checkpoint).with_suffix(SUFFIX[fmt])
+    return export_model(model, fmt, out, example, meta, check)

@@ -10,6 +10,8 @@
 | `compile`       | `fused` through `torch.compile` with weights frozen as constants            |
 | `compile_bf16`  | `bf16` through `torch.compile` with freezing                                |
 | `onnxruntime`   | ONNX export run by ONNX Runtime (when `onnxruntime` is installed)           |
+| `int8`          | ONNX Runtime static int8 (``quantize.quantize_onnx``), calibrated on the    |
+|                 | example input                                                               |
 """
 from __future__ import annotations
 
@@ -25,10 +27,10 @@ from ..errors import ConfigError
 from .fuse import fuse_bn
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
-MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime")
+MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime", "int8")
 # The largest relative difference from float32 eager that each number format allows (max |dy| / max |y|).
 TOLERANCE = {"eager": 0.0, "channels_last": 1e-4, "fused": 1e-4, "compile": 1e-4, "onnxruntime": 1e-4,
-             "bf16": 5e-2, "compile_bf16": 5e-2}
+             "bf16": 5e-2, "compile_bf16": 5e-2, "int8": 1e-1}
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
@@ -57,14 +59,11 @@ def _compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model)
 
 
-def _onnx_runner(model: nn.Module, example: torch.Tensor) -> Runner:
+def onnx_runner(path: str | Path) -> Runner:
+    """Run an ONNX file (input ``images``) with ONNX Runtime on the CPU, with every graph optimisation."""
     import numpy as np
     import onnxruntime as ort
 
-    from .export import export_onnx
-
-    path = Path(tempfile.mkdtemp()) / "model.onnx"
-    export_onnx(model, example, path)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -76,17 +75,28 @@ def _onnx_runner(model: nn.Module, example: torch.Tensor) -> Runner:
     return run
 
 
+def _onnx_file(model: nn.Module, example: torch.Tensor, int8: bool) -> Path:
+    from .export import export_onnx
+    from .quantize import quantize_onnx
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    return quantize_onnx(model, example, path) if int8 else export_onnx(model, example, path)
+
+
 def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None = None) -> Runner:
-    """A function from float32 NCHW images to float32 logits that runs ``model`` (left untouched) in ``mode``."""
+    """A function from float32 NCHW images to float32 logits that runs ``model`` (left untouched) in ``mode``.
+
+    ``example`` is needed by the ONNX modes: the export traces it, and ``int8`` calibrates on it (give real
+    images for real accuracy)."""
     if mode not in MODES:
         raise ConfigError(f"unknown inference mode {mode!r}; expected one of {', '.join(MODES)}")
     model = copy.deepcopy(model).eval()
     if mode == "eager":
         return _no_grad(model)
-    if mode == "onnxruntime":
+    if mode in ("onnxruntime", "int8"):
         if example is None:
-            raise ConfigError("the onnxruntime mode needs an example input for the export")
-        return _onnx_runner(model, example)
+            raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
+        return onnx_runner(_onnx_file(model, example, int8=mode == "int8"))
     if mode == "channels_last":
         net = model.to(memory_format=torch.channels_last)
         return _no_grad(lambda x: net(_layout(x)))

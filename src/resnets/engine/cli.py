@@ -149,7 +149,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="features file (.npz or .safetensors) with labels and file names")
     p.add_argument("--stage", type=int, help="save this stage's feature maps (0-based) instead of pooled features")
     p.add_argument("--linear-probe", action="store_true", help="fit a logistic regression and report its accuracy")
-    p.add_argument("--subset", type=int, help="use the first N training images")
+    p.add_argument("--subset", type=int, help="use N training images (class-balanced)")
     p.add_argument("--val-size", type=float)
     p.set_defaults(func=_cmd_features)
 

@@ -33,7 +33,7 @@ class TrainConfig:
     download: bool = False
     image_size: int | None = None  # stored image size for image trees
     val_size: float | None = None  # held-out part of train (fraction or count); None: the dataset's default
-    subset: int | None = None  # train on the first N training images only (quick runs)
+    subset: int | None = None  # train on N training images only, class-balanced (quick runs)
     strict: bool = False  # fail on an unreadable image instead of skipping it
     # optimisation
     epochs: float = 30

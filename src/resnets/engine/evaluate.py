@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from PIL import Image
 
-from ..data import AugmentConfig, BatchAugment, load_data
+from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data
 from ..data.folder import IMAGE_EXTS, decode_image
 from ..deploy.inference import native_bf16, prepare_inference
 from ..errors import DataError, ResnetsError
@@ -29,6 +30,46 @@ def _runner(model: torch.nn.Module, mode: str, device: torch.device) -> Callable
     return prepare_inference(model.to(device), mode)
 
 
+@dataclass
+class CheckpointData:
+    """A checkpoint's evaluation model with the dataset it was trained on (or ``data``), split the same way,
+    and the normalisation it expects."""
+
+    model: torch.nn.Module
+    checkpoint: dict[str, Any]
+    dataset: ImageData
+    aug: BatchAugment
+
+
+def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
+                             data_root: str | None = None) -> CheckpointData:
+    """The model of ``checkpoint`` and its data; a dataset with other classes or channels is refused."""
+    model, ckpt = model_from_checkpoint(checkpoint)
+    cfg = ckpt["config"]
+    dataset = load_data(data or cfg["data"], root=data_root or cfg.get("data_root"),
+                        image_size=ckpt["image_size"], val_size=cfg.get("val_size"))
+    if dataset.classes != ckpt["classes"]:
+        def show(c: list[str]) -> str:
+            return f"{len(c)} classes ({', '.join(c[:4])}{', ...' if len(c) > 4 else ''})"
+
+        raise ResnetsError(f"checkpoint {checkpoint} was trained on {show(ckpt['classes'])}, "
+                           f"but the data has {show(dataset.classes)}")
+    if dataset.in_chans != ckpt["in_chans"]:
+        raise ResnetsError(f"checkpoint expects {ckpt['in_chans']}-channel images, the data has {dataset.in_chans}")
+    aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
+    return CheckpointData(model, ckpt, dataset, aug)
+
+
+def split_of(dataset: ImageData, split: str) -> ImageSet:
+    """One split of ``dataset`` by name, with a clear error for a missing or unknown one."""
+    if split not in ("train", "val", "test"):
+        raise ResnetsError(f"split must be train, val or test, got {split!r}")
+    subset = getattr(dataset, split)
+    if subset is None:
+        raise DataError(f"{dataset.name} has no {split} split")
+    return subset
+
+
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "test", tta_flip: bool = False,
              batch_size: int = 256, device: str = "auto", data_root: str | None = None,
              out: str | Path | None = None, mode: str = "fused") -> Metrics:
@@ -43,25 +84,11 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
         raise ResnetsError(f"split must be train, val or test, got {split!r}")
     if batch_size < 1:
         raise ResnetsError(f"batch size must be >= 1, got {batch_size}")
-    model, ckpt = model_from_checkpoint(checkpoint)
-    cfg = ckpt["config"]
-    dataset = load_data(data or cfg["data"], root=data_root or cfg.get("data_root"),
-                        image_size=ckpt["image_size"], val_size=cfg.get("val_size"))
-    if dataset.classes != ckpt["classes"]:
-        def show(c: list[str]) -> str:
-            return f"{len(c)} classes ({', '.join(c[:4])}{', ...' if len(c) > 4 else ''})"
-
-        raise ResnetsError(f"checkpoint {checkpoint} was trained on {show(ckpt['classes'])}, "
-                           f"but the data has {show(dataset.classes)}")
-    if dataset.in_chans != ckpt["in_chans"]:
-        raise ResnetsError(f"checkpoint expects {ckpt['in_chans']}-channel images, the data has {dataset.in_chans}")
-    subset = getattr(dataset, split)
-    if subset is None:
-        raise DataError(f"{dataset.name} has no {split} split")
+    loaded = load_checkpoint_and_data(checkpoint, data, data_root)
+    dataset = loaded.dataset
     dev = resolve_device(device)
-    aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
-    metrics = evaluate_split(_runner(model, mode, dev), subset, dataset.classes, aug, split, batch_size=batch_size,
-                             device=dev, tta_flip=tta_flip)
+    metrics = evaluate_split(_runner(loaded.model, mode, dev), split_of(dataset, split), dataset.classes, loaded.aug,
+                             split, batch_size=batch_size, device=dev, tta_flip=tta_flip)
     if out is not None:
         from ..plots import plot_confusion
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import AugmentConfig, BatchAugment, BatchLoader, ImageData, ImageSet, batch_generator, load_data
+from ..data import AugmentConfig, BatchAugment, BatchLoader, ImageData, ImageSet, batch_generator, load_data, take
 from ..deploy.inference import native_bf16
 from ..errors import CheckpointError, ResnetsError
 from ..models import create_model
@@ -106,8 +106,8 @@ def _prepare_data(cfg: TrainConfig) -> ImageData:
     if data.skipped:
         log.warning("%d unreadable image(s) skipped (listed in report.json)", len(data.skipped))
     if cfg.subset is not None and cfg.subset < len(data.train):
-        data.train = data.train.subset(torch.arange(cfg.subset))
-        data.splits["train"] += f", first {cfg.subset} used"
+        data.train = take(data.train, cfg.subset)
+        data.splits["train"] += f", {cfg.subset} of them used (class-balanced, seed 0)"
     if cfg.crop_size is not None and cfg.crop_size > data.image_size:
         raise ResnetsError(f"crop size {cfg.crop_size} is larger than the stored images ({data.image_size})")
     return data

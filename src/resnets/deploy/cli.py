@@ -1,0 +1,52 @@
+"""The deployment commands: ``resnets export`` and ``resnets quantize``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .export import FORMATS
+from .quantize import CALIBRATION_METHODS
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check)
+    checked = (f"; checked against PyTorch at batch {' and '.join(map(str, result['checked_batches']))}: "
+               f"max |difference| {result['max_abs_diff']:.1e}") if "max_abs_diff" in result else ""
+    print(f"wrote {result['path']} ({result['format']}, {len(result['metadata']['classes'])} classes){checked}")
+
+
+def _cmd_quantize(args: argparse.Namespace) -> None:
+    from .quantize import quantize_checkpoint
+
+    r = quantize_checkpoint(args.checkpoint, args.out, calibration=args.calibration, method=args.method,
+                            split=args.split, data=args.data, data_root=args.data_root)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"wrote {r['out']} (int8, calibrated on {r['calibration_images']} training images, {r['method']})")
+    print(f"{r['split']} top-1 on {r['images']} images: float32 {r['float32']['top1']:.2f}%  "
+          f"int8 {r['int8']['top1']:.2f}%  ({r['top1_delta']:+.2f} points)")
+    print(f"speed: float32 {r['float32']['images_per_s']:.0f} images/s, int8 {r['int8']['images_per_s']:.0f} "
+          f"images/s (x{r['speedup']:.2f}); size {r['size_mb']['float32']:.2f} -> {r['size_mb']['int8']:.2f} MB")
+
+
+def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--out", help="output file (default: the checkpoint's name with .onnx, .pt or .pt2)")
+    p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("quantize", help="int8 post-training quantization (ONNX Runtime), accuracy and speed")
+    p.add_argument("checkpoint")
+    p.add_argument("--calibration", type=int, default=512, help="training images used to calibrate")
+    p.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--out", help="int8 ONNX file (default: beside the checkpoint, *.int8.onnx)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="val", help="split to measure top-1 on")
+    p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_quantize)

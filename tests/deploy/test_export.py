@@ -1,0 +1,70 @@
+"""Export to ONNX / TorchScript / torch.export with metadata and a numerical check; int8 quantization."""
+import json
+
+import pytest
+import torch
+
+from resnets import ResnetsError
+from resnets.cli import main
+from resnets.deploy.export import FORMATS, TOLERANCE, export_checkpoint, exported_format, load_exported, read_metadata
+from resnets.deploy.inference import onnxruntime_available
+from resnets.engine.checkpoint import model_from_checkpoint
+
+needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime is not installed")
+
+
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_ort), "torchscript", "exported-program"])
+def test_export_round_trip(tree_run, tmp_path, fmt):
+    tree, ckpt, _ = tree_run
+    out = tmp_path / "model.bin"  # the format is read from the contents, not the name
+    result = export_checkpoint(ckpt, fmt, out)
+    assert result["max_abs_diff"] <= TOLERANCE and result["checked_batches"] == [2, 3]
+    assert exported_format(out) == fmt
+    meta = read_metadata(out)
+    model, raw = model_from_checkpoint(ckpt)
+    assert meta["classes"] == raw["classes"] == ["cat", "dog", "fox"]
+    assert meta["mean"] == raw["mean"] and meta["input_size"] == 32 and meta["in_chans"] == 3
+    x = torch.randn(5, 3, 32, 32)  # a batch size the export never saw
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(out)(x), model(x), rtol=0, atol=TOLERANCE)
+
+
+def test_export_errors(tree_run, tmp_path):
+    _, ckpt, _ = tree_run
+    with pytest.raises(ResnetsError, match="unknown export format"):
+        export_checkpoint(ckpt, "tflite", tmp_path / "m")
+    assert main(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+
+
+def test_export_cli_default_name(tree_run, tmp_path, capsys):
+    _, ckpt, _ = tree_run
+    local = tmp_path / "best.pt"
+    local.write_bytes(ckpt.read_bytes())
+    assert main(["export", str(local), "--format", "torchscript"]) in (0, None)
+    assert (tmp_path / "best.pt").exists() and "max |difference|" in capsys.readouterr().out
+    assert set(FORMATS) == {"onnx", "torchscript", "exported-program"}
+
+
+@needs_ort
+def test_quantize_checkpoint(tree_run, tmp_path, capsys):
+    from resnets.deploy.quantize import quantize_checkpoint
+
+    _, ckpt, _ = tree_run
+    out = tmp_path / "int8.onnx"
+    report = quantize_checkpoint(ckpt, out, calibration=12, split="val")
+    assert report["calibration_images"] == 12 and report["images"] == 6
+    assert 0 <= report["int8"]["top1"] <= 100 and report["int8"]["images_per_s"] > 0
+    assert report["top1_delta"] == pytest.approx(report["int8"]["top1"] - report["float32"]["top1"], abs=0.011)
+    assert read_metadata(out)["quantization"].startswith("int8")
+    assert json.loads(out.with_suffix(".json").read_text())["top1_delta"] == report["top1_delta"]
+    # on real images (the calibration's distribution) the int8 model follows the float32 one closely
+    from resnets.engine.evaluate import load_checkpoint_and_data
+
+    loaded = load_checkpoint_and_data(ckpt)
+    x = loaded.aug.eval(loaded.dataset.val.images)
+    with torch.no_grad():
+        ref = loaded.model(x)
+    assert ((load_exported(out)(x) - ref).abs().max() / ref.abs().max()).item() < 0.2
+
+    assert main(["quantize", str(ckpt), "--calibration", "0", "--out", str(tmp_path / "q.onnx")]) == 2
+    assert "at least 1 image" in capsys.readouterr().err
