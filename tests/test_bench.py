@@ -2,7 +2,8 @@
 import torch
 
 import resnets
-from resnets.bench import (bench_inference, bench_training, matmul_peak, saved_activation_bytes, time_calls)
+from resnets.bench import (bench_inference, bench_training, matmul_peak, saved_activation_bytes, time_calls,
+                           time_interleaved)
 
 
 def test_time_calls_orders_its_statistics():
@@ -10,8 +11,16 @@ def test_time_calls_orders_its_statistics():
     assert t.samples == 9 and 0 < t.p50_s <= t.p99_s
 
 
+def test_time_interleaved_takes_turns():
+    calls = []
+    timings = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-ups, then rotating rounds
+    assert {k: t.samples for k, t in timings.items()} == {"a": 3, "b": 3}
+
+
 def test_matmul_peak_is_a_rate():
     assert matmul_peak(torch.float32, n=128, repeats=2) > 1e8
+    assert matmul_peak(torch.int8, n=128, repeats=2) > 1e8
 
 
 def test_inference_rows_are_relative_to_the_baseline_of_the_same_run():

@@ -37,18 +37,32 @@ class Timing:
     samples: int
 
 
-def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
-    """Wall time of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
+def _timing(times: list[float]) -> Timing:
+    times = sorted(times)
     p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
     return Timing(statistics.median(times), statistics.median(times), p99, len(times))
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
+    """Wall time of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones."""
+    return time_interleaved({"fn": fn}, repeats, warmup)["fn"]
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, Timing]:
+    """Wall time of each function, timed in turns: ``warmup`` untimed calls of each, then ``repeats``
+    rounds of one timed call of each (in a rotating order). A burst of load from elsewhere on a shared
+    machine then slows every contender alike instead of the one that happened to be running."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {n: _timing(t) for n, t in times.items()}
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -144,11 +158,12 @@ def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], pe
     x = torch.randn(batch, 3, size, size)
     with torch.inference_mode():
         reference = model(x)
+    runners = {mode: prepare_inference(model, mode, x) for mode in modes}
+    timings = time_interleaved({m: (lambda r=r: r(x)) for m, r in runners.items()}, repeats)
     rows: list[InferenceRow] = []
     base_rate = None
-    for mode in modes:
-        runner = prepare_inference(model, mode, x)
-        t = time_calls(lambda: runner(x), repeats)
+    for mode, runner in runners.items():
+        t = timings[mode]
         diff = ((runner(x) - reference).abs().max() / reference.abs().max()).item()
         rate = batch / t.median_s
         base_rate = base_rate or rate
@@ -158,7 +173,7 @@ def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], pe
     return rows
 
 
-def _train_step(name: str, size: int, batch: int, mode: str) -> tuple[Callable[[], None], torch.nn.Module]:
+def _train_step(name: str, size: int, batch: int, mode: str) -> Callable[[], None]:
     model = create_model(name)
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, model.num_classes, (batch,))
@@ -176,7 +191,7 @@ def _train_step(name: str, size: int, batch: int, mode: str) -> tuple[Callable[[
         loss.backward()
         opt.step()
 
-    return step, model
+    return step
 
 
 def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], peaks: dict[str, float],
@@ -184,11 +199,11 @@ def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], pea
     rows: list[TrainingRow] = []
     base_rate = None
     _fresh_compiler()
+    steps = {mode: _train_step(name, size, batch, mode) for mode in modes}
+    gflops = 3 * _gflops(create_model(name), size)  # forward + backward is about three forwards
+    timings = time_interleaved(steps, repeats, warmup=3)
     for mode in modes:
-        step, model = _train_step(name, size, batch, mode)
-        gflops = 3 * _gflops(model, size)  # forward + backward is about three forwards
-        t = time_calls(step, repeats, warmup=3 if mode == "compile" else 2)
-        rate = batch / t.median_s
+        rate = batch / timings[mode].median_s
         base_rate = base_rate or rate
         peak = peaks["bf16"] if mode in ("bf16", "compile") else peaks["fp32"]
         rows.append(TrainingRow(name, size, batch, mode, rate, rate / base_rate, rate * gflops * 1e9 / peak))

@@ -67,7 +67,7 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
     (class-balanced), and measure top-1 on ``split`` and the speed, before (float32, batch norm folded)
     and after. Writes the model to ``out`` (default: beside the checkpoint, ``*.int8.onnx``) and the
     report to the same name with ``.json``; returns the report."""
-    from ..bench import time_calls
+    from ..bench import time_interleaved
     from ..data import take
     from ..engine.evaluate import load_checkpoint_and_data, split_of
     from ..engine.train import evaluate_split
@@ -87,10 +87,10 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
     batch = aug.eval(evalset.images[:batch_size])
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "out": str(out), "method": method,
                               "calibration_images": len(calib), "split": split, "images": len(evalset)}
+    timings = time_interleaved({name: (lambda r=run: r(batch)) for name, run in runners.items()}, repeats=7)
     for name, run in runners.items():
         metrics = evaluate_split(run, evalset, dataset.classes, aug, split, batch_size=batch_size)
-        seconds = time_calls(lambda: run(batch), repeats=5).median_s
-        report[name] = {"top1": round(metrics.top1, 2), "images_per_s": round(len(batch) / seconds, 1)}
+        report[name] = {"top1": round(metrics.top1, 2), "images_per_s": round(len(batch) / timings[name].median_s, 1)}
     report["top1_delta"] = round(report["int8"]["top1"] - report["float32"]["top1"], 2)
     report["speedup"] = round(report["int8"]["images_per_s"] / report["float32"]["images_per_s"], 2)
     report["size_mb"] = {"int8": round(out.stat().st_size / 2**20, 2),
