@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("resnets: %(message)s"))
     logger = logging.getLogger("resnets")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -93,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"resnets {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:  # a caller's (or a test's) logging is left as it was
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 if __name__ == "__main__":

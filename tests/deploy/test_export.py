@@ -42,7 +42,31 @@ def test_export_cli_default_name(tree_run, tmp_path, capsys):
     local.write_bytes(ckpt.read_bytes())
     assert main(["export", str(local), "--format", "torchscript"]) in (0, None)
     assert (tmp_path / "best.pt").exists() and "max |difference|" in capsys.readouterr().out
-    assert set(FORMATS) == {"onnx", "torchscript", "exported-program"}
+    assert set(FORMATS) == {"onnx", "torchscript", "exported-program", "safetensors"}
+
+
+def test_safetensors_weights_load_like_the_checkpoint(tree_run, tmp_path, monkeypatch):
+    import resnets
+    from resnets.models import loading
+
+    tree, ckpt, _ = tree_run
+    out = tmp_path / "weights" / "tiny_tree.safetensors"
+    result = export_checkpoint(ckpt, "safetensors", out, extra={"test_top1": 50.0})
+    assert result["max_abs_diff"] == 0
+    assert resnets.evaluate(out, str(tree), split="val").top1 == resnets.evaluate(ckpt, str(tree), split="val").top1
+    # shipped weights are found by name
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", out.parent)
+    predictor = resnets.Predictor("tiny_tree", mode="fused")
+    assert predictor.classes == ["cat", "dog", "fox"]
+    top = predictor.predict(sorted((tree / "val").rglob("*.png"))[:2] or sorted(tree.rglob("*.png"))[:2], topk=2)
+    assert len(top) == 2 and len(top[0]) == 2
+    # a bare state dict in safetensors is not a described checkpoint: one clear error
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bare))
+    with pytest.raises(ResnetsError, match="without a description"):
+        resnets.Predictor(bare)
 
 
 @needs_ort

@@ -151,8 +151,12 @@ class BatchAugment:
             return mix(x, target, cfg.cutmix if use_cut else cfg.mixup, use_cut, g)
         return x, y
 
-    def eval(self, x: torch.Tensor) -> torch.Tensor:
+    def eval_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of the images that evaluation looks at (the centre crop, if any), unnormalised."""
         size = self.cfg.crop_size
-        if size is not None and size < x.shape[-1]:
-            x = center_crop(x, size)
+        return center_crop(x, size) if size is not None and size < x.shape[-1] else x
+
+    def eval(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised evaluation inputs: the centre crop (if any) of the images, no randomness."""
+        x = self.eval_crop(x)
         return normalize(x, *self._stats(x))

@@ -32,6 +32,23 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
           f"images/s (x{r['speedup']:.2f}); size {r['size_mb']['float32']:.2f} -> {r['size_mb']['int8']:.2f} MB")
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from ..errors import ResnetsError
+    from ..models.loading import shipped_weights
+    from .server import ServeConfig, serve
+
+    source = args.model or args.checkpoint
+    if source is None:
+        shipped = shipped_weights()
+        if not shipped:
+            raise ResnetsError("give a CHECKPOINT or --model NAME (no weights ship with this install)")
+        source = next(iter(shipped))
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0:
+        raise ResnetsError("--max-batch must be >= 1, --max-wait-ms >= 0 and --max-upload-mb > 0")
+    cfg = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb)
+    serve(source, args.host, args.port, cfg, mode=args.mode)
+
+
 def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program")
     p.add_argument("checkpoint")
@@ -50,3 +67,14 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser("serve", help="HTTP prediction service with a web page (FastAPI on uvicorn)")
+    p.add_argument("checkpoint", nargs="?", help="training checkpoint or weights file")
+    p.add_argument("--model", help="shipped weights name, e.g. resnet20_cifar10 (the default when one ships)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="images run together at most")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest accepted file")
+    p.add_argument("--mode", default="auto", help="inference mode (see resnets.deploy.MODES)")
+    p.set_defaults(func=_cmd_serve)

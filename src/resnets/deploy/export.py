@@ -19,8 +19,9 @@ from torch import nn
 
 from ..errors import ResnetsError
 
-FORMATS = ("onnx", "torchscript", "exported-program")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+GRAPH_FORMATS = ("onnx", "torchscript", "exported-program")
+FORMATS = (*GRAPH_FORMATS, "safetensors")  # safetensors: the weights and their description, for this library
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2", "safetensors": ".safetensors"}
 META_FILE = "resnets.json"
 TOLERANCE = 1e-4  # float32 exports agree with PyTorch to this (max absolute difference of the logits)
 
@@ -54,7 +55,7 @@ def set_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> None:
 
 
 def exported_format(path: str | Path) -> str:
-    """Which of ``FORMATS`` a file is, from its contents (not its name)."""
+    """Which of ``GRAPH_FORMATS`` a file is, from its contents (not its name)."""
     if not zipfile.is_zipfile(path):
         return "onnx"
     with zipfile.ZipFile(path) as z:
@@ -94,13 +95,13 @@ def load_exported(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Tensor,
                  meta: dict[str, Any] | None = None, check: bool = True) -> dict[str, Any]:
-    """Export ``model`` in ``fmt`` (``FORMATS``) to ``path`` with ``meta``; with ``check``, run the file on
+    """Export ``model`` in ``fmt`` (``GRAPH_FORMATS``) to ``path`` with ``meta``; with ``check``, run the file on
     ``example`` and on a batch of another size and compare with PyTorch (float32, ``TOLERANCE``).
 
     Returns what was written and measured: the path, format, batch sizes checked and the largest difference.
     """
-    if fmt not in FORMATS:
-        raise ResnetsError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt not in GRAPH_FORMATS:
+        raise ResnetsError(f"unknown export format {fmt!r}; expected one of {', '.join(GRAPH_FORMATS)}")
     path, meta = Path(path), dict(meta or {})
     model = model.eval()
     if fmt == "onnx":
@@ -153,17 +154,29 @@ def checkpoint_metadata(ckpt: dict[str, Any]) -> dict[str, Any]:
             "input": "float32 NCHW, (pixels / 255 - mean) / std per channel"}
 
 
-def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
-                      check: bool = True) -> dict[str, Any]:
+def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None = None, check: bool = True,
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export a training checkpoint's model with its metadata (see ``export_model``); ``out`` defaults to
-    the checkpoint's name with the format's suffix."""
-    from ..engine.checkpoint import model_from_checkpoint
+    the checkpoint's name with the format's suffix. ``safetensors`` writes the weights with the
+    checkpoint's description (and ``extra``), which every ``resnets`` command loads like the checkpoint."""
+    from ..engine.checkpoint import model_from_checkpoint, save_weights
 
     if fmt not in FORMATS:
         raise ResnetsError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     model, ckpt = model_from_checkpoint(checkpoint)
-    meta = checkpoint_metadata(ckpt)
+    meta = {**checkpoint_metadata(ckpt), **(extra or {})}
     size = meta["input_size"]
     example = torch.randn(2, meta["in_chans"], size, size, generator=torch.Generator().manual_seed(0))
     out = Path(out) if out is not None else Path(checkpoint).with_suffix(SUFFIX[fmt])
-    return export_model(model, fmt, out, example, meta, check)
+    if fmt != "safetensors":
+        return export_model(model, fmt, out, example, meta, check)
+    save_weights(out, ckpt, extra)
+    result: dict[str, Any] = {"path": str(out), "format": fmt, "metadata": meta}
+    if check:
+        reloaded, _ = model_from_checkpoint(out)
+        with torch.no_grad():
+            diff = (reloaded(example) - model(example)).abs().max().item()
+        result.update(checked_batches=[len(example)], max_abs_diff=diff)
+        if diff != 0:
+            raise ResnetsError(f"the saved weights give other outputs than the checkpoint (max |difference| {diff:.2e})")
+    return result

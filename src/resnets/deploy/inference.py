@@ -66,6 +66,9 @@ def onnx_runner(path: str | Path) -> Runner:
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime's threads busy-wait between runs by default, taking the cores from whatever runs next
+    # (PyTorch, a data loader, the web server); let them sleep.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 

@@ -1,6 +1,7 @@
 """Checkpoints: written atomically (temporary file, fsync, rename), read back with ``weights_only=True``."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..models.loading import read_checkpoint
+from ..models.loading import read_checkpoint, resolve_weights
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
@@ -50,8 +51,45 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+META_KEY = "resnets"  # the safetensors metadata entry that holds a checkpoint's description (JSON)
+META_FIELDS = ("config", "classes", "mean", "std", "in_chans", "image_size", "crop_size")
+
+
+def save_weights(path: str | Path, ckpt: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """A training checkpoint's model weights as safetensors, described (architecture, classes, input
+    normalisation, ``extra``) in the file's metadata, so that it loads like the checkpoint itself."""
+    from safetensors.torch import save
+
+    meta = {k: ckpt.get(k) for k in META_FIELDS}
+    meta["config"] = {k: ckpt["config"].get(k) for k in ("model", "model_args", "data", "val_size")}
+    tensors = {k: v.contiguous() for k, v in ckpt["model"].items()}
+    data = save(tensors, metadata={META_KEY: json.dumps({**meta, **(extra or {})})})
+    atomic_write(path, lambda f: f.write(data))
+    return Path(path)
+
+
+def weights_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The description that ``save_weights`` stored in a safetensors file (None for a plain state dict)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            text = (f.metadata() or {}).get(META_KEY)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    return json.loads(text) if text else None
+
+
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``resnets train`` (weights only), with its required entries checked."""
+    """A checkpoint written by ``resnets train`` (weights only), or weights saved by ``save_weights``
+    (a file or a shipped name), with its required entries checked."""
+    path = resolve_weights(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        meta = weights_metadata(path)
+        if meta is None:
+            raise CheckpointError(f"{path} holds weights without a description (architecture, classes); "
+                                  f"load it with create_model(..., pretrained=) or resnets finetune --model")
+        return {**meta, "model": read_checkpoint(path)}
     ckpt = read_checkpoint(path)
     missing = [k for k in ("model", "config", "classes") if k not in ckpt]
     if missing:

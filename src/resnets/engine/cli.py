@@ -96,8 +96,11 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     if args.topk < 1 or args.batch_size < 1:
         raise ResnetsError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
-    predictor = Predictor(args.checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode)
-    files = find_images(args.images)
+    checkpoint, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
+    if not images:
+        raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --model NAME IMAGE...)")
+    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode)
+    files = find_images(images)
     for start in range(0, len(files), args.batch_size):
         loaded, names = [], []
         for f in files[start:start + args.batch_size]:
@@ -170,9 +173,10 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
                    help="inference mode; the default gives the float32 numbers")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", help="top-k classes of images or folders of images")
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+", type=Path)
+    p = sub.add_parser("predict", help="top-k classes of images or folders of images",
+                       usage="resnets predict (CHECKPOINT | --model NAME) IMAGE_OR_FOLDER... [options]")
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE", help="a checkpoint (unless --model), then images")
+    p.add_argument("--model", help="shipped weights name (resnet20_cifar10) or weights file, instead of CHECKPOINT")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tta-flip", action="store_true")

@@ -117,7 +117,8 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 class Predictor:
-    """Classify images with a training checkpoint: ``Predictor("runs/x/best.pt").predict(["cat.jpg"])``.
+    """Classify images with a training checkpoint, a described weights file or a shipped weights name:
+    ``Predictor("runs/x/best.pt").predict(["cat.jpg"])``, ``Predictor("resnet20_cifar10")``.
 
     ``mode`` is an inference mode (``deploy.inference.MODES``); "auto" takes bfloat16 where the device
     runs it natively (AVX512-BF16/AMX, CUDA) and float32 with batch norm folded otherwise.
@@ -127,6 +128,7 @@ class Predictor:
                  mode: str = "auto") -> None:
         model, ckpt = model_from_checkpoint(checkpoint)
         self.device = resolve_device(device)
+        self.model = model  # float32, eval mode, on the CPU: for gradients (Grad-CAM) and export
         self.forward = _runner(model, mode, self.device)
         self.classes: list[str] = ckpt["classes"]
         self.in_chans: int = ckpt["in_chans"]

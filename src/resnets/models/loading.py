@@ -15,9 +15,24 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # weights shipped inside the package
+
+
+def shipped_weights() -> dict[str, Path]:
+    """The pretrained weights that ship with the package, by name (``resnet20_cifar10``, ...)."""
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+
+
+def resolve_weights(name_or_path: str | Path) -> Path:
+    """A shipped weights name (``resnet20_cifar10``) or a local file path, as a path."""
+    shipped = shipped_weights()
+    return shipped[str(name_or_path)] if str(name_or_path) in shipped else Path(name_or_path)
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """Read a ``.pth``/``.pt`` (weights only: no code is ever unpickled) or ``.safetensors`` file."""
-    path = Path(path)
+    """Read a ``.pth``/``.pt`` (weights only: no code is ever unpickled) or ``.safetensors`` file, given by
+    its path or, for the weights shipped with the package, by name."""
+    path = resolve_weights(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -1,0 +1,1 @@
+"""Analysis tools: Grad-CAM (and, later, the paper's experiments)."""

@@ -1,0 +1,57 @@
+"""Grad-CAM (Selvaraju et al., 2017): which parts of an image drove a class score.
+
+The last stage's feature maps ``A_k`` are weighted by the spatial mean of the class score's gradient
+with respect to them, summed over channels and rectified: ``relu(sum_k mean(dy_c/dA_k) A_k)``, then
+upsampled to the image. Every model of the zoo has ``forward_features``/``forward_head``, so this works
+on each of them.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..models.resnet import ResNet
+
+
+def grad_cam(model: ResNet, x: torch.Tensor, target: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of one normalised image ``x`` (``(C, H, W)`` or ``(1, C, H, W)``) for class ``target``
+    (default: the predicted class). Returns the heatmap ``(H, W)`` in [0, 1] and the class probabilities."""
+    x = x.unsqueeze(0) if x.dim() == 3 else x
+    was_training = model.training
+    model.eval()
+    with torch.enable_grad():
+        feats = model.forward_features(x.float().requires_grad_(False)).detach().requires_grad_(True)
+        logits = model.forward_head(feats)
+        cls = int(logits.argmax(1)) if target is None else target
+        (grad,) = torch.autograd.grad(logits[0, cls], feats)
+    model.train(was_training)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * feats.detach()).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam / cam.max() if cam.max() > 0 else cam
+    return cam, logits.detach().softmax(1)[0]
+
+
+def overlay(image: np.ndarray | torch.Tensor, cam: torch.Tensor, alpha: float = 0.45) -> Image.Image:
+    """The heatmap ``cam`` (``(H, W)``, [0, 1]) in the 'jet' colour map over a uint8 ``(C, H, W)`` image."""
+    from matplotlib import colormaps
+
+    img = torch.as_tensor(image)
+    img = img.expand(3, *img.shape[1:]) if img.shape[0] == 1 else img[:3]
+    base = img.permute(1, 2, 0).float().numpy() / 255.0
+    heat = colormaps["jet"](cam.clamp(0, 1).numpy())[..., :3]
+    mixed = (1 - alpha) * base + alpha * heat
+    return Image.fromarray((mixed * 255).round().clip(0, 255).astype(np.uint8))
+
+
+def png_bytes(image: Image.Image, size: int | None = None) -> bytes:
+    """``image`` as PNG (nearest-neighbour upscaled to ``size`` pixels wide, for small images)."""
+    if size and image.width < size:
+        image = image.resize((size, round(size * image.height / image.width)), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
