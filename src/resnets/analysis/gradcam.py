@@ -8,6 +8,7 @@ on each of them.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,3 +56,34 @@ def png_bytes(image: Image.Image, size: int | None = None) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def explain_image(checkpoint: str | Path, image: str | Path, out: str | Path | None = None, *,
+                  target: str | None = None, topk: int = 5) -> dict:
+    """Grad-CAM of ``image`` under a checkpoint (or weights name) for class ``target`` (default: the
+    prediction): writes ``<out>/<image>_gradcam.png`` (the heatmap over the image, beside the image)
+    and returns the top classes and the file written."""
+    from ..engine.evaluate import Predictor
+    from ..errors import ResnetsError
+
+    predictor = Predictor(checkpoint, mode="fused")
+    picture = predictor.load(image)
+    if target is not None and target not in predictor.classes:
+        raise ResnetsError(f"unknown class {target!r}; the model knows {', '.join(predictor.classes[:10])}"
+                           + (", ..." if len(predictor.classes) > 10 else ""))
+    x = predictor.aug.eval(picture.unsqueeze(0))
+    index = None if target is None else predictor.classes.index(target)
+    cam, probs = grad_cam(predictor.model, x, index)
+    p, idx = probs.topk(min(topk, len(predictor.classes)))
+    explained = predictor.classes[int(probs.argmax()) if index is None else index]
+    seen = predictor.aug.eval_crop(picture.unsqueeze(0))[0]
+    rgb = seen.expand(3, *seen.shape[1:]) if seen.shape[0] == 1 else seen[:3]
+    side = Image.new("RGB", (2 * seen.shape[-1], seen.shape[-2]))
+    side.paste(Image.fromarray(rgb.permute(1, 2, 0).numpy()), (0, 0))
+    side.paste(overlay(seen, cam), (seen.shape[-1], 0))
+    out = Path(out) if out is not None else Path(image).parent
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{Path(image).stem}_gradcam.png"
+    path.write_bytes(png_bytes(side, size=512))
+    return {"image": str(image), "explained": explained, "file": str(path),
+            "top": [(predictor.classes[j], float(q)) for q, j in zip(p, idx.tolist())]}

@@ -1,0 +1,217 @@
+"""The paper's experiments, each one command (``resnets experiment NAME``) that trains the networks it
+compares with one recipe (``recipes/experiment.yaml``, scaled by ``--epochs``/``--subset``) and writes
+figures, a CSV of the numbers and a markdown report.
+
+| name          | compares                                                              | paper              |
+|---------------|-----------------------------------------------------------------------|--------------------|
+| `degradation` | plain-20/56 against ResNet-20/56                                      | He et al. Fig. 6   |
+| `shortcuts`   | shortcut options A, B and C at one depth                              | He et al. Table 3  |
+| `preact`      | post- against pre-activation at one depth (option B shortcuts both)   | He et al. 2016     |
+| `depth`       | ResNet-20/32/44/56/110: accuracy and time against depth               | He et al. Table 6  |
+
+Every network trains in its own folder under the output folder; a run that was stopped resumes from
+its ``last.pt``, and a finished one is not trained again.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..engine import make_config, train
+from ..errors import ConfigError
+from ..models import create_model
+
+log = logging.getLogger("resnets")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One network of an experiment."""
+
+    label: str
+    model: str
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        return "".join(c if c.isalnum() else "-" for c in self.label.lower()).strip("-")
+
+
+def _blocks(depth: int, per_block: int = 6) -> int:
+    if depth < 8 or (depth - 2) % per_block:
+        raise ConfigError(f"CIFAR depth must be {per_block}n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+    return (depth - 2) // per_block
+
+
+def _cifar(kind: str, depth: int, **args: Any) -> tuple[str, dict[str, Any]]:
+    """A CIFAR network of any 6n+2 depth: the registered one when it exists, else the same with n blocks."""
+    n = _blocks(depth)
+    name = f"{kind}{depth}"
+    from ..models import list_models
+
+    if name in list_models():
+        return name, args
+    return f"{kind}20", {**args, "layers": (n, n, n)}
+
+
+def _degradation(depths: tuple[int, ...]) -> list[Run]:
+    return [Run(f"{kind}-{d}", *_cifar(k, d)) for kind, k in (("plain", "plain"), ("ResNet", "resnet"))
+            for d in depths]
+
+
+def _shortcuts(depths: tuple[int, ...]) -> list[Run]:
+    return [Run(f"ResNet-{d} option {o}", *_cifar("resnet", d, shortcut=o)) for d in depths for o in "ABC"]
+
+
+def _preact(depths: tuple[int, ...]) -> list[Run]:
+    runs = []
+    for d in depths:
+        n = _blocks(d)
+        runs += [Run(f"post-activation ResNet-{d}", *_cifar("resnet", d, shortcut="B")),
+                 Run(f"pre-activation ResNet-{d}", "preact_resnet110", {"layers": (n, n, n)})]
+    return runs
+
+
+def _depth(depths: tuple[int, ...]) -> list[Run]:
+    return [Run(f"ResNet-{d}", *_cifar("resnet", d)) for d in depths]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    title: str
+    depths: tuple[int, ...]  # the default; --depth replaces it
+    runs: Callable[[tuple[int, ...]], list[Run]]
+    paper: str
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "degradation": Experiment("Plain against residual networks: the degradation problem", (20, 56), _degradation,
+                              "plain-56 has a higher training and test error than plain-20 (Fig. 6, left), while "
+                              "ResNet-56 beats ResNet-20: 6.97% against 8.75% CIFAR-10 test error (Table 6)"),
+    "shortcuts": Experiment("Shortcut options A, B and C", (32,), _shortcuts,
+                            "ImageNet ResNet-34 top-1 error: A 25.03%, B 24.52%, C 24.19% (He et al. 2015, Table 3): "
+                            "the three are close, projections help a little"),
+    "preact": Experiment("Post-activation against pre-activation", (110,), _preact,
+                         "CIFAR-10 ResNet-110 error: original 6.61%, pre-activation 6.37% (He et al. 2016, Table 3)"),
+    "depth": Experiment("Accuracy and cost against depth", (20, 32, 44, 56, 110), _depth,
+                        "CIFAR-10 test error: ResNet-20 8.75%, 32 7.51%, 44 7.17%, 56 6.97%, 110 6.43% "
+                        "(He et al. 2015, Table 6)"),
+}
+
+
+def run_experiment(name: str, out: str | Path, *, data: str = "cifar10", data_root: str | None = None,
+                   epochs: float | None = None, subset: int | None = None, depths: tuple[int, ...] | None = None,
+                   seed: int = 0, progress: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train every network of experiment ``name`` (resuming or skipping finished ones) and write
+    ``results.csv``, the figures and ``report.md`` into ``out``; returns the results."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; expected one of {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[name]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for run in exp.runs(tuple(depths or exp.depths)):
+        folder = out / run.folder
+        settings = dict(model=run.model, model_args=run.model_args, data=data, data_root=data_root, out=str(folder),
+                        seed=seed, progress=progress, **overrides)
+        if epochs is not None:
+            settings["epochs"] = epochs
+        if subset is not None:
+            settings["subset"] = subset
+        if not (folder / "report.json").exists():
+            resume = folder / "last.pt"
+            log.info("experiment %s: training %s (%s)%s", name, run.label, run.model,
+                     ", resuming" if resume.exists() else "")
+            train(make_config("experiment", **settings), resume=resume if resume.exists() else None)
+        results.append(_collect(run, folder))
+    _write_csv(results, out / "results.csv")
+    figures = _figures(name, results, out)
+    (out / "report.md").write_text(_report(name, exp, results, figures, data, epochs, subset))
+    return {"experiment": name, "runs": results, "figures": [str(f) for f in figures], "out": str(out)}
+
+
+def _collect(run: Run, folder: Path) -> dict[str, Any]:
+    """What one finished run measured: per-epoch curves, final errors and its size and time."""
+    report = json.loads((folder / "report.json").read_text())
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    model = create_model(run.model, **run.model_args)
+    last = rows[-1]
+    return {"label": run.label, "model": run.model, "model_args": run.model_args,
+            "params": sum(p.numel() for p in model.parameters()), "epochs": last["epoch"],
+            "train_error": round(100 - last["train_acc"], 2), "val_error": round(100 - report["val"]["top1"], 2),
+            "test_error": round(100 - report["test"]["top1"], 2) if report.get("test") else None,
+            "seconds": round(report["seconds"], 1), "curve": [
+                {"step": r["step"], "train_error": 100 - r["train_acc"], "val_error": 100 - r["val_acc"]}
+                for r in rows]}
+
+
+def _write_csv(results: list[dict[str, Any]], path: Path) -> None:
+    keys = ["label", "model", "params", "epochs", "train_error", "val_error", "test_error", "seconds"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: r[k] for k in keys})
+
+
+def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    groups = ([[r for r in results if r["label"].startswith(p)] for p in ("plain", "ResNet")]
+              if name == "degradation" else [results])
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False, sharey=True)
+    for ax, group in zip(axes[0], groups):
+        for r in group:
+            steps = [c["step"] for c in r["curve"]]
+            line, = ax.plot(steps, [c["train_error"] for c in r["curve"]], "--", lw=1)
+            ax.plot(steps, [c["val_error"] for c in r["curve"]], "-", lw=2.2, color=line.get_color(), label=r["label"])
+        ax.set(xlabel="iterations", ylabel="error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(title="dashed: training, bold: validation", fontsize=8, title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "curves.png")
+
+    if name in ("depth", "shortcuts", "preact"):
+        fig, ax1 = plt.subplots(figsize=(7, 4))
+        labels = [r["label"].replace("ResNet-", "") for r in results]
+        errs = [r["test_error"] if r["test_error"] is not None else r["val_error"] for r in results]
+        ax1.bar(labels, errs, color="#4c72b0")
+        ax1.set(ylabel="test error (%)", xlabel="network")
+        ax2 = ax1.twinx()
+        ax2.plot(labels, [r["seconds"] for r in results], "o-", color="#dd8452")
+        ax2.set_ylabel("training time (s)", color="#dd8452")
+        fig.tight_layout()
+        fig.savefig(out / "summary.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "summary.png")
+    return written
+
+
+def _report(name: str, exp: Experiment, results: list[dict[str, Any]], figures: list[Path], data: str,
+            epochs: float | None, subset: int | None) -> str:
+    lines = [f"# {exp.title}", "",
+             f"Experiment `{name}` on `{Path(data).name}`"
+             + (f", {epochs:g} epochs" if epochs is not None else "")
+             + (f", {subset} training images" if subset is not None else "")
+             + " (recipe `experiment`: batch 128, SGD 0.1, momentum 0.9, wd 1e-4, cosine).", "",
+             "| network | parameters | epochs | final training error | best validation error | test error | time |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        test = f"{r['test_error']:.2f}%" if r["test_error"] is not None else "-"
+        lines.append(f"| {r['label']} | {r['params']:,} | {r['epochs']} | {r['train_error']:.2f}% | "
+                     f"{r['val_error']:.2f}% | {test} | {r['seconds']:.0f} s |")
+    lines += ["", f"Paper: {exp.paper}.", ""]
+    lines += [f"![{f.stem}]({f.name})" for f in figures]
+    lines += ["", "The validation split is held out of the training data and chose each run's best epoch; the "
+              "test split was evaluated once per run, at the end.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""The experiments run end to end at a tiny scale, resume, and write their figures, CSV and report."""
+import csv
+import math
+
+import pytest
+
+from resnets import ConfigError
+from resnets.analysis.experiments import EXPERIMENTS, run_experiment
+from resnets.cli import main
+
+TINY = dict(data="digits", epochs=1, subset=48, batch_size=16, progress=False)
+
+
+def test_degradation_tiny(tmp_path):
+    result = run_experiment("degradation", tmp_path, depths=(8, 14), **TINY)
+    labels = [r["label"] for r in result["runs"]]
+    assert labels == ["plain-8", "plain-14", "ResNet-8", "ResNet-14"]
+    with (tmp_path / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == labels
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("train_error", "val_error", "test_error"))
+    assert rows[2]["params"] == rows[0]["params"]  # option A shortcuts add no parameters
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert "| plain-14 |" in (tmp_path / "report.md").read_text()
+
+    # a finished run is not trained again; a stopped one resumes from last.pt
+    stamp = (tmp_path / "resnet-8" / "report.json").stat().st_mtime_ns
+    (tmp_path / "plain-14" / "report.json").unlink()
+    again = run_experiment("degradation", tmp_path, depths=(8, 14), **TINY)
+    assert (tmp_path / "resnet-8" / "report.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "plain-14" / "report.json").exists()
+    assert [r["test_error"] for r in again["runs"]] == [r["test_error"] for r in result["runs"]]
+
+
+@pytest.mark.parametrize("name", ["shortcuts", "preact", "depth"])
+def test_other_experiments_tiny(tmp_path, name):
+    result = run_experiment(name, tmp_path, depths=(8,), **TINY)
+    assert len(result["runs"]) == {"shortcuts": 3, "preact": 2, "depth": 1}[name]
+    assert (tmp_path / "summary.png").exists() and (tmp_path / "report.md").exists()
+    if name == "shortcuts":
+        params = [r["params"] for r in result["runs"]]
+        assert params[0] < params[1] < params[2]  # A: none, B: projections where the shape changes, C: everywhere
+
+
+def test_bad_experiment_inputs(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="6n\\+2"):
+        run_experiment("depth", tmp_path, depths=(21,), **TINY)
+    assert main(["experiment", "depth", "--depth", "21", "--out", str(tmp_path)]) == 2
+    assert "6n+2" in capsys.readouterr().err
+    assert set(EXPERIMENTS) == {"degradation", "shortcuts", "preact", "depth"}
