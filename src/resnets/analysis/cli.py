@@ -43,8 +43,8 @@ def _cmd_lesion(args: argparse.Namespace) -> None:
     if args.compare:
         checkpoints[Path(args.compare).parent.name or "compare"] = args.compare
     out = args.out or str(Path(args.checkpoint).parent / "lesion")
-    results = analyze_lesion(checkpoints, out, split=args.split, samples=args.samples, data=args.data,
-                             data_root=args.data_root)
+    results = analyze_lesion(checkpoints, out, split=args.split, samples=args.samples, images=args.images,
+                             data=args.data, data_root=args.data_root)
     for label, r in results.items():
         singles = [s["accuracy"] for s in r["single"] if s["accuracy"] is not None]
         print(f"{label}: intact {r['intact']:.2f}%, one block deleted: mean {sum(singles) / len(singles):.2f}%, "
@@ -93,6 +93,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--compare", help="a second checkpoint, e.g. the plain twin, on the same figures")
     g.add_argument("--split", default="val", choices=["train", "val", "test"])
     g.add_argument("--samples", type=int, default=10, help="random draws per number of deleted blocks")
+    g.add_argument("--images", type=int, help="use N images of the split (class-balanced), for speed")
     g.add_argument("--data", help="dataset (default: the checkpoint's)")
     g.add_argument("--data-root")
     g.add_argument("--out", help="output folder (default: lesion/ beside the checkpoint)")

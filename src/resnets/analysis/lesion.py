@@ -156,12 +156,14 @@ def plot_lesions(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
 
 
 def analyze_lesion(checkpoints: dict[str, str | Path], out: str | Path, *, split: str = "val", samples: int = 10,
-                   data: str | None = None, data_root: str | None = None, seed: int = 0) -> dict[str, Any]:
-    """Lesion studies of one or more checkpoints (by label; e.g. a ResNet and its plain twin) on ``split``:
-    figures, ``lesion.csv`` and ``report.md`` in ``out``."""
+                   images: int | None = None, data: str | None = None, data_root: str | None = None,
+                   seed: int = 0) -> dict[str, Any]:
+    """Lesion studies of one or more checkpoints (by label; e.g. a ResNet and its plain twin) on ``split``
+    (or a class-balanced ``images`` of it): figures, ``lesion.csv`` and ``report.md`` in ``out``."""
     import csv
     import json
 
+    from ..data import take
     from ..engine.evaluate import load_checkpoint_and_data, split_of
     from ..engine.train import evaluate_split
 
@@ -170,11 +172,11 @@ def analyze_lesion(checkpoints: dict[str, str | Path], out: str | Path, *, split
     results = {}
     for label, path in checkpoints.items():
         loaded = load_checkpoint_and_data(path, data, data_root)
-        images = split_of(loaded.dataset, split)
+        subset = take(split_of(loaded.dataset, split), images)
 
         def accuracy(model: ResNet) -> float:
             with torch.no_grad():
-                return evaluate_split(model, images, loaded.dataset.classes, loaded.aug, split).top1
+                return evaluate_split(model, subset, loaded.dataset.classes, loaded.aug, split).top1
 
         results[label] = lesion_study(loaded.model, accuracy, samples=samples, seed=seed)
     figures = plot_lesions(results, out)
@@ -189,8 +191,8 @@ def analyze_lesion(checkpoints: dict[str, str | Path], out: str | Path, *, split
                 w.writerow([label, "random", m["deleted"], "", round(m["mean"], 2), round(m["std"], 2)])
     (out / "lesion.json").write_text(json.dumps(results, indent=2))
     lines = ["# Lesion study: deleting blocks at test time", "",
-             f"Top-1 accuracy on the {split} split. Deleting a residual block keeps its shortcut; a plain "
-             "network's layer can only be skipped where it keeps the shape.", "",
+             f"Top-1 accuracy on {len(subset)} images of the {split} split. Deleting a residual block keeps "
+             "its shortcut; a plain network's layer can only be skipped where it keeps the shape.", "",
              "| network | blocks | intact | one block deleted (mean, worst) | half the blocks deleted (mean) |",
              "|---|---|---|---|---|"]
     for label, r in results.items():

@@ -22,6 +22,9 @@ def atomic_write(path: str | Path, write: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # what open() would give, not mkstemp's owner-only 0600
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
