@@ -8,20 +8,20 @@ checkpoint that the validation split chose.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import resnets
 from resnets.machine import machine_info
 
-HERE = Path(__file__).resolve().parent
+from common import CIFAR10_JPEG, RESULTS, write_result
+
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    p.add_argument("--data", default=str(CIFAR10_JPEG))
     p.add_argument("--epochs", type=float, default=4)
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
     cfg = resnets.make_config("cifar10-quick", data=args.data, epochs=args.epochs, out="runs/bench-cifar10-quick")
@@ -36,10 +36,7 @@ def main() -> None:
         "test_top1": round(result.test.top1, 2) if result.test else None,
         "total_seconds": round(result.seconds, 1),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cifar10_quick.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_result("cifar10_quick", record, args.out)
 
 
 if __name__ == "__main__":

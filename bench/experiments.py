@@ -13,7 +13,6 @@ Writes bench/results/experiments.json and copies the figures to docs/figures/.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -22,13 +21,14 @@ from resnets.analysis.gradients import analyze_gradients
 from resnets.analysis.lesion import analyze_lesion
 from resnets.machine import machine_info
 
-HERE = Path(__file__).resolve().parent
-DOCS = HERE.parent / "docs" / "figures"
+from common import CIFAR10_JPEG, write_result
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "figures"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    p.add_argument("--data", default=str(CIFAR10_JPEG))
     p.add_argument("--subset", type=int, default=10000)
     p.add_argument("--epochs", type=float, default=10)
     p.add_argument("--gradient-steps", type=int, default=200)
@@ -76,8 +76,7 @@ def main() -> None:
                            "random": r["random"]} for label, r in lesion.items()},
         "claims": claims,
     }
-    out = HERE / "results" / "experiments.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result("experiments", record, echo=False)
     for claim, ok in claims.items():
         print(f"{'holds' if ok else 'FAILS'}: {claim}")
 

@@ -25,7 +25,8 @@ from PIL import Image
 
 from resnets.machine import machine_info
 
-HERE = Path(__file__).resolve().parent
+from common import RESULTS, write_result
+
 
 
 def free_port() -> int:
@@ -111,7 +112,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60, help="time per client count, at most")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
-    p.add_argument("--out", default=str(HERE / "results" / "load_test.json"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
     rng = np.random.default_rng(0)
@@ -140,9 +141,7 @@ def main() -> None:
         proc.wait(timeout=30)
     record = {"command": "python bench/load_test.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
               "model": args.model, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "results": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result("load_test", record, args.out, echo=False)
 
 
 if __name__ == "__main__":

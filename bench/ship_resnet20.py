@@ -12,29 +12,40 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 import resnets
-from resnets.deploy.export import export_checkpoint
+from resnets.engine.checkpoint import load_training_checkpoint, model_from_checkpoint, save_weights
 from resnets.machine import machine_info
 
-HERE = Path(__file__).resolve().parent
-WEIGHTS = HERE.parent / "src" / "resnets" / "weights" / "resnet20_cifar10.safetensors"
+from common import CIFAR10_JPEG
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "resnets" / "weights" / "resnet20_cifar10.safetensors"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    p.add_argument("--data", default=str(CIFAR10_JPEG))
     p.add_argument("--epochs", type=float, default=40)
     p.add_argument("--out", default="runs/ship-resnet20-cifar10")
     args = p.parse_args()
 
-    cfg = resnets.make_config("cifar10-quick", data=args.data, epochs=args.epochs, out=args.out)
-    result = resnets.train(cfg)
-    test = resnets.evaluate(result.out_dir / "best.pt", split="test")
-    command = f"python bench/ship_resnet20.py --epochs {args.epochs:g}"
-    extra = {"test_top1": round(test.top1, 2), "test_top1_tta_flip": round(result.test.top1, 2),
-             "val_top1": round(result.val.top1, 2), "data": "CIFAR-10, JPEG quality 75 copy (cifar10-jpeg.tar.gz)",
-             "command": command, "train_seconds": round(result.seconds, 1), "machine": machine_info()["cpu"]}
-    export_checkpoint(result.out_dir / "best.pt", "safetensors", WEIGHTS, extra=extra)
+    run = Path(args.out)
+    if not (run / "report.json").exists():  # a finished run is packaged again without retraining
+        resnets.train(resnets.make_config("cifar10-quick", data=args.data, epochs=args.epochs, out=str(run)))
+    report = json.loads((run / "report.json").read_text())
+    best = run / "best.pt"
+    test = resnets.evaluate(best, args.data, split="test")
+    extra = {"test_top1": round(test.top1, 2), "test_top1_tta_flip": round(report["test"]["top1"], 2),
+             "val_top1_tta_flip": round(report["val"]["top1"], 2), "trained_on": "CIFAR-10, JPEG quality 75 copy "
+             "(cifar10-jpeg.tar.gz), 45k/5k train/validation", "command": f"python bench/ship_resnet20.py "
+             f"--epochs {args.epochs:g}", "train_seconds": round(report["seconds"], 1), "machine": machine_info()["cpu"]}
+    ckpt = load_training_checkpoint(best)
+    ckpt["config"]["data"] = "cifar10"  # by default, evaluate on the official CIFAR-10 (--data-root)
+    save_weights(WEIGHTS, ckpt, extra)
+    model, _ = model_from_checkpoint(best)
+    shipped, _ = model_from_checkpoint(WEIGHTS)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values()))
     print(json.dumps({"weights": str(WEIGHTS), **extra}, indent=2))
 
 

@@ -15,7 +15,6 @@ Writes bench/results/transfer.json. The test split is used once per method, at t
 from __future__ import annotations
 
 import argparse
-import json
 import tarfile
 from pathlib import Path
 
@@ -24,9 +23,10 @@ import torch
 import resnets
 from resnets.engine.train import TrainResult
 from resnets.machine import machine_info
+
+from common import CIFAR10_JPEG, RESULTS, write_result
 from resnets.transfer import features, finetune_config_args
 
-HERE = Path(__file__).resolve().parent
 SOURCE = ("airplane", "automobile", "bird", "cat", "deer")
 TARGET = ("dog", "frog", "horse", "ship", "truck")
 
@@ -63,12 +63,12 @@ def summary(result: TrainResult) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    p.add_argument("--data", default=str(CIFAR10_JPEG))
     p.add_argument("--work", default="runs/bench-transfer")
     p.add_argument("--pretrain-epochs", type=float, default=10)
     p.add_argument("--per-class", type=int, nargs="+", default=[20, 50, 200])
     p.add_argument("--epochs", type=int, default=40, help="epochs on the target subset (both scratch and finetune)")
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
     work = Path(args.work)
@@ -100,10 +100,7 @@ def main() -> None:
         "target": {"classes": TARGET, "epochs": args.epochs, "val": "10% of the subset"},
         "results": rows,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "transfer.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_result("transfer", record, args.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write as PNG (120 dpi) and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """Loss and accuracy against epoch, train (dashed) and validation (solid)."""
     epochs = [r["epoch"] for r in rows]
@@ -22,9 +30,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str = "") -> None:
@@ -42,6 +48,4 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -159,10 +159,7 @@ def _write_csv(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import plt, save_figure
 
     written = []
     groups = ([[r for r in results if r["label"].startswith(p)] for p in ("plain", "ResNet")]
@@ -176,10 +173,7 @@ def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set(xlabel="iterations", ylabel="error (%)")
         ax.grid(alpha=0.3)
         ax.legend(title="dashed: training, bold: validation", fontsize=8, title_fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
-    written.append(out / "curves.png")
+    written.append(save_figure(fig, out / "curves.png"))
 
     if name in ("depth", "shortcuts", "preact"):
         fig, ax1 = plt.subplots(figsize=(7, 4))
@@ -190,10 +184,7 @@ def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
         ax2 = ax1.twinx()
         ax2.plot(labels, [r["seconds"] for r in results], "o-", color="#dd8452")
         ax2.set_ylabel("training time (s)", color="#dd8452")
-        fig.tight_layout()
-        fig.savefig(out / "summary.png", dpi=120)
-        plt.close(fig)
-        written.append(out / "summary.png")
+        written.append(save_figure(fig, out / "summary.png"))
     return written
 
 

@@ -55,10 +55,7 @@ def train_steps(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Te
 
 def plot_gradient_norms(curves: dict[str, list[float]], path: Path, title: str) -> None:
     """Gradient norm against layer depth on a log scale, one line per (network, moment)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, norms in curves.items():
@@ -67,9 +64,7 @@ def plot_gradient_norms(curves: dict[str, list[float]], path: Path, title: str) 
     ax.set(xlabel="layer (input → output)", ylabel="‖∂L/∂W‖ (log scale)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def summarize(norms: list[float]) -> dict[str, Any]:

@@ -107,10 +107,7 @@ def model_is_residual(model: ResNet) -> bool:
 
 def plot_lesions(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     """Figures of one or more lesion studies (by label): single deletions, k random deletions, path lengths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import plt, save_figure
 
     written = []
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -121,10 +118,7 @@ def plot_lesions(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     ax.set(xlabel="deleted block", ylabel="top-1 accuracy (%)", title="Deleting one block at test time")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "lesion_single.png", dpi=120)
-    plt.close(fig)
-    written.append(out / "lesion_single.png")
+    written.append(save_figure(fig, out / "lesion_single.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, r in results.items():
@@ -136,10 +130,7 @@ def plot_lesions(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
            title="Deleting several blocks")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "lesion_random.png", dpi=120)
-    plt.close(fig)
-    written.append(out / "lesion_random.png")
+    written.append(save_figure(fig, out / "lesion_random.png"))
 
     residual = next((r for r in results.values() if r["path_lengths"]), None)
     if residual is not None:
@@ -148,10 +139,7 @@ def plot_lesions(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
         ax.bar(range(len(counts)), counts)
         ax.set(xlabel="path length (blocks)", ylabel="number of paths",
                title=f"{2 ** (len(counts) - 1):,} paths through {len(counts) - 1} blocks (binomial)")
-        fig.tight_layout()
-        fig.savefig(out / "path_lengths.png", dpi=120)
-        plt.close(fig)
-        written.append(out / "path_lengths.png")
+        written.append(save_figure(fig, out / "path_lengths.png"))
     return written
 
 

@@ -45,7 +45,11 @@ def _parse_model_arg(text: str) -> tuple[str, Any]:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML file")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt")
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue a run from its last.pt; 'auto': from the output folder's last.pt if there is one")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine (starts torchrun)")
+    p.add_argument("--max-restarts", type=int, default=0,
+                   help="with --nproc: restart the processes this many times after a failure (they resume)")
     p.add_argument("--model-arg", action="append", type=_parse_model_arg, default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. drop_path_rate=0.1 or shortcut=B (repeatable)")
     hints = typing.get_type_hints(TrainConfig)
@@ -55,10 +59,32 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, **kwargs)
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
+def _strip(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        elif not any(a.startswith(o + "=") for o in options):
+            out.append(a)
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int | None:
+    import os
+
     from .train import train
 
-    if args.resume:
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the job; each process runs this command
+        from .distributed import launch
+
+        argv = _strip(args.argv, ("--nproc", "--max-restarts"))
+        if args.max_restarts > 0 and args.resume is None:
+            argv += ["--resume", "auto"]  # a restarted process continues from the last checkpoint
+        return launch(args.nproc, argv, args.max_restarts)
+    if args.resume and args.resume != "auto":
         result = train(TrainConfig(), resume=args.resume)
     else:
         overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
@@ -76,7 +102,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if args.model_arg:
             base = load_recipe(recipe).get("model_args", {}) if recipe else {}
             overrides["model_args"] = {**base, **dict(args.model_arg)}
-        result = train(make_config(recipe, **overrides))
+        cfg = make_config(recipe, **overrides)
+        last = cfg.out_dir() / "last.pt"
+        result = train(cfg, resume=last if args.resume == "auto" and last.exists() else None)
+    if os.environ.get("RANK", "0") != "0":
+        return None
     test = f"  test top-1 {result.test.top1:.2f}% ({result.test.n} images)" if result.test else ""
     print(f"best epoch {result.best_epoch}: val top-1 {result.val.top1:.2f}% ({result.val.n} images){test}"
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")

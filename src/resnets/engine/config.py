@@ -53,6 +53,8 @@ class TrainConfig:
     warmup_factor: float = 0.1
     clip_grad: float | None = None  # max gradient norm
     ema_decay: float | None = None  # e.g. 0.999; the EMA weights are evaluated and saved when set
+    lr_reference_batch: int | None = None  # linear scaling: lr * batch_size / this (batch_size is the global one)
+    sync_bn: bool = False  # distributed: batch-norm statistics of the global batch
     # augmentation
     crop_padding: int = 4
     hflip: bool = True
@@ -90,6 +92,8 @@ class TrainConfig:
              f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
             (self.subset is None or self.subset >= 1, f"subset must be >= 1, got {self.subset}"),
             (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.lr_reference_batch is None or self.lr_reference_batch >= 1,
+             f"lr reference batch must be >= 1, got {self.lr_reference_batch}"),
             (self.head_lr_mult > 0, f"head learning-rate multiplier must be > 0, got {self.head_lr_mult}"),
             (self.unfreeze_every is None or self.unfreeze_every > 0,
              f"unfreeze interval must be > 0 epochs, got {self.unfreeze_every}"),

@@ -24,6 +24,7 @@ from ..models import create_model
 from ..models.loading import load_state_dict_into
 from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .distributed import Dist, convert_sync_batchnorm, init_distributed
 from .ema import ModelEma
 from .metrics import Metrics, classification_metrics
 from .optim import frozen_stages_at, lr_factor, make_optimizer, set_lr
@@ -70,12 +71,18 @@ def augment_config(cfg: TrainConfig) -> AugmentConfig:
 @torch.no_grad()
 def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                    aug: BatchAugment, *, batch_size: int = 256, device: torch.device | str = "cpu",
-                   precision: str = "fp32", tta_flip: bool = False, channels_last: bool = False) -> torch.Tensor:
+                   precision: str = "fp32", tta_flip: bool = False, channels_last: bool = False,
+                   dist: Dist | None = None) -> torch.Tensor:
     """Logits for uint8 images, batch by batch (flip-averaged with ``tta_flip``).
 
     ``model`` is a module (run in eval mode, under ``precision`` autocast) or any function from
-    normalised images to logits, such as a ``deploy.prepare_inference`` runner.
+    normalised images to logits, such as a ``deploy.prepare_inference`` runner. With ``dist``, each
+    process computes its share of the images and every process gets all the logits.
     """
+    if dist is not None and dist.world > 1:
+        local = predict_logits(model, dist.share(images), aug, batch_size=batch_size, device=device,
+                               precision=precision, tta_flip=tta_flip, channels_last=channels_last)
+        return dist.gather_shares(local, len(images))
     device = torch.device(device)
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
@@ -137,13 +144,25 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     cfg.validate()
     start_time = time.perf_counter()
     device = resolve_device(cfg.device)
+    dist = init_distributed(device)
+    if dist.world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        if cfg.batch_size % dist.world:
+            raise ResnetsError(f"batch size {cfg.batch_size} (the global batch) must divide among {dist.world} "
+                               f"processes")
+        if cfg.unfreeze_every is not None:
+            raise ResnetsError("gradual unfreezing is not supported with distributed training")
     if cfg.precision == "auto":
         cfg = dataclasses.replace(cfg, precision="bf16" if native_bf16(device) else "fp32")
     _seed_everything(cfg.seed, cfg.deterministic)
     data = _prepare_data(cfg)
 
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
-                         pretrained=cfg.pretrained, **cfg.model_args).to(device)
+                         pretrained=cfg.pretrained, **cfg.model_args)
+    if cfg.sync_bn and dist.world > 1:
+        model = convert_sync_batchnorm(model)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.freeze_stages is not None:
@@ -156,9 +175,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                          seed=cfg.seed, device=device)
     steps_per_epoch = len(loader)
     total_steps = max(1, round(cfg.epochs * steps_per_epoch))
-    forward = torch.compile(model) if cfg.compile else model
+    forward = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(forward) if cfg.compile else forward
+    lr = cfg.lr * (cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0)
     eval_kwargs = dict(batch_size=max(cfg.batch_size, 256), device=device, precision=cfg.precision,
-                       channels_last=cfg.channels_last)
+                       channels_last=cfg.channels_last, dist=dist)
 
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -176,11 +201,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
         epoch, step, best_acc, best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best_val_acc"], ckpt["best_epoch"]
         history = list(ckpt["history"])
         log.info("resumed from %s at epoch %d (step %d)", resume, epoch, step)
-    runlog = RunLog(out, cfg.tensorboard, history)
+    runlog = RunLog(out, cfg.tensorboard, history) if dist.main else None
 
     from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress and dist.main else True, unit="step",
+               dynamic_ncols=True)
     try:
         while step < total_steps:
             if cfg.freeze_stages is not None and model.frozen_stages != frozen_stages_at(cfg, epoch):
@@ -194,14 +220,18 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             for i, (x, y) in enumerate(loader.batches(epoch)):
                 if step >= total_steps:
                     break
-                set_lr(optimizer, cfg.lr * lr_factor(cfg, step / steps_per_epoch))
+                set_lr(optimizer, lr * lr_factor(cfg, step / steps_per_epoch))
                 x, target = aug.train(x, y, batch_generator(cfg.seed, epoch, i))
+                x, target, y = dist.share(x), dist.share(target), dist.share(y)  # this process's part
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, cfg.precision):
                     logits = forward(x)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
+                finite = bool(torch.isfinite(loss))
+                if dist.world > 1:  # every process stops together, so that none waits for the others
+                    finite = dist.sum([finite])[0] == dist.world
+                if not finite:
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; stopped "
                         f"(the last good checkpoint is {out / 'last.pt'}); try a lower --lr or --clip-grad")
@@ -224,6 +254,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             train_time = time.perf_counter() - t0
+            loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])
             epoch += 1
 
             eval_model = ema.module if ema is not None else model
@@ -240,18 +271,22 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                      "ema": ema.state_dict() if ema is not None else None, "scaler": scaler.state_dict(),
                      "rng": rng_state(), "epoch": epoch, "step": step, "best_val_acc": best_acc,
                      "best_epoch": best_epoch, "history": history}
-            if is_best:
-                save_checkpoint(out / "best.pt", {**meta, "model": eval_model.state_dict(), "epoch": epoch,
-                                                  "val_acc": val.top1})
-            save_checkpoint(out / "last.pt", state)
-            runlog.append(row)
-            bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
-                      f"val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}")
+            if dist.main:
+                if is_best:
+                    save_checkpoint(out / "best.pt", {**meta, "model": eval_model.state_dict(), "epoch": epoch,
+                                                      "val_acc": val.top1})
+                save_checkpoint(out / "last.pt", state)
+                runlog.append(row)
+            dist.barrier()  # every process sees the new checkpoints before going on
+            if dist.main:
+                bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
+                          f"val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}")
             if on_epoch_end is not None:
                 on_epoch_end(row)
     finally:
         bar.close()
-        runlog.close()
+        if runlog is not None:
+            runlog.close()
 
     return _finish(cfg, out, data, aug, eval_kwargs, history, best_epoch, best_acc, start_time)
 
@@ -270,9 +305,12 @@ def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eva
     test = None
     if cfg.eval_test and data.test is not None:
         test = evaluate_split(model, data.test, data.classes, aug, "test", **kwargs)
+    seconds = time.perf_counter() - start_time
+    if not eval_kwargs["dist"].main:
+        return TrainResult(out, best_epoch, best_acc, val, test, history, seconds)
+    if test is not None:
         plot_confusion(test.confusion, data.classes, out / "confusion_test.png", f"{cfg.model}: test split")
     plot_curves(history, out / "curves.png", f"{cfg.model} on {data.name}")
-    seconds = time.perf_counter() - start_time
     report = {
         "model": cfg.model, "data": data.name, "splits": data.splits, "best_epoch": best_epoch,
         "val": val.summary(), "test": test.summary() if test else None, "tta_flip": cfg.tta_flip,

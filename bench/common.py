@@ -1,0 +1,19 @@
+"""What the benchmark scripts share: where results go and how they are written."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CIFAR10_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def write_result(name: str, record: dict[str, Any], out: str | Path = RESULTS, echo: bool = True) -> Path:
+    """Write ``record`` as ``<out>/<name>.json`` (indented) and, with ``echo``, print it."""
+    path = Path(out) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    if echo:
+        print(json.dumps(record, indent=2))
+    return path

@@ -1,0 +1,41 @@
+"""The CIFAR-10 ResNet-20 that ships inside the package works by name, with no download."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnets
+from resnets.cli import main
+from resnets.engine.checkpoint import weights_metadata
+from resnets.models.loading import shipped_weights
+
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_shipped_weights_are_described():
+    path = shipped_weights()["resnet20_cifar10"]
+    meta = weights_metadata(path)
+    assert meta["classes"] == CIFAR10 and meta["config"]["model"] == "resnet20"
+    assert meta["test_top1"] > 85 and meta["command"].startswith("python bench/ship_resnet20.py")
+
+
+def test_predict_by_name(tmp_path, capsys):
+    image = tmp_path / "red.png"
+    Image.fromarray(np.full((32, 32, 3), (180, 30, 30), dtype=np.uint8)).save(image)
+    assert main(["predict", "--model", "resnet20_cifar10", str(image), "--topk", "3"]) in (0, None)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(image)) and sum(c in line for c in CIFAR10) == 3
+
+
+def test_create_model_takes_the_shipped_name():
+    model = resnets.create_model("resnet20", pretrained="resnet20_cifar10").eval()
+    predictor = resnets.Predictor("resnet20_cifar10", mode="eager")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), predictor.model(x))
+
+
+def test_shipped_accuracy_on_real_images(cifar10_jpeg):
+    metrics = resnets.evaluate("resnet20_cifar10", str(cifar10_jpeg), split="test", mode="fused")
+    assert metrics.n == 10000 and metrics.top1 == pytest.approx(weights_metadata(
+        shipped_weights()["resnet20_cifar10"])["test_top1"], abs=0.01)
