@@ -45,7 +45,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resnets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="resnets", description="Residual networks: models, training, analysis and deployment.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list the registered models")
