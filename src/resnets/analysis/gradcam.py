@@ -8,7 +8,9 @@ on each of them.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..models.resnet import ResNet
+
+if TYPE_CHECKING:
+    from ..engine.evaluate import Predictor
 
 
 def grad_cam(model: ResNet, x: torch.Tensor, target: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +63,25 @@ def png_bytes(image: Image.Image, size: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+@dataclass
+class Explanation:
+    """Grad-CAM of one image: the heatmap, the image as the model saw it, the class explained, the top-k."""
+
+    cam: torch.Tensor  # (H, W) in [0, 1]
+    picture: torch.Tensor  # uint8 (C, H, W): the evaluation crop
+    explained: str
+    top: list[tuple[str, float]]
+
+
+def explain(predictor: "Predictor", image: torch.Tensor, target: int | None = None, topk: int = 5) -> Explanation:
+    """Grad-CAM of a uint8 image ``(C, H, W)`` under a ``Predictor``'s float32 model, for class index
+    ``target`` (default: the prediction), with the top-k classes."""
+    batch = image.unsqueeze(0)
+    cam, probs = grad_cam(predictor.model, predictor.aug.eval(batch), target)
+    explained = predictor.classes[int(probs.argmax()) if target is None else target]
+    return Explanation(cam, predictor.aug.eval_crop(batch)[0], explained, predictor.top_classes(probs[None], topk)[0])
+
+
 def explain_image(checkpoint: str | Path, image: str | Path, out: str | Path | None = None, *,
                   target: str | None = None, topk: int = 5) -> dict:
     """Grad-CAM of ``image`` under a checkpoint (or weights name) for class ``target`` (default: the
@@ -71,19 +95,14 @@ def explain_image(checkpoint: str | Path, image: str | Path, out: str | Path | N
     if target is not None and target not in predictor.classes:
         raise ResnetsError(f"unknown class {target!r}; the model knows {', '.join(predictor.classes[:10])}"
                            + (", ..." if len(predictor.classes) > 10 else ""))
-    x = predictor.aug.eval(picture.unsqueeze(0))
-    index = None if target is None else predictor.classes.index(target)
-    cam, probs = grad_cam(predictor.model, x, index)
-    p, idx = probs.topk(min(topk, len(predictor.classes)))
-    explained = predictor.classes[int(probs.argmax()) if index is None else index]
-    seen = predictor.aug.eval_crop(picture.unsqueeze(0))[0]
+    result = explain(predictor, picture, None if target is None else predictor.classes.index(target), topk)
+    seen = result.picture
     rgb = seen.expand(3, *seen.shape[1:]) if seen.shape[0] == 1 else seen[:3]
     side = Image.new("RGB", (2 * seen.shape[-1], seen.shape[-2]))
     side.paste(Image.fromarray(rgb.permute(1, 2, 0).numpy()), (0, 0))
-    side.paste(overlay(seen, cam), (seen.shape[-1], 0))
+    side.paste(overlay(seen, result.cam), (seen.shape[-1], 0))
     out = Path(out) if out is not None else Path(image).parent
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{Path(image).stem}_gradcam.png"
     path.write_bytes(png_bytes(side, size=512))
-    return {"image": str(image), "explained": explained, "file": str(path),
-            "top": [(predictor.classes[j], float(q)) for q, j in zip(p, idx.tolist())]}
+    return {"image": str(image), "explained": result.explained, "file": str(path), "top": result.top}

@@ -90,15 +90,11 @@ class Batcher:
 
 def explain(predictor: Predictor, image: torch.Tensor, topk: int) -> dict[str, Any]:
     """Top-k classes and the Grad-CAM heatmap (over the image, PNG, base64) of one uint8 image."""
-    from ..analysis.gradcam import grad_cam, overlay, png_bytes
+    from ..analysis.gradcam import explain as grad_cam_explain, overlay, png_bytes
 
-    x = predictor.aug.eval(image.unsqueeze(0))
-    cam, probs = grad_cam(predictor.model, x)
-    p, idx = probs.topk(min(topk, len(predictor.classes)))
-    picture = predictor.aug.eval_crop(image.unsqueeze(0))[0]
-    return {"top": [{"class": predictor.classes[j], "prob": round(float(q), 6)} for q, j in zip(p, idx.tolist())],
-            "explained": predictor.classes[int(idx[0])],
-            "heatmap_png": base64.b64encode(png_bytes(overlay(picture, cam), size=256)).decode()}
+    result = grad_cam_explain(predictor, image, topk=topk)
+    return {"top": [{"class": c, "prob": round(p, 6)} for c, p in result.top], "explained": result.explained,
+            "heatmap_png": base64.b64encode(png_bytes(overlay(result.picture, result.cam), size=256)).decode()}
 
 
 def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str = "model") -> Any:

@@ -60,10 +60,14 @@ def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
     return CheckpointData(model, ckpt, dataset, aug)
 
 
-def split_of(dataset: ImageData, split: str) -> ImageSet:
-    """One split of ``dataset`` by name, with a clear error for a missing or unknown one."""
+def check_split(split: str) -> None:
     if split not in ("train", "val", "test"):
         raise ResnetsError(f"split must be train, val or test, got {split!r}")
+
+
+def split_of(dataset: ImageData, split: str) -> ImageSet:
+    """One split of ``dataset`` by name, with a clear error for a missing or unknown one."""
+    check_split(split)
     subset = getattr(dataset, split)
     if subset is None:
         raise DataError(f"{dataset.name} has no {split} split")
@@ -80,8 +84,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     folded into float32 convolutions, gives the float32 numbers. With ``out``, writes
     ``metrics_<split>.json`` and ``confusion_<split>.png`` there.
     """
-    if split not in ("train", "val", "test"):
-        raise ResnetsError(f"split must be train, val or test, got {split!r}")
+    check_split(split)  # before the data is loaded
     if batch_size < 1:
         raise ResnetsError(f"batch size must be >= 1, got {batch_size}")
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
@@ -151,6 +154,10 @@ class Predictor:
     def predict_tensor(self, images: torch.Tensor, topk: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k ``(class, probability)`` for a uint8 batch ``(N, C, H, W)``."""
         probs = predict_logits(self.forward, images, self.aug, device=self.device, tta_flip=self.tta_flip).softmax(1)
+        return self.top_classes(probs, topk)
+
+    def top_classes(self, probs: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
+        """Top-k ``(class, probability)`` of each row of class probabilities ``(N, classes)``."""
         p, idx = probs.topk(min(topk, len(self.classes)), dim=1)
         return [[(self.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
 
