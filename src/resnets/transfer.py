@@ -15,6 +15,7 @@ import torch
 from .data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from .errors import ConfigError, ResnetsError
 from .models import create_model, extract_state_dict, get_model_spec, load_state_dict_into, read_checkpoint
+from .models.loading import resolve_weights
 from .models.resnet import ResNet
 
 log = logging.getLogger("resnets")
@@ -33,9 +34,13 @@ class Source:
 
 
 def describe_source(path: str | Path, model: str | None = None) -> Source:
-    """Read a pretrained file: this project's checkpoints name their model; a plain state dict needs ``model``."""
-    path = Path(path)
-    ckpt = read_checkpoint(path)
+    """Read a pretrained file (or a shipped weights name): this project's checkpoints and described weights
+    name their model; a plain state dict needs ``model``."""
+    from .engine.checkpoint import load_training_checkpoint, weights_metadata
+
+    path = resolve_weights(path)
+    described = path.suffix == ".safetensors" and weights_metadata(path) is not None
+    ckpt = load_training_checkpoint(path) if described else read_checkpoint(path)
     cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
     if cfg is not None:
         if model is not None and model != cfg["model"]:
@@ -143,8 +148,9 @@ def features(checkpoint: str | Path, data: str, out: str | Path | None = None, *
 
 def finetune_config_args(source: str | Path, model: str | None) -> dict[str, Any]:
     """The ``TrainConfig`` settings that start training from ``source``."""
-    path = Path(source)
+    path = resolve_weights(source)
     if not path.is_file():
-        raise ResnetsError(f"no pretrained file {source} (give a checkpoint or a .pth/.pt/.safetensors state dict)")
+        raise ResnetsError(f"no pretrained file {source} (give a checkpoint, a .pth/.pt/.safetensors state dict "
+                           f"or a shipped weights name)")
     src = describe_source(path, model)
     return {"model": src.model, "model_args": src.model_args, "pretrained": str(path)}

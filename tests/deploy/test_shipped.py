@@ -39,3 +39,12 @@ def test_shipped_accuracy_on_real_images(cifar10_jpeg):
     metrics = resnets.evaluate("resnet20_cifar10", str(cifar10_jpeg), split="test", mode="fused")
     assert metrics.n == 10000 and metrics.top1 == pytest.approx(weights_metadata(
         shipped_weights()["resnet20_cifar10"])["test_top1"], abs=0.01)
+
+
+def test_shipped_weights_are_a_finetuning_source_by_name():
+    from resnets.transfer import describe_source, finetune_config_args
+
+    source = describe_source("resnet20_cifar10")
+    assert source.model == "resnet20" and source.in_chans == 3 and len(source.mean) == 3
+    args = finetune_config_args("resnet20_cifar10", None)
+    assert args["model"] == "resnet20" and args["pretrained"].endswith("resnet20_cifar10.safetensors")
