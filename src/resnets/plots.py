@@ -24,7 +24,8 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy (%)")):
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], "--", label="train")
-        ax.plot(epochs, [r[f"val_{key}"] for r in rows], "-", label="validation")
+        if any(r.get(f"val_{key}") is not None for r in rows):
+            ax.plot(epochs, [r[f"val_{key}"] for r in rows], "-", label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

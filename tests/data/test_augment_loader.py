@@ -72,3 +72,13 @@ def test_loader_shards_across_ranks_without_overlap():
              for r in range(2)]
     assert len(parts[0]) == len(parts[1]) == 20
     assert not set(parts[0].tolist()) & set(parts[1].tolist())
+
+
+def test_reflect_crop_is_a_window_of_the_mirrored_image():
+    x = _images().float() + 1
+    y = random_crop(x, 2, torch.Generator().manual_seed(1), pad_mode="reflect")
+    mirrored = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(len(x)):
+        windows = [mirrored[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(y[i], w) for w in windows)
+    assert (y != 0).all()  # no zero border from reflected padding (the images are >= 1)

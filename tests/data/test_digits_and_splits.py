@@ -50,3 +50,10 @@ def test_unknown_source():
 def test_validation_size_out_of_range():
     with pytest.raises(DataError, match="validation size"):
         load_data("digits", val_size=5000)
+
+
+def test_no_validation_split_trains_on_everything():
+    full, none = load_data("digits"), load_data("digits", val_size=0)
+    assert len(none.val) == 0 and none.val.images.shape[1:] == full.train.images.shape[1:]
+    assert len(none.train) == len(full.train) + len(full.val) and none.splits["val"].startswith("none")
+    assert len(none.test) == len(full.test)

@@ -73,3 +73,19 @@ def test_weight_decay_exemption():
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3])] and decay["weight_decay"] == 5e-4
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
     assert len(make_optimizer(model, TrainConfig()).param_groups) == 1
+
+
+def test_triangular_schedule_of_the_fast_recipe():
+    cfg = make_config("cifar10-fast")
+    assert lr_factor(cfg, 0) == pytest.approx(0.2) and lr_factor(cfg, 2.3) == pytest.approx(1.0)
+    assert lr_factor(cfg, 10) == pytest.approx(0.07) and lr_factor(cfg, 6.15) == pytest.approx(0.535)
+
+
+def test_norm_lr_multiplier_keeps_the_decay_per_step():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=True), torch.nn.BatchNorm2d(4))
+    opt = make_optimizer(model, TrainConfig(norm_lr_mult=64, weight_decay=1e-3))
+    assert sorted(g["lr_mult"] for g in opt.param_groups) == [1.0, 64.0]
+    norm = next(g for g in opt.param_groups if g["lr_mult"] == 64)
+    conv = next(g for g in opt.param_groups if g["lr_mult"] == 1)
+    assert {id(p) for p in norm["params"]} == {id(p) for p in model[1].parameters()}
+    assert norm["lr_mult"] * norm["weight_decay"] == pytest.approx(conv["weight_decay"])

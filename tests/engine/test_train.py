@@ -112,3 +112,30 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     result = train(_cfg(tmp_path, subset=128, epochs=1, precision="bf16", channels_last=True, clip_grad=1.0,
                         no_decay_norm_bias=True, nesterov=True, schedule="multistep", milestones=[0.5]))
     assert result.history[0]["lr"] == pytest.approx(0.005) and result.test is not None
+
+
+def test_tta_views_are_weighted_shifts_and_flips():
+    from resnets.engine.train import tta_views
+
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    views = tta_views(x, flip=True, translate=True)
+    assert len(views) == 6 and sum(w for _, w in views) == pytest.approx(1.0)
+    shifted = [v for v, w in views if w == 0.125]
+    assert any(torch.equal(v[..., 1:, 1:], x[..., :-1, :-1]) for v in shifted)  # moved down-right by one
+    assert any(torch.equal(v[..., :-1, :-1], x[..., 1:, 1:]) for v in shifted)  # moved up-left by one
+    assert [w for _, w in tta_views(x, flip=True, translate=False)] == [0.5, 0.5]
+
+
+def test_fast_recipe_runs_end_to_end_without_a_validation_split(tmp_path):
+    cfg = resnets.make_config("cifar10-fast", data="digits", subset=256, epochs=2, batch_size=64,
+                              out=str(tmp_path / "run"), progress=False, tensorboard=False)
+    result = train(cfg)
+    assert result.val is None and result.test.n == 360 and result.best_epoch == 2
+    report = json.loads((result.out_dir / "report.json").read_text())
+    assert report["val"] is None and "no validation split" in report["note"] and report["tta_translate"]
+    ckpt = load_training_checkpoint(result.out_dir / "best.pt")
+    model = resnets.create_model("fastresnet8", num_classes=10, in_chans=1)
+    model.load_state_dict(ckpt["model"])
+    w = model.whiten.weight  # set from the data, then left alone
+    assert torch.equal(w[4:], -w[:4]) and w.abs().sum() > 0
+    assert all(r["val_acc"] is None for r in result.history) and result.test.top1 > 10

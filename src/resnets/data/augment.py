@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class AugmentConfig:
     crop_padding: int = 4  # random crop after zero padding (the paper's CIFAR augmentation); 0 = off
+    pad_mode: Literal["zeros", "reflect"] = "zeros"  # "reflect" mirrors the border instead
     hflip: bool = True
     rrc_scale: tuple[float, float] | None = None  # random-resized-crop area range, e.g. (0.08, 1.0); None = off
     rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -40,18 +42,30 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top:top + size, left:left + size]
 
 
-def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, size: int | None = None) -> torch.Tensor:
-    """Per-image random crop of ``size`` (default: the input size) from the zero-padded batch."""
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices mirrored into ``[0, n)`` at the borders, without repeating the edge (``F.pad``'s "reflect")."""
+    i = i.abs()
+    return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+
+def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, size: int | None = None,
+                pad_mode: str = "zeros") -> torch.Tensor:
+    """Per-image random crop of ``size`` (default: the input size) from the batch padded by ``padding``
+    pixels of zeros or, with ``pad_mode="reflect"``, of the mirrored image."""
     n, c, h, w = x.shape
     size = size or h
-    xp = F.pad(x, (padding,) * 4)
     dy = torch.randint(0, h + 2 * padding - size + 1, (n,), generator=g).to(x.device)
     dx = torch.randint(0, w + 2 * padding - size + 1, (n,), generator=g).to(x.device)
     ar = torch.arange(size, device=x.device)
-    rows = (dy[:, None] + ar)[:, None, :, None]
-    cols = (dx[:, None] + ar)[:, None, None, :]
-    return xp[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-              rows, cols]
+    rows, cols = dy[:, None] + ar, dx[:, None] + ar  # in padded coordinates
+    if pad_mode == "reflect":
+        if padding >= min(h, w):
+            raise ValueError(f"reflect padding {padding} must be smaller than the image ({h}x{w})")
+        src, rows, cols = x, _reflect(rows - padding, h), _reflect(cols - padding, w)
+    else:
+        src = F.pad(x, (padding,) * 4)
+    return src[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+               rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -138,7 +152,7 @@ class BatchAugment:
             x = random_resized_crop(x.float(), size, cfg.rrc_scale, cfg.rrc_ratio, g, cfg.hflip)
         else:
             if cfg.crop_padding > 0 or size != x.shape[-1]:
-                x = random_crop(x, cfg.crop_padding, g, size)
+                x = random_crop(x, cfg.crop_padding, g, size, cfg.pad_mode)
             if cfg.hflip:
                 x = random_flip(x, g)
             x = x.float()

@@ -118,7 +118,8 @@ def load_data(
         download: fetch the official CIFAR archive when it is missing.
         image_size: size of the stored square images (default: the images' own size).
         val_size: held-out part of the training data, a fraction or a count
-            (default: 5,000 for CIFAR, 10% for image trees, a fixed 180 for the digits).
+            (default: 5,000 for CIFAR, 10% for image trees, a fixed 180 for the digits); 0: none (an empty
+            validation split).
         strict: fail on the first unreadable image instead of skipping it.
     """
     skipped: list[str] = []
@@ -155,9 +156,13 @@ def load_data(
                         "an image folder, or a .tar/.tar.gz archive)")
     if train_full is None or len(train_full) < 2:
         raise DataError(f"{source}: not enough training images")
-    held = _holdout(len(train_full), val_default if val_size is None else val_size)
-    train, val = split_off(train_full, held, seed=0)
-    splits.setdefault("val", f"{held} held out of train (seed 0)")
+    if val_size == 0:  # no validation split: train on everything, with fixed hyper-parameters
+        train, val = train_full, train_full.subset(torch.zeros(0, dtype=torch.long))
+        splits["train"], splits["val"] = splits["train"].replace(" minus val/test", " minus test").replace(" minus val", ""), "none"
+    else:
+        held = _holdout(len(train_full), val_default if val_size is None else val_size)
+        train, val = split_off(train_full, held, seed=0)
+        splits.setdefault("val", f"{held} held out of train (seed 0)")
     return _finish(name, classes, train, val, test, splits, skipped)
 
 

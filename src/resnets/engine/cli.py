@@ -108,7 +108,8 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
     if os.environ.get("RANK", "0") != "0":
         return None
     test = f"  test top-1 {result.test.top1:.2f}% ({result.test.n} images)" if result.test else ""
-    print(f"best epoch {result.best_epoch}: val top-1 {result.val.top1:.2f}% ({result.val.n} images){test}"
+    val = f"val top-1 {result.val.top1:.2f}% ({result.val.n} images)" if result.val else "no validation split"
+    print(f"best epoch {result.best_epoch}: {val}{test}"
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
 
 

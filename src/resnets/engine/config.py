@@ -12,7 +12,7 @@ import yaml
 
 from ..errors import ConfigError
 
-Schedule = Literal["cosine", "step", "multistep", "constant"]
+Schedule = Literal["cosine", "linear", "step", "multistep", "constant"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -32,7 +32,8 @@ class TrainConfig:
     data_root: str | None = None  # where the CIFAR batches are
     download: bool = False
     image_size: int | None = None  # stored image size for image trees
-    val_size: float | None = None  # held-out part of train (fraction or count); None: the dataset's default
+    val_size: float | None = None  # held-out part of train (fraction or count); None: the dataset's default;
+    # 0: no validation split (fixed hyper-parameters; the last epoch's weights are kept)
     subset: int | None = None  # train on N training images only, class-balanced (quick runs)
     strict: bool = False  # fail on an unreadable image instead of skipping it
     # optimisation
@@ -43,8 +44,10 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     no_decay_norm_bias: bool = False  # exempt norm and bias parameters from weight decay
+    norm_lr_mult: float = 1.0  # lr multiplier of batch-norm parameters; their weight decay is divided by it
     label_smoothing: float = 0.0
     schedule: Schedule = "cosine"
+    final_lr_factor: float = 0.0  # "linear": the lr falls linearly from lr to lr * this at the end
     milestones: list[float] = field(default_factory=list)  # epochs, for "multistep"
     step_size: float = 30  # epochs, for "step"
     gamma: float = 0.1
@@ -57,6 +60,7 @@ class TrainConfig:
     sync_bn: bool = False  # distributed: batch-norm statistics of the global batch
     # augmentation
     crop_padding: int = 4
+    pad_mode: Literal["zeros", "reflect"] = "zeros"  # how random crops pad the image
     hflip: bool = True
     rrc_scale: list[float] | None = None
     crop_size: int | None = None
@@ -74,6 +78,7 @@ class TrainConfig:
     out: str = "runs/{model}-{data}"
     eval_test: bool = True  # evaluate the best checkpoint on the test split once, at the end
     tta_flip: bool = False
+    tta_translate: bool = False  # also average over one-pixel shifts (up-left and down-right), airbench-style
     progress: bool = True
     tensorboard: bool = True
 
@@ -87,7 +92,12 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, f"EMA decay must be in (0, 1), got {self.ema_decay}"),
             (self.clip_grad is None or self.clip_grad > 0, f"gradient clip must be > 0, got {self.clip_grad}"),
-            (self.schedule in ("cosine", "step", "multistep", "constant"), f"unknown schedule {self.schedule!r}"),
+            (self.schedule in ("cosine", "linear", "step", "multistep", "constant"),
+             f"unknown schedule {self.schedule!r}"),
+            (0 <= self.final_lr_factor <= 1, f"final lr factor must be in [0, 1], got {self.final_lr_factor}"),
+            (self.norm_lr_mult > 0, f"norm lr multiplier must be > 0, got {self.norm_lr_mult}"),
+            (self.pad_mode in ("zeros", "reflect"), f"pad mode must be zeros or reflect, got {self.pad_mode!r}"),
+            (self.val_size is None or self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"),
              f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
             (self.subset is None or self.subset >= 1, f"subset must be >= 1, got {self.subset}"),

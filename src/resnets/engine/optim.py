@@ -9,26 +9,32 @@ from torch import nn
 from .config import TrainConfig
 
 
+NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
 def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool,
-                 head_lr_mult: float = 1.0) -> list[dict]:
+                 head_lr_mult: float = 1.0, norm_lr_mult: float = 1.0) -> list[dict]:
     """Parameter groups, each with an ``lr_mult``: the classifier's is ``head_lr_mult``; with
     ``no_decay_norm_bias``, norm weights and biases (every parameter of dimension < 2) get no weight decay.
+    Parameters of normalisation layers get ``norm_lr_mult`` and weight decay divided by it, so that their
+    decay per step (lr x weight decay) stays the same (airbench's scaled batch-norm biases).
 
     Frozen parameters are included: they get no gradient, so SGD leaves them alone until they are unfrozen.
     """
     head = getattr(model, "get_classifier", lambda: None)()
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters()}
+    groups: dict[tuple[bool, bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
-        key = (id(p) in head_ids, no_decay_norm_bias and p.ndim <= 1)
+        key = (id(p) in head_ids, no_decay_norm_bias and p.ndim <= 1, norm_lr_mult != 1 and id(p) in norm_ids)
         groups.setdefault(key, []).append(p)
-    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
-             "lr_mult": head_lr_mult if is_head else 1.0}
-            for (is_head, no_decay), params in sorted(groups.items())]
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay / (norm_lr_mult if norm else 1),
+             "lr_mult": (head_lr_mult if is_head else 1.0) * (norm_lr_mult if norm else 1.0)}
+            for (is_head, no_decay, norm), params in sorted(groups.items())]
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias, cfg.head_lr_mult)
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias, cfg.head_lr_mult, cfg.norm_lr_mult)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
@@ -47,9 +53,11 @@ def lr_factor(cfg: TrainConfig, epoch: float) -> float:
         if cfg.warmup_constant:
             return cfg.warmup_factor
         return cfg.warmup_factor + (1 - cfg.warmup_factor) * epoch / cfg.warmup_epochs
+    progress = min((epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9), 1.0)
     if cfg.schedule == "cosine":
-        span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
-        return 0.5 * (1 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "linear":  # with a linear warm-up: the triangular schedule of fast CIFAR training
+        return 1 - (1 - cfg.final_lr_factor) * progress
     if cfg.schedule == "step":
         return cfg.gamma ** int(epoch // cfg.step_size)
     if cfg.schedule == "multistep":

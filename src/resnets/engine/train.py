@@ -42,7 +42,7 @@ class TrainResult:
     out_dir: Path
     best_epoch: int
     best_val_acc: float
-    val: Metrics
+    val: Metrics | None  # None without a validation split
     test: Metrics | None
     history: list[dict[str, Any]]
     seconds: float
@@ -63,17 +63,29 @@ def autocast(device: torch.device, precision: str) -> Any:
 
 
 def augment_config(cfg: TrainConfig) -> AugmentConfig:
-    return AugmentConfig(crop_padding=cfg.crop_padding, hflip=cfg.hflip,
+    return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode, hflip=cfg.hflip,
                          rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
                          jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+
+
+def tta_views(x: torch.Tensor, flip: bool, translate: bool) -> list[tuple[torch.Tensor, float]]:
+    """Test-time views of a batch with their weights: the images, with ``translate`` also shifted by one pixel
+    up-left and down-right (reflected borders; half the weight), and with ``flip`` each view mirrored too."""
+    views = [(x, 1.0)]
+    if translate:
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        views = [(x, 0.5), (padded[..., :-2, :-2], 0.25), (padded[..., 2:, 2:], 0.25)]
+    if flip:
+        views = [(v.flip(3), w / 2) for v, w in views] + [(v, w / 2) for v, w in views]
+    return views
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                    aug: BatchAugment, *, batch_size: int = 256, device: torch.device | str = "cpu",
-                   precision: str = "fp32", tta_flip: bool = False, channels_last: bool = False,
-                   dist: Dist | None = None) -> torch.Tensor:
-    """Logits for uint8 images, batch by batch (flip-averaged with ``tta_flip``).
+                   precision: str = "fp32", tta_flip: bool = False, tta_translate: bool = False,
+                   channels_last: bool = False, dist: Dist | None = None) -> torch.Tensor:
+    """Logits for uint8 images, batch by batch (averaged over the ``tta_views`` of each batch).
 
     ``model`` is a module (run in eval mode, under ``precision`` autocast) or any function from
     normalised images to logits, such as a ``deploy.prepare_inference`` runner. With ``dist``, each
@@ -81,7 +93,8 @@ def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], im
     """
     if dist is not None and dist.world > 1:
         local = predict_logits(model, dist.share(images), aug, batch_size=batch_size, device=device,
-                               precision=precision, tta_flip=tta_flip, channels_last=channels_last)
+                               precision=precision, tta_flip=tta_flip, tta_translate=tta_translate,
+                               channels_last=channels_last)
         return dist.gather_shares(local, len(images))
     device = torch.device(device)
     was_training = isinstance(model, nn.Module) and model.training
@@ -93,9 +106,7 @@ def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], im
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            y = model(x).float()
-            if tta_flip:
-                y = (y + model(x.flip(3)).float()) / 2
+            y = sum(w * model(v).float() for v, w in tta_views(x, tta_flip, tta_translate))
         out.append(y.cpu())
     if was_training:
         model.train()
@@ -158,6 +169,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     _seed_everything(cfg.seed, cfg.deterministic)
     data = _prepare_data(cfg)
 
+    aug = BatchAugment(augment_config(cfg), data.mean, data.std, data.num_classes)
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                          pretrained=cfg.pretrained, **cfg.model_args)
     if cfg.sync_bn and dist.world > 1:
@@ -167,13 +179,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
         model = model.to(memory_format=torch.channels_last)
     if cfg.freeze_stages is not None:
         model.freeze(cfg.freeze_stages)
+    if hasattr(model, "init_from_data") and cfg.pretrained is None and resume is None:
+        sample = take(data.train, 5000).images  # class-balanced: image trees are stored class by class
+        model.init_from_data(aug.eval(sample.to(device)))  # e.g. the whitening stem
     optimizer = make_optimizer(model, cfg)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
-    aug = BatchAugment(augment_config(cfg), data.mean, data.std, data.num_classes)
     loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
                          seed=cfg.seed, device=device)
     steps_per_epoch = len(loader)
+    has_val = len(data.val) > 0
     total_steps = max(1, round(cfg.epochs * steps_per_epoch))
     forward = model
     if dist.world > 1:
@@ -258,15 +273,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             epoch += 1
 
             eval_model = ema.module if ema is not None else model
-            val = evaluate_split(eval_model, data.val, data.classes, aug, "val", **eval_kwargs)
+            val = evaluate_split(eval_model, data.val, data.classes, aug, "val", **eval_kwargs) if has_val else None
             row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                    "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
-                   "val_loss": val.loss, "val_acc": val.top1, "val_top5": val.top5,
-                   "images_per_s": seen / train_time, "seconds": time.perf_counter() - start_time}
+                   "val_loss": val and val.loss, "val_acc": val and val.top1, "val_top5": val and val.top5,
+                   "images_per_s": seen / train_time, "train_seconds": train_time,
+                   "seconds": time.perf_counter() - start_time}
             history.append(row)
-            is_best = val.top1 > best_acc
+            is_best = val is None or val.top1 > best_acc  # without validation, the last epoch is kept
             if is_best:
-                best_acc, best_epoch = val.top1, epoch
+                best_acc, best_epoch = (val.top1 if val else best_acc), epoch
             state = {**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "ema": ema.state_dict() if ema is not None else None, "scaler": scaler.state_dict(),
                      "rng": rng_state(), "epoch": epoch, "step": step, "best_val_acc": best_acc,
@@ -274,13 +290,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             if dist.main:
                 if is_best:
                     save_checkpoint(out / "best.pt", {**meta, "model": eval_model.state_dict(), "epoch": epoch,
-                                                      "val_acc": val.top1})
+                                                      "val_acc": val and val.top1})
                 save_checkpoint(out / "last.pt", state)
                 runlog.append(row)
             dist.barrier()  # every process sees the new checkpoints before going on
             if dist.main:
-                bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
-                          f"val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}")
+                val_text = f" | val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}" if val else ""
+                bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%{val_text}")
             if on_epoch_end is not None:
                 on_epoch_end(row)
     finally:
@@ -300,8 +316,9 @@ def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eva
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model_args)
     load_state_dict_into(model, best["model"], adapt=False)
     model.to(eval_kwargs["device"])
-    kwargs = dict(eval_kwargs, tta_flip=cfg.tta_flip, precision="fp32")  # the reported numbers are float32
-    val = evaluate_split(model, data.val, data.classes, aug, "val", **kwargs)
+    # the reported numbers are float32
+    kwargs = dict(eval_kwargs, tta_flip=cfg.tta_flip, tta_translate=cfg.tta_translate, precision="fp32")
+    val = evaluate_split(model, data.val, data.classes, aug, "val", **kwargs) if len(data.val) else None
     test = None
     if cfg.eval_test and data.test is not None:
         test = evaluate_split(model, data.test, data.classes, aug, "test", **kwargs)
@@ -313,12 +330,15 @@ def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eva
     plot_curves(history, out / "curves.png", f"{cfg.model} on {data.name}")
     report = {
         "model": cfg.model, "data": data.name, "splits": data.splits, "best_epoch": best_epoch,
-        "val": val.summary(), "test": test.summary() if test else None, "tta_flip": cfg.tta_flip,
+        "val": val and val.summary(), "test": test.summary() if test else None, "tta_flip": cfg.tta_flip,
+        "tta_translate": cfg.tta_translate,
         "seconds": round(seconds, 1), "skipped_images": data.skipped, "config": cfg.to_dict(),
-        "note": "best checkpoint chosen by validation accuracy; the test split was used once, at the end",
+        "note": ("best checkpoint chosen by validation accuracy" if val else
+                 "no validation split: the last epoch's weights, fixed hyper-parameters")
+        + "; the test split was used once, at the end",
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     test_line = f", test top-1 {test.top1:.2f}% ({test.n} images)" if test else ""
-    log.info("best epoch %d: val top-1 %.2f%% (%d images)%s; outputs in %s", best_epoch, val.top1, val.n,
-             test_line, out)
+    val_line = f"val top-1 {val.top1:.2f}% ({val.n} images)" if val else "no validation split"
+    log.info("best epoch %d: %s%s; outputs in %s", best_epoch, val_line, test_line, out)
     return TrainResult(out, best_epoch, best_acc, val, test, history, seconds)

@@ -21,7 +21,120 @@ from .layers import NormLayer, Shortcut, conv3x3, make_shortcut
 Stem = Literal["imagenet", "deep", "cifar"]
 
 
-class ResNet(nn.Module):
+class StagedNet(nn.Module):
+    """The uniform model API of every network here: ``stem -> layer1..layerN -> head``.
+
+    A subclass builds ``layer1``..``layerN`` (``nn.Sequential`` stages), ``fc`` and ``norm`` (or None), sets
+    ``num_stages``, ``num_features``, ``num_classes``, ``feature_info``, ``grad_checkpointing = ()`` and
+    ``frozen_stages = None``, and defines ``forward_stem``, ``forward_head`` and ``stem_modules``.
+    """
+
+    grad_checkpointing: tuple[int, ...]  # indices of the stages whose blocks are recomputed
+    frozen_stages: int | None  # stem + this many stages are frozen (None: nothing)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def stem_modules(self) -> list[nn.Module]:
+        """The modules of the stem (frozen with the first stages)."""
+        raise NotImplementedError
+
+    def fixed_parameters(self) -> list[nn.Parameter]:
+        """Parameters that never train (``freeze(None)`` leaves them frozen)."""
+        return []
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def _run_stage(self, i: int, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if i not in self.grad_checkpointing or not torch.is_grad_enabled():
+            return stage(x)
+        for blk in stage:
+            x = checkpoint(blk, x, use_reentrant=False)
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Outputs of the stages in ``indices`` (default: all), e.g. strides 4/8/16/32 for detection."""
+        want = set(range(self.num_stages) if indices is None else indices)
+        bad = want - set(range(self.num_stages))
+        if bad:
+            raise ConfigError(f"stage indices {sorted(bad)} out of range 0..{self.num_stages - 1}")
+        x = self.forward_stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self._run_stage(i, stage, x)
+            if i in want:
+                outs.append(x)
+            if i >= max(want):
+                break
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        for i, stage in enumerate(self.stages):
+            x = self._run_stage(i, stage, x)
+        return self.forward_final_norm(x)
+
+    def forward_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The closing norm and ReLU of pre-activation networks (identity for the others)."""
+        return x if self.norm is None else self.relu(self.norm(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it)."""
+        self.num_classes = num_classes
+        self.fc = self.new_classifier(num_classes)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The stem and the first ``frozen_stages`` stages (nothing when ``frozen_stages`` is None)."""
+        if self.frozen_stages is None:
+            return []
+        return self.stem_modules() + self.stages[:self.frozen_stages]
+
+    def freeze(self, stages: int | None) -> None:
+        """Freeze the stem and the first ``stages`` stages for fine-tuning: no gradients, and their batch-norm
+        statistics stay fixed in training mode. ``None`` unfreezes everything."""
+        if stages is not None and not 0 <= stages <= self.num_stages:
+            raise ConfigError(f"can freeze 0..{self.num_stages} stages (plus the stem), got {stages}")
+        self.frozen_stages = stages
+        fixed = {id(p) for p in self.fixed_parameters()}
+        for p in self.parameters():
+            p.requires_grad_(id(p) not in fixed)
+        for m in self.frozen_modules():
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "StagedNet":
+        super().train(mode)
+        for m in self.frozen_modules():
+            m.eval()
+        return self
+
+    def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them.
+
+        ``stages=k`` limits this to the first ``k`` stages: they hold most of the activation memory
+        (the highest resolution) but only about ``k / num_stages`` of the compute, so most of the memory
+        is saved for a fraction of the recomputation.
+        """
+        n = self.num_stages if stages is None else max(0, min(stages, self.num_stages))
+        self.grad_checkpointing = tuple(range(n)) if enable else ()
+
+
+class ResNet(StagedNet):
     """Residual network with a uniform API: ``forward_features``, ``forward_head``, ``reset_classifier``,
     ``forward_intermediates`` / ``feature_info`` and ``set_grad_checkpointing``.
 
@@ -121,6 +234,23 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem != "cifar" else None
         return out
 
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = self.relu(self.bn1(x))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))
+        if self.drop_rate > 0:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [m for m in (self.conv1, self.bn1) if m is not None]
+
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -133,110 +263,11 @@ class ResNet(nn.Module):
                 if hasattr(m, "zero_init_last"):
                     m.zero_init_last()
 
-    # --- the uniform model API -------------------------------------------------------------------
-    @property
-    def stages(self) -> list[nn.Sequential]:
-        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
-
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        if self.bn1 is not None:
-            x = self.relu(self.bn1(x))
-        if self.maxpool is not None:
-            x = self.maxpool(x)
-        return x
-
-    def _run_stage(self, i: int, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if i not in self.grad_checkpointing or not torch.is_grad_enabled():
-            return stage(x)
-        for blk in stage:
-            x = checkpoint(blk, x, use_reentrant=False)
-        return x
-
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Outputs of the stages in ``indices`` (default: all), e.g. strides 4/8/16/32 for detection."""
-        want = set(range(self.num_stages) if indices is None else indices)
-        bad = want - set(range(self.num_stages))
-        if bad:
-            raise ConfigError(f"stage indices {sorted(bad)} out of range 0..{self.num_stages - 1}")
-        x = self.forward_stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = self._run_stage(i, stage, x)
-            if i in want:
-                outs.append(x)
-            if i >= max(want):
-                break
-        return outs
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_stem(x)
-        for i, stage in enumerate(self.stages):
-            x = self._run_stage(i, stage, x)
-        return self.forward_final_norm(x)
-
-    def forward_final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        """The closing norm and ReLU of pre-activation networks (identity for the others)."""
-        return x if self.norm is None else self.relu(self.norm(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if self.drop_rate > 0:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it)."""
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def frozen_modules(self) -> list[nn.Module]:
-        """The stem and the first ``frozen_stages`` stages (nothing when ``frozen_stages`` is None)."""
-        if self.frozen_stages is None:
-            return []
-        stem = [m for m in (self.conv1, self.bn1) if m is not None]
-        return stem + self.stages[:self.frozen_stages]
-
-    def freeze(self, stages: int | None) -> None:
-        """Freeze the stem and the first ``stages`` stages for fine-tuning: no gradients, and their batch-norm
-        statistics stay fixed in training mode. ``None`` unfreezes everything."""
-        if stages is not None and not 0 <= stages <= self.num_stages:
-            raise ConfigError(f"can freeze 0..{self.num_stages} stages (plus the stem), got {stages}")
-        self.frozen_stages = stages
-        for p in self.parameters():
-            p.requires_grad_(True)
-        for m in self.frozen_modules():
-            for p in m.parameters():
-                p.requires_grad_(False)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> "ResNet":
-        super().train(mode)
-        for m in self.frozen_modules():
-            m.eval()
-        return self
-
-    def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
-
-        ``stages=k`` limits this to the first ``k`` stages: they hold most of the activation memory
-        (the highest resolution) but only about ``k / num_stages`` of the compute, so most of the memory
-        is saved for a fraction of the recomputation.
-        """
-        n = self.num_stages if stages is None else max(0, min(stages, self.num_stages))
-        self.grad_checkpointing = tuple(range(n)) if enable else ()
-
 
 class FeatureExtractor(nn.Module):
     """A backbone that returns the stage outputs in ``out_indices`` (``create_model(..., features_only=True)``)."""
 
-    def __init__(self, model: ResNet, out_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, model: StagedNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
         self.out_indices = tuple(range(model.num_stages) if out_indices is None else out_indices)
         model.reset_classifier(0)

@@ -5,6 +5,7 @@ from typing import Any
 
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from .registry import ModelSpec, register_model
+from .fast import FastResNet
 from .resnet import ResNet
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -68,3 +69,11 @@ for _name, (_args, _ref, _summary) in IMAGENET.items():
     register_model(ModelSpec(_name, ResNet, _args, _summary, "imagenet", _ref))
 for _name, (_args, _ref, _summary) in CIFAR.items():
     register_model(ModelSpec(_name, ResNet, _args, _summary, "cifar", _ref, 32, CIFAR10_MEAN, CIFAR10_STD))
+
+register_model(ModelSpec(
+    "fastresnet8", FastResNet, dict(shortcut=True), "Fast CIFAR network: whitened 2x2 stem, 3 stages of conv-pool + "
+    "one residual conv, widths 64/256/256 (airbench94 layout with identity shortcuts)", "cifar", "airbench", 32,
+    CIFAR10_MEAN, CIFAR10_STD))
+register_model(ModelSpec(
+    "fastplain8", FastResNet, dict(shortcut=False), "fastresnet8 without shortcuts (airbench94's network)", "cifar",
+    "airbench", 32, CIFAR10_MEAN, CIFAR10_STD))

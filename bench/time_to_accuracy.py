@@ -1,0 +1,148 @@
+"""Time to accuracy on CIFAR-10: the `cifar10-fast` recipe to 94%, and the paper's ResNet-20/56 to 91%.
+
+    python bench/time_to_accuracy.py fast --seeds 0 1 2            # the recipe as shipped (10 epochs)
+    python bench/time_to_accuracy.py fast --epochs 6 --seeds 0     # a shorter budget, for the curve
+    python bench/time_to_accuracy.py paper --model resnet20 --epochs 30
+
+Every run trains from scratch on the JPEG copy of CIFAR-10 and uses the test split once, at its end.
+`fast` runs have no validation split (fixed hyper-parameters), so the accuracy-against-time curve is made
+of runs with different epoch budgets. `paper` runs use the `cifar10-quick` recipe (the fast training path:
+bf16, channels_last, batch augmentation on the device) with its 5,000-image validation split, and report
+when the validation accuracy first reached the target.
+
+Each run is added to bench/results/time_to_accuracy.json as soon as it ends, and runs already there are
+skipped, so the benchmark can be spread over several sittings. Also writes time_to_accuracy.csv and
+docs/figures/time_to_accuracy.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import resnets
+from resnets.machine import machine_info
+
+from common import CIFAR10_JPEG, RESULTS, write_result
+
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "time_to_accuracy.png"
+FAST_TARGET, PAPER_TARGET = 94.0, 91.0
+
+
+def run_fast(data: str, epochs: float, seed: int, device: str) -> dict[str, Any]:
+    cfg = resnets.make_config("cifar10-fast", data=data, epochs=epochs, seed=seed, device=device,
+                              out=f"runs/tta-fast-e{epochs:g}-s{seed}", progress=False, tensorboard=False)
+    result = resnets.train(cfg)
+    return {"kind": "fast", "recipe": "cifar10-fast", "model": cfg.model, "epochs": epochs, "seed": seed,
+            "train_seconds": round(sum(r["train_seconds"] for r in result.history), 1),
+            "total_seconds": round(result.seconds, 1), "test_top1": round(result.test.top1, 2)}
+
+
+def run_paper(data: str, model: str, epochs: float, seed: int, device: str) -> dict[str, Any]:
+    cfg = resnets.make_config("cifar10-quick", model=model, data=data, epochs=epochs, seed=seed, device=device,
+                              out=f"runs/tta-{model}-e{epochs:g}-s{seed}", progress=False, tensorboard=False)
+    result = resnets.train(cfg)
+    elapsed, curve = 0.0, []
+    for r in result.history:
+        elapsed += r["train_seconds"]
+        curve.append({"epoch": r["epoch"], "train_seconds": round(elapsed, 1), "val_top1": round(r["val_acc"], 2)})
+    reached = next((c["train_seconds"] for c in curve if c["val_top1"] >= PAPER_TARGET), None)
+    return {"kind": "paper", "recipe": "cifar10-quick", "model": model, "epochs": epochs, "seed": seed,
+            "train_seconds": round(elapsed, 1), "total_seconds": round(result.seconds, 1),
+            "test_top1": round(result.test.top1, 2), "best_val_top1": round(result.best_val_acc, 2),
+            f"seconds_to_val_{PAPER_TARGET:g}": reached, "curve": curve}
+
+
+def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread of the test accuracy and training time of each (recipe, model, epochs)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs.values():
+        groups.setdefault(f"{r['model']} {r['epochs']:g} epochs", []).append(r)
+    out = {}
+    for name, rs in sorted(groups.items()):
+        acc = [r["test_top1"] for r in rs]
+        secs = [r["train_seconds"] for r in rs]
+        out[name] = {"seeds": sorted(r["seed"] for r in rs), "test_top1_mean": round(statistics.mean(acc), 2),
+                     "test_top1_std": round(statistics.stdev(acc), 2) if len(acc) > 1 else None,
+                     "test_top1_min": min(acc), "train_seconds_mean": round(statistics.mean(secs), 1)}
+        if rs[0]["kind"] == "fast":
+            out[name]["meets_94_in_20_min"] = out[name]["test_top1_mean"] >= FAST_TARGET and max(secs) <= 1200
+    return out
+
+
+def write_csv(runs: dict[str, dict[str, Any]], path: Path) -> None:
+    cols = ["run", "kind", "model", "epochs", "seed", "train_seconds", "total_seconds", "test_top1"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for key, r in sorted(runs.items()):
+            w.writerow([key] + [r[c] for c in cols[1:]])
+
+
+def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from resnets.plots import save_figure
+
+    fig, (ax_fast, ax_paper) = plt.subplots(1, 2, figsize=(11, 4))
+    fast = [r for r in runs.values() if r["kind"] == "fast"]
+    ax_fast.scatter([r["train_seconds"] / 60 for r in fast], [r["test_top1"] for r in fast], label="one seed")
+    budgets = sorted({r["epochs"] for r in fast})
+    means = [(statistics.mean(r["train_seconds"] for r in fast if r["epochs"] == e) / 60,
+              statistics.mean(r["test_top1"] for r in fast if r["epochs"] == e)) for e in budgets]
+    if means:
+        ax_fast.plot(*zip(*means), "-", label="mean per epoch budget")
+    for e, (x, y) in zip(budgets, means):
+        ax_fast.annotate(f"{e:g} ep", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax_fast.axhline(FAST_TARGET, ls="--", c="gray")
+    ax_fast.set(xlabel="training time (min)", ylabel="test accuracy (%)", title="cifar10-fast (fastresnet8)")
+    for r in (r for r in runs.values() if r["kind"] == "paper"):
+        ax_paper.plot([c["train_seconds"] / 60 for c in r["curve"]], [c["val_top1"] for c in r["curve"]],
+                      label=f"{r['model']}, {r['epochs']:g} epochs (test {r['test_top1']:.2f}%)")
+    ax_paper.axhline(PAPER_TARGET, ls="--", c="gray")
+    ax_paper.set(xlabel="training time (min)", ylabel="validation accuracy (%)", title="cifar10-quick, paper models")
+    for ax in (ax_fast, ax_paper):
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("kind", choices=["fast", "paper"])
+    p.add_argument("--model", default="resnet20", help="paper runs: the model")
+    p.add_argument("--epochs", type=float, help="default: 10 (fast), 30 (paper)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--data", default=str(CIFAR10_JPEG))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+    epochs = args.epochs or (10 if args.kind == "fast" else 30)
+
+    path = Path(args.out) / "time_to_accuracy.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    for seed in args.seeds:
+        model = "fastresnet8" if args.kind == "fast" else args.model
+        key = f"{model}-e{epochs:g}-s{seed}"
+        if key in record["runs"]:
+            print(f"{key}: already recorded, skipped")
+            continue
+        run = (run_fast(args.data, epochs, seed, args.device) if args.kind == "fast"
+               else run_paper(args.data, args.model, epochs, seed, args.device))
+        record["runs"][key] = {**run, "machine": machine_info()}
+        record["summary"] = summarize(record["runs"])
+        record["data"] = Path(args.data).name
+        record["command"] = "python bench/time_to_accuracy.py {fast|paper} [--model M] [--epochs E] --seeds ..."
+        write_result("time_to_accuracy", record, args.out, echo=False)
+        write_csv(record["runs"], Path(args.out) / "time_to_accuracy.csv")
+        plot(record["runs"], FIGURE)
+        print(json.dumps({key: {k: v for k, v in run.items() if k != "curve"}}, indent=2))
+    print(json.dumps(record.get("summary", {}), indent=2))
+
+
+if __name__ == "__main__":
+    main()
