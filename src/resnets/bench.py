@@ -258,11 +258,11 @@ def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def bench_memory(name: str, size: int, batch: int) -> list[MemoryRow]:
-    """Activation memory and step time without gradient checkpointing, with it on the first two stages,
-    and on every stage; and the peak resident memory of a step, measured in a fresh process."""
+    """Activation memory and step time without gradient checkpointing and with it on the first 1, 2, ...
+    stages; and the peak resident memory of a step, measured in a fresh process."""
     rows = []
     x = torch.randn(batch, 3, size, size)
-    for stages in (0, 2, create_model(name).num_stages):
+    for stages in range(create_model(name).num_stages + 1):
         model = create_model(name)
         model.set_grad_checkpointing(stages > 0, stages)
         saved = saved_activation_bytes(model, x)

@@ -26,7 +26,8 @@ def test_fold_one_pair_with_and_without_conv_bias():
             torch.testing.assert_close(fold_conv_bn(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50d", "seresnet50", "resnext50_32x4d", "resnet20", "plain20"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50d", "seresnet50", "resnext50_32x4d", "resnet20", "plain20",
+                                  "fastresnet8"])
 def test_fused_model_equals_the_original_and_has_no_norms_left(name):
     model = _randomise_norms(resnets.create_model(name))
     fused = fuse_bn(model)

@@ -31,6 +31,8 @@ def test_evaluate_matches_the_training_report(tree_run, tmp_path):
     assert len(saved["per_class"]) == 3 and saved["split"] == "test"
     assert resnets.evaluate(best, split="val").n == 6  # the checkpoint's own data and split
     assert resnets.evaluate(best, split="test", tta_flip=True).n == 36
+    resnets.evaluate(best, split="test", tta_flip=True, tta_translate=True, out=tmp_path / "tta")
+    assert json.loads((tmp_path / "tta" / "metrics_test.json").read_text())["tta_translate"] is True
 
 
 def test_evaluate_on_data_with_other_classes_is_a_clear_error(tree_run, tmp_path):

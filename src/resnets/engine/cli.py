@@ -117,7 +117,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
     from .metrics import format_metrics
 
-    m = evaluate(args.checkpoint, args.data, split=args.split, tta_flip=args.tta_flip, batch_size=args.batch_size,
+    m = evaluate(args.checkpoint, args.data, split=args.split, tta_flip=args.tta_flip,
+                 tta_translate=args.tta_translate, batch_size=args.batch_size,
                  device=args.device, data_root=args.data_root, out=args.out, mode=args.mode)
     print(json.dumps(m.summary()) if args.json else format_metrics(m))
 
@@ -196,6 +197,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--tta-translate", action="store_true", help="also average over one-pixel shifts")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="folder for metrics JSON and the confusion-matrix PNG")

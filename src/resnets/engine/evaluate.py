@@ -75,7 +75,7 @@ def split_of(dataset: ImageData, split: str) -> ImageSet:
 
 
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "test", tta_flip: bool = False,
-             batch_size: int = 256, device: str = "auto", data_root: str | None = None,
+             tta_translate: bool = False, batch_size: int = 256, device: str = "auto", data_root: str | None = None,
              out: str | Path | None = None, mode: str = "fused") -> Metrics:
     """Top-1/top-5, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint on a split.
 
@@ -91,14 +91,14 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     dataset = loaded.dataset
     dev = resolve_device(device)
     metrics = evaluate_split(_runner(loaded.model, mode, dev), split_of(dataset, split), dataset.classes, loaded.aug,
-                             split, batch_size=batch_size, device=dev, tta_flip=tta_flip)
+                             split, batch_size=batch_size, device=dev, tta_flip=tta_flip, tta_translate=tta_translate)
     if out is not None:
         from ..plots import plot_confusion
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"metrics_{split}.json").write_text(json.dumps({
-            **metrics.summary(), "tta_flip": tta_flip, "mode": mode, "checkpoint": str(checkpoint),
+            **metrics.summary(), "tta_flip": tta_flip, "tta_translate": tta_translate, "mode": mode, "checkpoint": str(checkpoint),
             "per_class": [vars(c) for c in metrics.per_class], "confusion": metrics.confusion}, indent=2))
         plot_confusion(metrics.confusion, dataset.classes, out / f"confusion_{split}.png", f"{split} split")
     return metrics

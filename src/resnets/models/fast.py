@@ -36,7 +36,11 @@ def dirac_conv3x3(in_chs: int, out_chs: int) -> nn.Conv2d:
 
 
 class ConvPool(nn.Module):
-    """A stage's entry: ``conv 3x3 -> 2x2 max-pool -> BN -> GELU`` (widens and halves the resolution)."""
+    """A stage's entry: ``conv 3x3 -> 2x2 max-pool -> BN -> GELU`` (widens and halves the resolution).
+
+    The norm can still be folded into the convolution for inference: its scale is positive (fixed at 1 over
+    the running deviation), and max-pooling commutes with a positive per-channel scale and shift.
+    """
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
