@@ -64,6 +64,52 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(resumed["model"][key], value), key
 
 
+def _workers(marker: str, attempt: int = 0) -> dict[int, int]:
+    """``{LOCAL_RANK: pid}`` of the torchrun workers of restart ``attempt`` whose command line has ``marker``."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except OSError:
+            continue
+        if marker.encode() in cmd and env.get(b"TORCHELASTIC_RESTART_COUNT") == str(attempt).encode():
+            found[int(env[b"LOCAL_RANK"])] = int(pid)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker processes through /proc")
+def test_elastic_restart_after_a_killed_worker_resumes_to_the_same_weights(tmp_path):
+    """--max-restarts: one of two workers is killed mid-run; torchrun restarts both, they resume from
+    last.pt, and the run ends with the weights of an uninterrupted one."""
+    import signal
+    import time
+
+    extra = ("--epochs", "4", "--subset", "256")
+    whole, _ = _train(tmp_path, "whole", 2, extra)
+    out = tmp_path / "elastic"
+    args = ["train", "--data", "digits", "--batch-size", "32", "--lr", "0.002", "--precision", "fp32",
+            "--no-channels-last", "--deterministic", "--no-progress", "--no-tensorboard", "--sync-bn",
+            "--out", str(out), *extra, "--nproc", "2", "--max-restarts", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "resnets", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (out / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    workers = _workers(str(out))
+    assert set(workers) == {0, 1}, workers
+    os.kill(workers[1], signal.SIGKILL)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-3000:]
+    restarted = load_training_checkpoint(out / "last.pt")
+    assert restarted["epoch"] == 4 and "resumed from" in log
+    for key, value in whole["model"].items():
+        assert torch.equal(restarted["model"][key], value), key
+
+
 def _train_args(cmd, env):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

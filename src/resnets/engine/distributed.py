@@ -63,13 +63,36 @@ class Dist:
         return out
 
 
+def _attempt_store(rank: int, world: int) -> dist.Store | None:
+    """Under torchrun, the rendezvous store seen through a prefix of this restart attempt.
+
+    After an elastic restart the new workers meet in the same store as the dead ones, whose keys (gloo's
+    listening addresses among them) are still there: without a fresh prefix a new worker can read a dead
+    peer's address and fail with "connectFullMesh ... Connection refused".
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return None
+    from datetime import timedelta
+
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_hosts and rank == 0, timeout=timedelta(minutes=10))
+    return dist.PrefixStore(f"resnets/attempt-{attempt}", store)
+
+
 def init_distributed(device: torch.device) -> Dist:
     """Join the process group that torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _attempt_store(int(os.environ["RANK"]), world)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         torch.cuda.set_device(local)
