@@ -158,7 +158,8 @@ def load_data(
         raise DataError(f"{source}: not enough training images")
     if val_size == 0:  # no validation split: train on everything, with fixed hyper-parameters
         train, val = train_full, train_full.subset(torch.zeros(0, dtype=torch.long))
-        splits["train"], splits["val"] = splits["train"].replace(" minus val/test", " minus test").replace(" minus val", ""), "none"
+        splits["train"] = splits["train"].replace(" minus val/test", " minus test").replace(" minus val", "")
+        splits["val"] = "none"
     else:
         held = _holdout(len(train_full), val_default if val_size is None else val_size)
         train, val = split_off(train_full, held, seed=0)

@@ -87,12 +87,12 @@ def init_distributed(device: torch.device) -> Dist:
     if world == 1:
         return Dist()
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        store = _attempt_store(int(os.environ["RANK"]), world)
+        backend, rank = "nccl" if device.type == "cuda" else "gloo", int(os.environ["RANK"])
+        store = _attempt_store(rank, world)
         if store is None:
             dist.init_process_group(backend)
         else:
-            dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         torch.cuda.set_device(local)

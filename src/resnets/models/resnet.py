@@ -210,7 +210,7 @@ class ResNet(StagedNet):
         self.num_features = in_chs
         # Pre-activation networks end with the norm and ReLU that the last block left out.
         self.norm = norm_layer(in_chs) if block.preact else None
-        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = self.new_classifier(num_classes)
         self._init_weights(zero_init_last)
 
     def _make_stem(self, stem: Stem, in_chans: int, width: int, norm_layer: NormLayer, preact: bool) -> int:
