@@ -1,7 +1,9 @@
 """The benchmark suite's measurements (correctness of what it reports, not speed)."""
+import pytest
 import torch
 
 import resnets
+import resnets.bench
 from resnets.bench import (bench_inference, bench_training, matmul_peak, saved_activation_bytes, time_calls,
                            time_interleaved)
 
@@ -46,3 +48,20 @@ def test_checkpointing_saves_activation_memory_in_proportion_to_the_stages():
         sizes.append(saved_activation_bytes(model, x))
     assert sizes[0] > sizes[1] > sizes[2]
     assert sizes[2] < 0.5 * sizes[0]  # at least half of the activation memory is not kept
+
+
+def test_float32_modes_on_cuda_allow_for_tf32_convolutions():
+    from resnets.deploy.inference import TF32_TOLERANCE, TOLERANCE, tolerance
+
+    assert tolerance("fused", "cpu") == TOLERANCE["fused"] < TF32_TOLERANCE
+    assert tolerance("fused", "cuda") == TF32_TOLERANCE
+    assert tolerance("eager", "cuda") == 0.0 and tolerance("bf16", "cuda") == TOLERANCE["bf16"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_quick_suite_on_cuda_agrees_with_the_baseline():
+    report = resnets.bench.run_bench(quick=True, device="cuda", log=lambda s: None)
+    assert {r.mode for r in report.inference} >= {"eager", "fused", "bf16", "compile"}
+    assert all(r.agrees for r in report.inference), [(r.mode, r.max_rel_diff) for r in report.inference]
+    assert all(r.images_per_s > 0 for r in report.training)
+    assert report.memory[-1].activation_mb_per_image < report.memory[0].activation_mb_per_image

@@ -7,7 +7,11 @@ and reported as a ratio to the naive baseline (eager float32 NCHW) measured in t
 - the machine's peak: large float32 and bfloat16 matrix multiplies (the faster of BLAS and oneDNN), so that each model figure is
   also a fraction of what the cores can do (model FLOP/s / matmul FLOP/s);
 - memory: peak resident memory of one training step per image, with and without gradient checkpointing,
-  measured in a fresh process.
+  measured in a fresh process (on CUDA: the peak of the caching allocator).
+
+``device="cuda"`` runs the same suite on a GPU: timings synchronise the device, compiled inference replays
+CUDA graphs, bfloat16 is autocast on the GPU, the ONNX Runtime modes (CPU-only here) are left out, and
+float32 modes are compared with the tolerance of TF32 convolutions (cuDNN's default).
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .deploy.inference import MODES, TOLERANCE, native_bf16, onnxruntime_available, prepare_inference
+from .deploy.inference import MODES, native_bf16, onnxruntime_available, prepare_inference, tolerance
+from .errors import ResnetsError
 from .models import create_model
 from .models.profile import profile_model
 
@@ -65,13 +70,30 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
     return {n: _timing(t) for n, t in times.items()}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+def synced(fn: Callable[[], object], device: torch.device | str) -> Callable[[], None]:
+    """``fn`` followed by waiting for the device, so that wall time covers the work itself (CUDA is asynchronous)."""
+    if torch.device(device).type != "cuda":
+        return fn  # type: ignore[return-value]
+
+    def run() -> None:
+        fn()
+        torch.cuda.synchronize()
+
+    return run
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: torch.device | str = "cpu") -> float:
     """Operations per second of an ``n x n`` by ``n x n`` matrix multiply in ``dtype`` (median over repeats).
 
     For floating point, two GEMM kernels are timed and the faster one counts: the BLAS behind ``torch.mm``
     and oneDNN's, reached through a 1x1 convolution over ``n`` pixels. On some CPUs (AMD with MKL) the two
     differ by 2x, and a peak from the slower one would make the models look faster than the machine.
-    For ``torch.int8``, ``torch._int_mm`` (int8 x int8 -> int32)."""
+    For ``torch.int8``, ``torch._int_mm`` (int8 x int8 -> int32). On CUDA, ``torch.mm`` (cuBLAS)."""
+    if torch.device(device).type == "cuda":
+        a = torch.randn(n, n, device=device).to(dtype) if dtype != torch.int8 else \
+            torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+        mm = torch._int_mm if dtype == torch.int8 else torch.mm
+        return 2 * n**3 / time_calls(synced(lambda: mm(a, a), device), repeats, warmup=3).median_s
     if dtype == torch.int8:
         a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
         return 2 * n**3 / time_calls(lambda: torch._int_mm(a, a), repeats, warmup=3).median_s
@@ -151,15 +173,15 @@ def _fresh_compiler() -> None:
 
 
 def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], peaks: dict[str, float],
-                    repeats: int) -> list[InferenceRow]:
+                    repeats: int, device: torch.device | str = "cpu") -> list[InferenceRow]:
     _fresh_compiler()
     model = create_model(name).eval()
     gflops = _gflops(model, size)
-    x = torch.randn(batch, 3, size, size)
+    model, x = model.to(device), torch.randn(batch, 3, size, size, device=device)
     with torch.inference_mode():
         reference = model(x)
     runners = {mode: prepare_inference(model, mode, x) for mode in modes}
-    timings = time_interleaved({m: (lambda r=r: r(x)) for m, r in runners.items()}, repeats)
+    timings = time_interleaved({m: synced(lambda r=r: r(x), device) for m, r in runners.items()}, repeats)
     rows: list[InferenceRow] = []
     base_rate = None
     for mode, runner in runners.items():
@@ -169,14 +191,14 @@ def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], pe
         base_rate = base_rate or rate
         peak = peaks[_peak_kind(mode)]
         rows.append(InferenceRow(name, size, batch, mode, rate, 1e3 * t.p50_s, 1e3 * t.p99_s, rate / base_rate, diff,
-                                 diff <= TOLERANCE[mode], rate * gflops * 1e9 / peak))
+                                 diff <= tolerance(mode, device), rate * gflops * 1e9 / peak))
     return rows
 
 
-def _train_step(name: str, size: int, batch: int, mode: str) -> Callable[[], None]:
-    model = create_model(name)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, model.num_classes, (batch,))
+def _train_step(name: str, size: int, batch: int, mode: str, device: torch.device | str) -> Callable[[], None]:
+    model = create_model(name).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
     if mode != "naive":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -185,21 +207,21 @@ def _train_step(name: str, size: int, batch: int, mode: str) -> Callable[[], Non
     low = mode in ("bf16", "compile")
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=low):
             loss = F.cross_entropy(forward(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    return step
+    return synced(step, device)
 
 
 def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], peaks: dict[str, float],
-                   repeats: int) -> list[TrainingRow]:
+                   repeats: int, device: torch.device | str = "cpu") -> list[TrainingRow]:
     rows: list[TrainingRow] = []
     base_rate = None
     _fresh_compiler()
-    steps = {mode: _train_step(name, size, batch, mode) for mode in modes}
+    steps = {mode: _train_step(name, size, batch, mode, device) for mode in modes}
     gflops = 3 * _gflops(create_model(name), size)  # forward + backward is about three forwards
     timings = time_interleaved(steps, repeats, warmup=3)
     for mode in modes:
@@ -257,17 +279,40 @@ def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(storages.values())
 
 
-def bench_memory(name: str, size: int, batch: int) -> list[MemoryRow]:
+def _cuda_step_memory(name: str, size: int, batch: int, stages: int) -> tuple[float, float]:
+    """Peak GPU memory (MiB) that one training step adds, and the median step time (s)."""
+    model = create_model(name).cuda()
+    model.set_grad_checkpointing(stages > 0, stages)
+    x = torch.randn(batch, 3, size, size, device="cuda")
+    y = torch.randint(0, model.num_classes, (batch,), device="cuda")
+
+    def step() -> None:
+        F.cross_entropy(model(x), y).backward()
+        model.zero_grad(set_to_none=True)
+
+    step()  # cuDNN's first-call workspaces and algorithm search out of the measurement
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    peak = torch.cuda.max_memory_allocated() - before
+    return peak / 2**20, time_calls(synced(step, "cuda"), repeats=5, warmup=1).median_s
+
+
+def bench_memory(name: str, size: int, batch: int, device: torch.device | str = "cpu") -> list[MemoryRow]:
     """Activation memory and step time without gradient checkpointing and with it on the first 1, 2, ...
-    stages; and the peak resident memory of a step, measured in a fresh process."""
+    stages; and the peak memory of a step: resident memory in a fresh process, or the GPU's allocator."""
     rows = []
     x = torch.randn(batch, 3, size, size)
     for stages in range(create_model(name).num_stages + 1):
         model = create_model(name)
         model.set_grad_checkpointing(stages > 0, stages)
         saved = saved_activation_bytes(model, x)
-        out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, name, str(size), str(batch), str(stages)],
-                             capture_output=True, text=True, check=True).stdout.split()
+        if torch.device(device).type == "cuda":
+            out = _cuda_step_memory(name, size, batch, stages)
+        else:
+            out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, name, str(size), str(batch), str(stages)],
+                                 capture_output=True, text=True, check=True).stdout.split()
         step_s = float(out[1])
         base = rows[0].step_s if rows else step_s
         rows.append(MemoryRow(name, size, batch, stages, saved / 2**20 / batch, float(out[0]) / batch, step_s,
@@ -275,36 +320,44 @@ def bench_memory(name: str, size: int, batch: int) -> list[MemoryRow]:
     return rows
 
 
-def run_bench(*, quick: bool = False, compile: bool = True, log: Callable[[str], None] = print) -> BenchReport:
-    """The whole suite; ``quick`` runs one small configuration of each part (for tests)."""
+def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
+              log: Callable[[str], None] = print) -> BenchReport:
+    """The whole suite on ``device`` ("cpu" or "cuda"); ``quick`` runs one small configuration of each part."""
     from .machine import machine_info
 
+    cuda = torch.device(device).type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ResnetsError("--device cuda: no CUDA GPU is available")
     modes = tuple(m for m in MODES if (compile or not m.startswith("compile"))
-                  and (m not in ("onnxruntime", "int8") or onnxruntime_available())
-                  and ("bf16" not in m or native_bf16()))
-    train_modes = tuple(m for m in TRAIN_MODES if (compile or m != "compile") and (m != "bf16" or native_bf16()))
-    peaks = {kind: matmul_peak(dtype, 512 if quick else 2048)
+                  and (m not in ("onnxruntime", "int8") or (onnxruntime_available() and not cuda))
+                  and ("bf16" not in m or native_bf16(device)))
+    train_modes = tuple(m for m in TRAIN_MODES
+                        if (compile or m != "compile") and (m != "bf16" or native_bf16(device)))
+    n = 512 if quick else 8192 if cuda else 2048
+    peaks = {kind: matmul_peak(dtype, n, device=device)
              for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8))}
     report = BenchReport(machine_info(), peaks)
     log("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} G/s" for k, v in peaks.items()))
     inference = [("resnet20", 32, 16)] if quick else [
         ("resnet18", 224, 1), ("resnet18", 224, 16), ("resnet50", 224, 1), ("resnet50", 224, 16),
-        ("resnet20", 32, 256), ("resnet56", 32, 256)]
+        ("resnet20", 32, 256), ("resnet56", 32, 256)] + ([("resnet50", 224, 256)] if cuda else [])
     for name, size, batch in inference:
-        rows = bench_inference(name, size, batch, modes, peaks, repeats=3 if quick else (20 if batch == 1 else 10))
+        rows = bench_inference(name, size, batch, modes, peaks, repeats=3 if quick else (20 if batch == 1 else 10),
+                               device=device)
         report.inference += rows
         for r in rows:
             log(f"inference {name} {size}px b{batch} {r.mode:<13} {r.images_per_s:8.1f} img/s  x{r.speedup:.2f}  "
                 f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  diff {r.max_rel_diff:.1e}")
     training = [("resnet20", 32, 32)] if quick else [
-        ("resnet20", 32, 128), ("resnet56", 32, 128), ("resnet18", 224, 32), ("resnet50", 224, 32)]
+        ("resnet20", 32, 128), ("resnet56", 32, 128), ("resnet18", 224, 32), ("resnet50", 224, 32)] + (
+        [("resnet20", 32, 1024), ("resnet50", 224, 256)] if cuda else [])
     for name, size, batch in training:
-        rows = bench_training(name, size, batch, train_modes, peaks, repeats=3 if quick else 10)
+        rows = bench_training(name, size, batch, train_modes, peaks, repeats=3 if quick else 10, device=device)
         report.training += rows
         for r in rows:
             log(f"training {name} {size}px b{batch} {r.mode:<13} {r.images_per_s:8.1f} img/s  x{r.speedup:.2f}")
     for name, size, batch in [("resnet20", 32, 64)] if quick else [("resnet50", 224, 16), ("resnet56", 32, 128)]:
-        rows = bench_memory(name, size, batch)
+        rows = bench_memory(name, size, batch, device)
         report.memory += rows
         for r in rows:
             log(f"memory {name} {size}px b{batch} checkpointed stages {r.checkpointed_stages}: activations "

@@ -38,7 +38,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
     from .engine.checkpoint import atomic_write
 
-    report = run_bench(quick=args.quick, compile=not args.no_compile)
+    report = run_bench(quick=args.quick, compile=not args.no_compile, device=args.device)
     if args.out:
         atomic_write(Path(args.out), lambda f: f.write(report.to_json().encode() + b"\n"))
         print(f"wrote {args.out}")
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed of each inference and training mode against the naive baseline")
     p.add_argument("--quick", action="store_true", help="one small configuration of each part")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile modes")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the suite")
     p.add_argument("--out", help="write the results as JSON here")
     p.set_defaults(func=_cmd_bench)
 
