@@ -11,10 +11,12 @@ from pathlib import Path
 
 def tables(report: dict) -> str:
     m, peaks = report["machine"], report["peak_flops"]
-    out = [f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}. "
-           f"Matmul peak in the same run: float32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-           f"bfloat16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
-           + (f", int8 {peaks['int8'] / 1e9:.0f} GOP/s." if "int8" in peaks else "."), "",
+    gpu = report.get("device") == "cuda"
+    where = f"{m['gpu']} (CUDA)" if gpu else f"{m['cpu']}, {m['threads']} threads"
+    out = [f"Machine: {where}, torch {m['torch']}. "
+           f"Matmul peak in the same run: float32 {peaks['fp32'] / 1e9:,.0f} GFLOP/s, "
+           f"bfloat16 {peaks['bf16'] / 1e9:,.0f} GFLOP/s"
+           + (f", int8 {peaks['int8'] / 1e9:,.0f} GOP/s." if "int8" in peaks else "."), "",
            "| model | input | batch | mode | images/s | x naive | p50 ms | p99 ms | max rel. diff | % of peak |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["inference"]:
@@ -25,7 +27,8 @@ def tables(report: dict) -> str:
     for r in report["training"]:
         out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['mode']} | {r['images_per_s']:.1f} | "
                    f"{r['speedup']:.2f} | {100 * r['peak_fraction']:.0f} |")
-    out += ["", "| model | input | batch | checkpointed stages | activations MB/image | peak RSS MB/image | step s | x time |",
+    peak = "peak GPU MB/image" if gpu else "peak RSS MB/image"
+    out += ["", f"| model | input | batch | checkpointed stages | activations MB/image | {peak} | step s | x time |",
             "|---|---|---|---|---|---|---|---|"]
     for r in report["memory"]:
         out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['checkpointed_stages']} | "

@@ -88,12 +88,14 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
     For floating point, two GEMM kernels are timed and the faster one counts: the BLAS behind ``torch.mm``
     and oneDNN's, reached through a 1x1 convolution over ``n`` pixels. On some CPUs (AMD with MKL) the two
     differ by 2x, and a peak from the slower one would make the models look faster than the machine.
-    For ``torch.int8``, ``torch._int_mm`` (int8 x int8 -> int32). On CUDA, ``torch.mm`` (cuBLAS)."""
-    if torch.device(device).type == "cuda":
-        a = torch.randn(n, n, device=device).to(dtype) if dtype != torch.int8 else \
-            torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
-        mm = torch._int_mm if dtype == torch.int8 else torch.mm
-        return 2 * n**3 / time_calls(synced(lambda: mm(a, a), device), repeats, warmup=3).median_s
+    For ``torch.int8``, ``torch._int_mm`` (int8 x int8 -> int32). On CUDA, ``torch.mm`` (cuBLAS), float only."""
+    if torch.device(device).type == "cuda":  # float32 as TF32, like cuDNN's convolutions by default
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, True
+        try:
+            return 2 * n**3 / time_calls(synced(lambda: torch.mm(a, a), device), repeats, warmup=3).median_s
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
     if dtype == torch.int8:
         a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
         return 2 * n**3 / time_calls(lambda: torch._int_mm(a, a), repeats, warmup=3).median_s
@@ -153,6 +155,7 @@ class MemoryRow:
 class BenchReport:
     machine: dict[str, object]
     peak_flops: dict[str, float]
+    device: str = "cpu"  # where the suite ran
     inference: list[InferenceRow] = field(default_factory=list)
     training: list[TrainingRow] = field(default_factory=list)
     memory: list[MemoryRow] = field(default_factory=list)
@@ -334,9 +337,9 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
     train_modes = tuple(m for m in TRAIN_MODES
                         if (compile or m != "compile") and (m != "bf16" or native_bf16(device)))
     n = 512 if quick else 8192 if cuda else 2048
-    peaks = {kind: matmul_peak(dtype, n, device=device)
-             for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8))}
-    report = BenchReport(machine_info(), peaks)
+    kinds = (("fp32", torch.float32), ("bf16", torch.bfloat16)) + (() if cuda else (("int8", torch.int8),))
+    peaks = {kind: matmul_peak(dtype, n, device=device) for kind, dtype in kinds}  # no int8 mode on CUDA
+    report = BenchReport(machine_info(), peaks, torch.device(device).type)
     log("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} G/s" for k, v in peaks.items()))
     inference = [("resnet20", 32, 16)] if quick else [
         ("resnet18", 224, 1), ("resnet18", 224, 16), ("resnet50", 224, 1), ("resnet50", 224, 16),
