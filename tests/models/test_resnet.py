@@ -37,17 +37,23 @@ def test_feature_extraction_gives_multiscale_stage_outputs(name, strides):
     assert len(some) == 1 and some[0].shape == feats[1].shape
 
 
-def test_grad_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("name", ["resnet20", "resnet50", "preact_resnet110", "fastresnet8"])
+def test_grad_checkpointing_gives_the_same_gradients_and_running_statistics(name):
     torch.manual_seed(0)
-    a = resnets.create_model("resnet20")
-    b = resnets.create_model("resnet20")
+    a = resnets.create_model(name)
+    b = resnets.create_model(name)
     b.load_state_dict(a.state_dict())
     b.set_grad_checkpointing(True)
     x = torch.randn(4, 3, 32, 32)
-    a(x).sum().backward()
-    b(x).sum().backward()
+    for _ in range(2):  # the recomputation must not count a batch twice in the batch-norm statistics
+        a(x).sum().backward()
+        b(x).sum().backward()
     for (k, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=k)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+    norms = [(ma, mb) for ma, mb in zip(a.modules(), b.modules()) if isinstance(mb, nn.BatchNorm2d)]
+    assert all(mb.num_batches_tracked.item() == 2 and mb.momentum == ma.momentum for ma, mb in norms)
 
 
 def _count(model: nn.Module, kind: type) -> int:

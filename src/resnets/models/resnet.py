@@ -5,13 +5,15 @@ blocks of width ``widths[i]``; the first stage keeps the resolution and each lat
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
-from torch.utils.checkpoint import checkpoint
 
 from .blocks import Block, BlockOptions
 from .layers import NormLayer, Shortcut, conv3x3, make_shortcut
@@ -54,7 +56,8 @@ class StagedNet(nn.Module):
         if i not in self.grad_checkpointing or not torch.is_grad_enabled():
             return stage(x)
         for blk in stage:
-            x = checkpoint(blk, x, use_reentrant=False)
+            x = checkpoint(blk, x, use_reentrant=False,
+                           context_fn=lambda blk=blk: (nullcontext(), running_stats_untouched(blk)))
         return x
 
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
@@ -132,6 +135,26 @@ class StagedNet(nn.Module):
         """
         n = self.num_stages if stages is None else max(0, min(stages, self.num_stages))
         self.grad_checkpointing = tuple(range(n)) if enable else ()
+
+
+@contextmanager
+def running_stats_untouched(module: nn.Module) -> Iterator[None]:
+    """The batch norms in ``module`` normalise as usual but leave their running statistics alone.
+
+    Gradient checkpointing runs a block's forward twice in a training step; the recomputation must not
+    count the batch a second time. A momentum of 0 keeps the running mean and variance exactly as they
+    are (the norms' saved tensors stay those of the first forward, which the recomputation must match),
+    and the batch count is put back afterwards."""
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 
 
 class ResNet(StagedNet):
