@@ -6,7 +6,7 @@ blocks of width ``widths[i]``; the first stage keeps the resolution and each lat
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -52,12 +52,17 @@ class StagedNet(nn.Module):
     def stages(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
 
+    def _run_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.grad_checkpointing or not torch.is_grad_enabled():
+            return self.forward_stem(x)
+        # the stem is the cheapest part to recompute for the memory it holds (the highest resolution)
+        return _checkpointed(self.forward_stem, x, self.stem_modules())
+
     def _run_stage(self, i: int, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         if i not in self.grad_checkpointing or not torch.is_grad_enabled():
             return stage(x)
         for blk in stage:
-            x = checkpoint(blk, x, use_reentrant=False,
-                           context_fn=lambda blk=blk: (nullcontext(), running_stats_untouched(blk)))
+            x = _checkpointed(blk, x, [blk])
         return x
 
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
@@ -66,7 +71,7 @@ class StagedNet(nn.Module):
         bad = want - set(range(self.num_stages))
         if bad:
             raise ConfigError(f"stage indices {sorted(bad)} out of range 0..{self.num_stages - 1}")
-        x = self.forward_stem(x)
+        x = self._run_stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = self._run_stage(i, stage, x)
@@ -77,7 +82,7 @@ class StagedNet(nn.Module):
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_stem(x)
+        x = self._run_stem(x)
         for i, stage in enumerate(self.stages):
             x = self._run_stage(i, stage, x)
         return self.forward_final_norm(x)
@@ -127,25 +132,32 @@ class StagedNet(nn.Module):
         return self
 
     def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
+        """Recompute the stem's and each block's activations in the backward pass instead of storing them.
 
-        ``stages=k`` limits this to the first ``k`` stages: they hold most of the activation memory
-        (the highest resolution) but only about ``k / num_stages`` of the compute, so most of the memory
-        is saved for a fraction of the recomputation.
+        ``stages=k`` limits this to the stem and the first ``k`` stages: they hold most of the activation
+        memory (the highest resolutions) but only about ``k / num_stages`` of the compute, so most of the
+        memory is saved for a fraction of the recomputation.
         """
         n = self.num_stages if stages is None else max(0, min(stages, self.num_stages))
         self.grad_checkpointing = tuple(range(n)) if enable else ()
 
 
+def _checkpointed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, modules: list[nn.Module]) -> torch.Tensor:
+    """``fn(x)`` through activation checkpointing; ``modules`` (what ``fn`` runs) keep their batch-norm
+    statistics through the recomputation."""
+    return checkpoint(fn, x, use_reentrant=False,
+                      context_fn=lambda: (nullcontext(), running_stats_untouched(*modules)))
+
+
 @contextmanager
-def running_stats_untouched(module: nn.Module) -> Iterator[None]:
-    """The batch norms in ``module`` normalise as usual but leave their running statistics alone.
+def running_stats_untouched(*modules: nn.Module) -> Iterator[None]:
+    """The batch norms in ``modules`` normalise as usual but leave their running statistics alone.
 
     Gradient checkpointing runs a block's forward twice in a training step; the recomputation must not
     count the batch a second time. A momentum of 0 keeps the running mean and variance exactly as they
     are (the norms' saved tensors stay those of the first forward, which the recomputation must match),
     and the batch count is put back afterwards."""
-    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = [m for module in modules for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.momentum = 0.0
