@@ -27,8 +27,13 @@ class AugmentConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 = off
 
 
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor (random draws) on ``device`` without waiting for the GPU's queue to drain."""
+    return t.to(device, non_blocking=True)
+
+
 def _rand(n: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, generator=g).to(device)
+    return _to(torch.rand(n, generator=g), device)
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -54,8 +59,8 @@ def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, size: int | N
     pixels of zeros or, with ``pad_mode="reflect"``, of the mirrored image."""
     n, c, h, w = x.shape
     size = size or h
-    dy = torch.randint(0, h + 2 * padding - size + 1, (n,), generator=g).to(x.device)
-    dx = torch.randint(0, w + 2 * padding - size + 1, (n,), generator=g).to(x.device)
+    dy = _to(torch.randint(0, h + 2 * padding - size + 1, (n,), generator=g), x.device)
+    dx = _to(torch.randint(0, w + 2 * padding - size + 1, (n,), generator=g), x.device)
     ar = torch.arange(size, device=x.device)
     rows, cols = dy[:, None] + ar, dx[:, None] + ar  # in padded coordinates
     if pad_mode == "reflect":
@@ -117,7 +122,7 @@ def mix(x: torch.Tensor, target: torch.Tensor, alpha: float, cut: bool,
         g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup (``cut=False``) or CutMix (``cut=True``) of the batch with a shuffled copy; soft targets out."""
     lam = beta(alpha, g)
-    perm = torch.randperm(len(x), generator=g).to(x.device)
+    perm = _to(torch.randperm(len(x), generator=g), x.device)
     if cut:
         h, w = x.shape[-2:]
         ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
@@ -142,7 +147,9 @@ class BatchAugment:
         self.num_classes = num_classes
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean.to(x.device), self.std.to(x.device)
+        if self.mean.device != x.device:  # moved once, not at every batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return self.mean, self.std
 
     def train(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented, normalised images and targets (class indices, or soft targets under mixup/cutmix)."""

@@ -188,6 +188,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
                          seed=cfg.seed, device=device)
     steps_per_epoch = len(loader)
+    read_every = 1 if device.type == "cpu" else 25  # reading a GPU's numbers waits for its queue
     has_val = len(data.val) > 0
     total_steps = max(1, round(cfg.epochs * steps_per_epoch))
     forward = model
@@ -230,7 +231,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                          else f"stem and {model.frozen_stages} stage(s) frozen")
             model.train()
             bar.set_description(f"epoch {epoch + 1}/{math.ceil(total_steps / steps_per_epoch)}")
-            loss_sum = correct = seen = 0.0
+            # loss sum, correct count, first non-finite step: kept on the device and read every
+            # `read_every` steps, so that a GPU's queue is not drained at every step
+            totals, seen = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64, device=device), 0
             t0 = time.perf_counter()
             for i, (x, y) in enumerate(loader.batches(epoch)):
                 if step >= total_steps:
@@ -243,13 +246,6 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                 with autocast(device, cfg.precision):
                     logits = forward(x)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
-                finite = bool(torch.isfinite(loss))
-                if dist.world > 1:  # every process stops together, so that none waits for the others
-                    finite = dist.sum([finite])[0] == dist.world
-                if not finite:
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; stopped "
-                        f"(the last good checkpoint is {out / 'last.pt'}); try a lower --lr or --clip-grad")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.clip_grad is not None:
@@ -259,17 +255,19 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                 scaler.update()
                 if ema is not None:
                     ema.update(model)
-                step += 1
-                n = len(y)
                 hard = target if target.dim() == 1 else target.argmax(1)
-                loss_sum += loss.item() * n
-                correct += (logits.argmax(1) == hard).sum().item()
-                seen += n
+                bad = torch.where((totals[2] < 0) & ~torch.isfinite(loss), step, totals[2])
+                totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == hard).sum().double(),
+                                       bad - totals[2]])
+                step += 1
+                seen += len(y)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                if step % read_every == 0:
+                    loss_sum, correct, all_seen = _read_totals(totals, seen, dist, out, epoch)
+                    bar.set_postfix(loss=f"{loss_sum / all_seen:.3f}", acc=f"{100 * correct / all_seen:.1f}",
+                                    img_s=f"{all_seen / (time.perf_counter() - t0):.0f}")
             train_time = time.perf_counter() - t0
-            loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])
+            loss_sum, correct, seen = _read_totals(totals, seen, dist, out, epoch)
             epoch += 1
 
             eval_model = ema.module if ema is not None else model
@@ -305,6 +303,18 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             runlog.close()
 
     return _finish(cfg, out, data, aug, eval_kwargs, history, best_epoch, best_acc, start_time)
+
+
+def _read_totals(totals: torch.Tensor, seen: int, dist: Dist, out: Path, epoch: int) -> tuple[float, float, float]:
+    """The epoch's loss sum, correct count and images so far, over all processes; stops the run (all its
+    processes together) if a loss was not finite."""
+    loss_sum, correct, bad, seen = dist.sum(totals.tolist() + [seen])
+    if bad != -dist.world:  # some process saw a non-finite loss (-1 on each process otherwise)
+        raise TrainingDiverged(
+            f"loss became {loss_sum if not math.isfinite(loss_sum) else 'nan'} at epoch {epoch + 1} "
+            f"(first at step {int(max(totals[2].item(), 0))}); stopped (the last good checkpoint is "
+            f"{out / 'last.pt'}); try a lower --lr or --clip-grad")
+    return loss_sum, correct, seen
 
 
 def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eval_kwargs: dict[str, Any],
