@@ -3,6 +3,7 @@ the machine's matmul peak, and gradient-checkpointing memory.
 
     python bench/speed.py              # writes bench/results/bench.json
     python bench/speed.py --no-compile # leaves out the torch.compile modes
+    python bench/speed.py --device cuda --out bench/results/h100/bench.json   # on a GPU
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
-    report = run_bench(compile=not args.no_compile)
+    report = run_bench(compile=not args.no_compile, device=args.device)
     atomic_write(Path(args.out), lambda f: f.write(report.to_json().encode() + b"\n"))
     print(f"wrote {args.out}")
 
