@@ -236,33 +236,41 @@ def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], pea
 
 
 _MEMORY_CHILD = """
-import sys, time, torch, torch.nn.functional as F
-from resnets import create_model
+import sys, torch
+from resnets.bench import checkpointed_step
 
 def kib(field):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
-name, size, batch, stages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-model = create_model(name)
-model.set_grad_checkpointing(stages > 0, stages)
-x = torch.randn(batch, 3, size, size)
-y = torch.randint(0, model.num_classes, (batch,))
-def step():
-    F.cross_entropy(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
-with torch.no_grad():
-    model(x[:1])
+step, warm = checkpointed_step(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+warm()
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak resident size (VmHWM) to the current one
 before = kib("VmRSS:")
 step()
-peak = kib("VmHWM:")
-times = []
-for _ in range(5):
-    t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
-print((peak - before) / 1024, sorted(times)[2])
+print((kib("VmHWM:") - before) / 1024)
 """
+
+
+def checkpointed_step(name: str, size: int, batch: int, stages: int, device: torch.device | str = "cpu"
+                      ) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One training step (forward, loss, backward) of ``name`` with its stem and first ``stages`` stages
+    checkpointed, and a warm-up (a no-grad forward: allocations and kernels that a step would set up)."""
+    model = create_model(name).to(device)
+    model.set_grad_checkpointing(stages > 0, stages)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
+
+    def step() -> None:
+        F.cross_entropy(model(x), y).backward()
+        model.zero_grad(set_to_none=True)
+
+    def warm() -> None:
+        with torch.no_grad():
+            model(x[:1])
+
+    return synced(step, device), warm
 
 
 def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -282,45 +290,39 @@ def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(storages.values())
 
 
-def _cuda_step_memory(name: str, size: int, batch: int, stages: int) -> tuple[float, float]:
-    """Peak GPU memory (MiB) that one training step adds, and the median step time (s)."""
-    model = create_model(name).cuda()
-    model.set_grad_checkpointing(stages > 0, stages)
-    x = torch.randn(batch, 3, size, size, device="cuda")
-    y = torch.randint(0, model.num_classes, (batch,), device="cuda")
-
-    def step() -> None:
-        F.cross_entropy(model(x), y).backward()
-        model.zero_grad(set_to_none=True)
-
+def _cuda_step_memory(name: str, size: int, batch: int, stages: int) -> float:
+    """Peak GPU memory (MiB) that one training step adds."""
+    step, _ = checkpointed_step(name, size, batch, stages, "cuda")
     step()  # cuDNN's first-call workspaces and algorithm search out of the measurement
-    torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     step()
-    peak = torch.cuda.max_memory_allocated() - before
-    return peak / 2**20, time_calls(synced(step, "cuda"), repeats=5, warmup=1).median_s
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
-def bench_memory(name: str, size: int, batch: int, device: torch.device | str = "cpu") -> list[MemoryRow]:
-    """Activation memory and step time without gradient checkpointing and with it on the first 1, 2, ...
-    stages; and the peak memory of a step: resident memory in a fresh process, or the GPU's allocator."""
-    rows = []
+def bench_memory(name: str, size: int, batch: int, device: torch.device | str = "cpu",
+                 repeats: int = 7) -> list[MemoryRow]:
+    """Activation memory and step time without gradient checkpointing and with it on the stem and the
+    first 1, 2, ... stages; and the peak memory of a step: resident memory in a fresh process, or the GPU's
+    allocator. The step times of all the settings are taken in rotating turns in one process."""
     x = torch.randn(batch, 3, size, size)
-    for stages in range(create_model(name).num_stages + 1):
+    counts = range(create_model(name).num_stages + 1)
+    saved, peak = [], []
+    for stages in counts:
         model = create_model(name)
         model.set_grad_checkpointing(stages > 0, stages)
-        saved = saved_activation_bytes(model, x)
+        saved.append(saved_activation_bytes(model, x))
         if torch.device(device).type == "cuda":
-            out = _cuda_step_memory(name, size, batch, stages)
+            peak.append(_cuda_step_memory(name, size, batch, stages))
         else:
-            out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, name, str(size), str(batch), str(stages)],
-                                 capture_output=True, text=True, check=True).stdout.split()
-        step_s = float(out[1])
-        base = rows[0].step_s if rows else step_s
-        rows.append(MemoryRow(name, size, batch, stages, saved / 2**20 / batch, float(out[0]) / batch, step_s,
-                              step_s / base))
-    return rows
+            peak.append(float(subprocess.run(
+                [sys.executable, "-c", _MEMORY_CHILD, name, str(size), str(batch), str(stages)],
+                capture_output=True, text=True, check=True).stdout))
+    timings = time_interleaved({k: checkpointed_step(name, size, batch, k, device)[0] for k in counts},
+                               repeats, warmup=1)
+    base = timings[0].median_s
+    return [MemoryRow(name, size, batch, k, saved[k] / 2**20 / batch, peak[k] / batch, timings[k].median_s,
+                      timings[k].median_s / base) for k in counts]
 
 
 def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
