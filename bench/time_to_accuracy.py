@@ -34,10 +34,14 @@ FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "time_to_acc
 FAST_TARGET, PAPER_TARGET = 94.0, 91.0
 
 
+def _run_dir(model: str, epochs: float, seed: int, compile: bool) -> str:
+    return f"runs/tta-{model}-e{epochs:g}-s{seed}{'-compile' * compile}"
+
+
 def run_fast(data: str, model: str, epochs: float, seed: int, device: str, compile: bool) -> dict[str, Any]:
     cfg = resnets.make_config("cifar10-fast", model=model, data=data, epochs=epochs, seed=seed, device=device,
-                              compile=compile, out=f"runs/tta-{model}-e{epochs:g}-s{seed}{'-compile' * compile}",
-                              progress=False, tensorboard=False)
+                              compile=compile, out=_run_dir(model, epochs, seed, compile), progress=False,
+                              tensorboard=False)
     result = resnets.train(cfg)
     return {"kind": "fast", "recipe": "cifar10-fast", "model": cfg.model, "epochs": epochs, "seed": seed,
             "compile": compile, "first_epoch_seconds": round(result.history[0]["train_seconds"], 2),
@@ -47,7 +51,8 @@ def run_fast(data: str, model: str, epochs: float, seed: int, device: str, compi
 
 def run_paper(data: str, model: str, epochs: float, seed: int, device: str, compile: bool) -> dict[str, Any]:
     cfg = resnets.make_config("cifar10-quick", model=model, data=data, epochs=epochs, seed=seed, device=device,
-                              compile=compile, out=f"runs/tta-{model}-e{epochs:g}-s{seed}", progress=False, tensorboard=False)
+                              compile=compile, out=_run_dir(model, epochs, seed, compile), progress=False,
+                              tensorboard=False)
     result = resnets.train(cfg)
     elapsed, curve = 0.0, []
     for r in result.history:

@@ -37,8 +37,8 @@ TF32_TOLERANCE = 1e-2  # float32 modes on CUDA: cuDNN convolutions round their i
 
 def tolerance(mode: str, device: torch.device | str = "cpu") -> float:
     """The largest relative difference from float32 eager that ``mode`` may show on ``device``."""
-    if torch.device(device).type == "cuda" and TOLERANCE[mode] < TF32_TOLERANCE:
-        return TF32_TOLERANCE if mode != "eager" else 0.0
+    if torch.device(device).type == "cuda" and 0 < TOLERANCE[mode] < TF32_TOLERANCE:
+        return TF32_TOLERANCE
     return TOLERANCE[mode]
 
 

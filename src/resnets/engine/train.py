@@ -311,7 +311,7 @@ def _read_totals(totals: torch.Tensor, seen: int, dist: Dist, out: Path, epoch: 
     loss_sum, correct, bad, seen = dist.sum(totals.tolist() + [seen])
     if bad != -dist.world:  # some process saw a non-finite loss (-1 on each process otherwise)
         raise TrainingDiverged(
-            f"loss became {loss_sum if not math.isfinite(loss_sum) else 'nan'} at epoch {epoch + 1} "
+            f"loss became {loss_sum} at epoch {epoch + 1} "
             f"(first at step {int(max(totals[2].item(), 0))}); stopped (the last good checkpoint is "
             f"{out / 'last.pt'}); try a lower --lr or --clip-grad")
     return loss_sum, correct, seen

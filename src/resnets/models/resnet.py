@@ -157,7 +157,8 @@ def running_stats_untouched(*modules: nn.Module) -> Iterator[None]:
     count the batch a second time. A momentum of 0 keeps the running mean and variance exactly as they
     are (the norms' saved tensors stay those of the first forward, which the recomputation must match),
     and the batch count is put back afterwards."""
-    norms = [m for module in modules for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = [m for module in modules for m in module.modules()
+             if isinstance(m, _BatchNorm) and m.track_running_stats]
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.momentum = 0.0
