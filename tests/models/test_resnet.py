@@ -5,6 +5,7 @@ from torch import nn
 
 import resnets
 from resnets.models import DropPath, PadShortcut, SqueezeExcite
+from resnets.models.layers import global_avg_pool
 
 
 def test_forward_is_features_then_head():
@@ -77,8 +78,24 @@ def test_option_a_pads_zeros_and_subsamples():
     x = torch.randn(1, 16, 8, 8)
     y = PadShortcut(32, 2)(x)
     assert y.shape == (1, 32, 4, 4)
-    torch.testing.assert_close(y[:, :16], x[:, :, ::2, ::2])
+    torch.testing.assert_close(y[:, :16], x[:, :, ::2, ::2], rtol=0, atol=0)
     assert (y[:, 16:] == 0).all()
+
+
+@pytest.mark.parametrize("op", [PadShortcut(32, 2), global_avg_pool, SqueezeExcite(16)], ids=["pad", "pool", "se"])
+def test_channels_last_gradients_stay_channels_last(op):
+    """Mixed memory formats in the backward pass take slow paths: behind these layers, a channels-last
+    activation gets a channels-last gradient (slicing's and mean's gradients come back channels-first)."""
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = op(torch.relu(x))
+    (grad,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    assert grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()
+
+
+def test_global_avg_pool_is_the_spatial_mean():
+    x = torch.randn(3, 8, 7, 5, dtype=torch.float64)
+    assert torch.equal(global_avg_pool(x), x.mean((2, 3)))
+    assert torch.equal(global_avg_pool(x, keepdim=True), x.mean((2, 3), keepdim=True))
 
 
 def test_plain_block_has_no_identity_path():

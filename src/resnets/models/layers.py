@@ -30,6 +30,13 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return max(divisor, int(v + divisor / 2) // divisor * divisor)
 
 
+def global_avg_pool(x: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """The mean over the spatial dimensions, computed as ``x.mean((2, 3))`` computes it (a sum, then a division),
+    but with a gradient that is a broadcast, which keeps a channels-last ``x``'s gradient channels-last (the
+    mean's comes back channels-first, and mixed layouts slow the backward pass down)."""
+    return x.sum((2, 3), keepdim=keepdim) / (x.shape[-2] * x.shape[-1])
+
+
 class PadShortcut(nn.Module):
     """Option A: subsample spatially by ``stride`` and append zero channels up to ``out_chs``."""
 
@@ -40,7 +47,10 @@ class PadShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
+            # the values of x[:, :, ::stride, ::stride]; unlike slicing, whose gradient comes back
+            # channels-first, a 1x1 pooling keeps a channels-last gradient channels-last (mixed layouts
+            # made a bfloat16 ResNet-20 training step ~7% slower)
+            x = F.avg_pool2d(x, 1, self.stride)
         return F.pad(x, (0, 0, 0, 0, 0, self.out_chs - x.shape[1]))
 
     def extra_repr(self) -> str:
@@ -88,7 +98,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(rd, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        s = self.fc2(self.act(self.fc1(global_avg_pool(x, keepdim=True))))
         return x * s.sigmoid()
 
 

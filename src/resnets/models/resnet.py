@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 
 from .blocks import Block, BlockOptions
-from .layers import NormLayer, Shortcut, conv3x3, make_shortcut
+from .layers import NormLayer, Shortcut, conv3x3, global_avg_pool, make_shortcut
 
 # "imagenet": 7x7/2 conv + 3x3/2 max-pool (reduction 4). "deep": ResNet-D's three 3x3 convs + max-pool.
 # "cifar": one 3x3/1 conv, no pooling (paper section 4.2).
@@ -279,7 +279,7 @@ class ResNet(StagedNet):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
+        x = global_avg_pool(x)
         if self.drop_rate > 0:
             x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)
