@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from resnets.cli import main
+from resnets.cli import build_parser, main
 
 
 def test_list_filters(capsys):
@@ -23,6 +23,19 @@ def test_unknown_model_is_one_line_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "resnets", "info", "resnt18"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "resnets info: error: unknown model 'resnt18'; did you mean resnet18, resnet152, resnet110?"
+
+
+def test_train_options_explain_themselves(capsys):
+    """Each option's help is its config field's comment and default; an unset option leaves the recipe's value."""
+    try:
+        main(["train", "--help"])
+    except SystemExit:
+        pass
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--val-size VAL_SIZE held-out part of train (fraction or count)" in text
+    assert "--epochs EPOCHS (default: 30)" in text and "--lookahead-every LOOKAHEAD_EVERY airbench's lookahead" in text
+    args = build_parser().parse_args(["train", "--recipe", "cifar10-fast", "--lr", "0.5"])
+    assert args.lr == 0.5 and not hasattr(args, "epochs")
 
 
 def _run(*args, cwd=None, env=None):

@@ -66,6 +66,24 @@ def test_loader_order_depends_on_seed_and_epoch_and_resumes_mid_epoch():
     assert len(seen.unique()) == 48
 
 
+def test_alternate_flips_show_each_image_both_ways_every_two_epochs():
+    data = ImageSet(_images(64), torch.arange(64))
+    plain = {int(y): x for x, y in zip(*next(BatchLoader(data, 64, shuffle=False).batches(0)))}
+    loader = BatchLoader(data, 16, shuffle=True, seed=3, alternate_flips=True)
+
+    def flipped(epoch):
+        out = {}
+        for x, y in loader.batches(epoch):
+            for image, label in zip(x, y.tolist()):
+                assert torch.equal(image, plain[label]) or torch.equal(image, plain[label].flip(2))
+                out[label] = not torch.equal(image, plain[label])
+        return out
+
+    e0, e1, e2 = flipped(0), flipped(1), flipped(2)
+    assert 16 < sum(e0.values()) < 48  # a random half first
+    assert all(e0[k] != e1[k] and e0[k] == e2[k] for k in e0)
+
+
 def test_loader_shards_across_ranks_without_overlap():
     data = ImageSet(_images(40), torch.arange(40))
     parts = [torch.cat([y for _, y in BatchLoader(data, 5, shuffle=True, seed=1, rank=r, world_size=2).batches(0)])

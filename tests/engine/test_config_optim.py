@@ -6,6 +6,7 @@ import torch
 
 from resnets import ConfigError
 from resnets.engine.config import TrainConfig, list_recipes, load_recipe, make_config
+from resnets.engine.ema import Lookahead
 from resnets.engine.optim import lr_factor, make_optimizer
 
 
@@ -89,3 +90,20 @@ def test_norm_lr_multiplier_keeps_the_decay_per_step():
     conv = next(g for g in opt.param_groups if g["lr_mult"] == 1)
     assert {id(p) for p in norm["params"]} == {id(p) for p in model[1].parameters()}
     assert norm["lr_mult"] * norm["weight_decay"] == pytest.approx(conv["weight_decay"])
+
+
+def test_lookahead_restarts_from_a_slow_average_and_ends_on_it():
+    model = torch.nn.Linear(2, 1, bias=False)
+    lookahead = Lookahead(model, every=2, decay=0.5)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    lookahead.update(model, 1, 4)  # not a lookahead step
+    torch.testing.assert_close(model.weight, start + 1)
+    lookahead.update(model, 2, 4)  # d = 0.5 * (2 / 4) ** 3 = 1 / 16
+    torch.testing.assert_close(model.weight, start + 15 / 16)
+    torch.testing.assert_close(lookahead.state_dict()["weight"], start + 15 / 16)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    lookahead.update(model, 4, 4)  # the end: the model takes the slow weights
+    torch.testing.assert_close(model.weight, start + 15 / 16)

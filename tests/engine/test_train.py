@@ -36,7 +36,8 @@ def test_training_writes_checkpoints_metrics_curves_and_report(tmp_path):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    kw = dict(epochs=3, drop_path_rate=None, model_args={"drop_path_rate": 0.1}, mixup=0.2, ema_decay=0.9)
+    kw = dict(epochs=3, drop_path_rate=None, model_args={"drop_path_rate": 0.1}, mixup=0.2, ema_decay=0.9,
+              lookahead_every=3, alternate_flips=True)
     full = train(_cfg(tmp_path / "a", **kw))
 
     class Crash(Exception):
@@ -55,6 +56,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k in a["ema"]:
         assert torch.equal(a["ema"][k], b["ema"][k]), k
+    assert a["lookahead"].keys() == b["lookahead"].keys()
+    for k in a["lookahead"]:
+        assert torch.equal(a["lookahead"][k], b["lookahead"][k]), k
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     lines = (resumed.out_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3

@@ -18,15 +18,23 @@ class BatchLoader:
     """Slices of a dataset held in (device) memory, shuffled per epoch or in order.
 
     With ``world_size > 1`` each rank takes every ``world_size``-th batch element of the same order
-    (a distributed sampler without a separate object).
+    (a distributed sampler without a separate object). With ``alternate_flips`` a random half of the
+    images (fixed by the seed) comes mirrored in even epochs and the other half in odd ones, so that
+    every two epochs show each image both ways (airbench's alternating flips; random flips leave a
+    quarter of the images unmirrored, or always mirrored, over two epochs).
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool, drop_last: bool = False, seed: int = 0,
-                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> None:
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                 alternate_flips: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
+        self.flipped_first = None
+        if alternate_flips:
+            first = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed * 1_000_003 - 1)) < 0.5
+            self.flipped_first = first.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -52,4 +60,8 @@ class BatchLoader:
         order = order.to(self.images.device)
         for step in range(start, len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            images = self.images[idx]
+            if self.flipped_first is not None:
+                flip = self.flipped_first[idx] != bool(epoch % 2)
+                images = torch.where(flip[:, None, None, None], images.flip(3), images)
+            yield images, self.labels[idx]

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
+import re
 import sys
 import typing
 from dataclasses import fields
@@ -43,6 +45,16 @@ def _parse_model_arg(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value)
 
 
+def _field_comments() -> dict[str, str]:
+    """Each ``TrainConfig`` field's trailing comment in the source (the options' help), where there is one."""
+    try:
+        source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError):  # no source shipped: options without help
+        return {}
+    found = (re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line) for line in source.splitlines())
+    return {m[1]: m[2].replace("%", "%%") for m in found if m}
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML file")
     p.add_argument("--resume", metavar="CHECKPOINT",
@@ -52,11 +64,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="with --nproc: restart the processes this many times after a failure (they resume)")
     p.add_argument("--model-arg", action="append", type=_parse_model_arg, default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. drop_path_rate=0.1 or shortcut=B (repeatable)")
-    hints = typing.get_type_hints(TrainConfig)
+    hints, comments, defaults = typing.get_type_hints(TrainConfig), _field_comments(), TrainConfig()
     for f in fields(TrainConfig):
         kwargs = _option_kwargs(hints[f.name])
-        if kwargs is not None:
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, **kwargs)
+        if kwargs is not None:  # unset options stay out of the namespace: the recipe's values stand
+            text = f"{comments[f.name]} " if f.name in comments else ""
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
+                           help=f"{text}(default: {getattr(defaults, f.name)!r})", **kwargs)
 
 
 def _strip(argv: list[str], options: tuple[str, ...]) -> list[str]:

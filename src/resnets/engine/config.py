@@ -32,8 +32,7 @@ class TrainConfig:
     data_root: str | None = None  # where the CIFAR batches are
     download: bool = False
     image_size: int | None = None  # stored image size for image trees
-    val_size: float | None = None  # held-out part of train (fraction or count); None: the dataset's default;
-    # 0: no validation split (fixed hyper-parameters; the last epoch's weights are kept)
+    val_size: float | None = None  # held-out part of train (fraction or count); None: the dataset's default; 0: none
     subset: int | None = None  # train on N training images only, class-balanced (quick runs)
     strict: bool = False  # fail on an unreadable image instead of skipping it
     # optimisation
@@ -56,12 +55,15 @@ class TrainConfig:
     warmup_factor: float = 0.1
     clip_grad: float | None = None  # max gradient norm
     ema_decay: float | None = None  # e.g. 0.999; the EMA weights are evaluated and saved when set
+    lookahead_every: int = 0  # airbench's lookahead: every N steps the weights restart from their slow average; 0 = off
+    lookahead_decay: float = 0.95**5  # the slow average's decay at the end (it rises as progress**3 from 0)
     lr_reference_batch: int | None = None  # linear scaling: lr * batch_size / this (batch_size is the global one)
     sync_bn: bool = False  # distributed: batch-norm statistics of the global batch
     # augmentation
     crop_padding: int = 4
     pad_mode: Literal["zeros", "reflect"] = "zeros"  # how random crops pad the image
     hflip: bool = True
+    alternate_flips: bool = False  # with hflip: each image mirrored in every other epoch (a random half from the first)
     rrc_scale: list[float] | None = None
     crop_size: int | None = None
     jitter: float = 0.0
@@ -91,6 +93,8 @@ class TrainConfig:
             (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, f"EMA decay must be in (0, 1), got {self.ema_decay}"),
+            (self.lookahead_every >= 0, f"lookahead interval must be >= 0 steps, got {self.lookahead_every}"),
+            (0 <= self.lookahead_decay < 1, f"lookahead decay must be in [0, 1), got {self.lookahead_decay}"),
             (self.clip_grad is None or self.clip_grad > 0, f"gradient clip must be > 0, got {self.clip_grad}"),
             (self.schedule in ("cosine", "linear", "step", "multistep", "constant"),
              f"unknown schedule {self.schedule!r}"),

@@ -25,7 +25,7 @@ from ..models.loading import load_state_dict_into
 from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import Dist, convert_sync_batchnorm, init_distributed
-from .ema import ModelEma
+from .ema import Lookahead, ModelEma
 from .metrics import Metrics, classification_metrics
 from .optim import frozen_stages_at, lr_factor, make_optimizer, set_lr
 from .runlog import RunLog
@@ -63,7 +63,8 @@ def autocast(device: torch.device, precision: str) -> Any:
 
 
 def augment_config(cfg: TrainConfig) -> AugmentConfig:
-    return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode, hflip=cfg.hflip,
+    return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode,
+                         hflip=cfg.hflip and not cfg.alternate_flips,  # alternate flips: done by the loader
                          rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
                          jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
 
@@ -184,9 +185,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
         model.init_from_data(aug.eval(sample.to(device)))  # e.g. the whitening stem
     optimizer = make_optimizer(model, cfg)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
+    lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
     loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                         seed=cfg.seed, device=device)
+                         seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips)
     steps_per_epoch = len(loader)
     read_every = 1 if device.type == "cpu" else 25  # reading a GPU's numbers waits for its queue
     has_val = len(data.val) > 0
@@ -212,6 +214,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
+        if lookahead is not None:
+            lookahead.load_state_dict(ckpt["lookahead"])
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         epoch, step, best_acc, best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best_val_acc"], ckpt["best_epoch"]
@@ -253,6 +257,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                 scaler.step(optimizer)
                 scaler.update()
+                if lookahead is not None:
+                    lookahead.update(model, step + 1, total_steps)
                 if ema is not None:
                     ema.update(model)
                 hard = target if target.dim() == 1 else target.argmax(1)
@@ -282,7 +288,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             if is_best:
                 best_acc, best_epoch = (val.top1 if val else best_acc), epoch
             state = {**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "ema": ema.state_dict() if ema is not None else None, "scaler": scaler.state_dict(),
+                     "ema": ema.state_dict() if ema is not None else None,
+                     "lookahead": lookahead.state_dict() if lookahead is not None else None,
+                     "scaler": scaler.state_dict(),
                      "rng": rng_state(), "epoch": epoch, "step": step, "best_val_acc": best_acc,
                      "best_epoch": best_epoch, "history": history}
             if dist.main:
