@@ -28,10 +28,11 @@ def tables(report: dict) -> str:
         out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['mode']} | {r['images_per_s']:.1f} | "
                    f"{r['speedup']:.2f} | {100 * r['peak_fraction']:.0f} |")
     peak = "peak GPU MB/image" if gpu else "peak RSS MB/image"
-    out += ["", f"| model | input | batch | checkpointed stages | activations MB/image | {peak} | step s | x time |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["", f"| model | input | batch | mode | checkpointed stages | activations MB/image | {peak} | step s | "
+                "x time |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["memory"]:
-        out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['checkpointed_stages']} | "
+        out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r.get('mode', 'naive')} | "
+                   f"{r['checkpointed_stages']} | "
                    f"{r['activation_mb_per_image']:.1f} | {r['peak_rss_mb_per_image']:.1f} | {r['step_s']:.3f} | "
                    f"{r['time_ratio']:.2f} |")
     return "\n".join(out)

@@ -15,6 +15,7 @@ float32 modes are compared with the tolerance of TF32 convolutions (cuDNN's defa
 """
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import subprocess
@@ -144,6 +145,7 @@ class MemoryRow:
     model: str
     input_size: int
     batch: int
+    mode: str  # "naive" (float32, NCHW) or "bf16" (bfloat16 autocast, channels_last: the training default)
     checkpointed_stages: int  # 0: no gradient checkpointing
     activation_mb_per_image: float  # tensors saved for the backward pass (unique storages)
     peak_rss_mb_per_image: float  # peak resident memory added by one training step, in a fresh process
@@ -243,7 +245,7 @@ def kib(field):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
-step, warm = checkpointed_step(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+step, warm = checkpointed_step(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), mode=sys.argv[5])
 warm()
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak resident size (VmHWM) to the current one
@@ -253,46 +255,65 @@ print((kib("VmHWM:") - before) / 1024)
 """
 
 
-def checkpointed_step(name: str, size: int, batch: int, stages: int, device: torch.device | str = "cpu"
-                      ) -> tuple[Callable[[], None], Callable[[], None]]:
-    """One training step (forward, loss, backward) of ``name`` with its stem and first ``stages`` stages
-    checkpointed, and a warm-up (a no-grad forward: allocations and kernels that a step would set up)."""
+def _memory_setup(name: str, size: int, batch: int, stages: int, device: torch.device | str, mode: str
+                  ) -> tuple[torch.nn.Module, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The model with its stem and first ``stages`` stages checkpointed, an input batch, and the forward
+    pass of ``mode``: "naive" (float32, NCHW) or "bf16" (bfloat16 autocast, channels_last)."""
     model = create_model(name).to(device)
     model.set_grad_checkpointing(stages > 0, stages)
     x = torch.randn(batch, 3, size, size, device=device)
+    low = mode == "bf16"
+    if low:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=low):
+            return model(inputs).float()
+
+    return model, x, forward
+
+
+def checkpointed_step(name: str, size: int, batch: int, stages: int, device: torch.device | str = "cpu",
+                      mode: str = "naive") -> tuple[Callable[[], None], Callable[[], None]]:
+    """One training step (forward, loss, backward) of ``name`` with its stem and first ``stages`` stages
+    checkpointed, and a warm-up (a no-grad forward: allocations and kernels that a step would set up)."""
+    model, x, forward = _memory_setup(name, size, batch, stages, device, mode)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
 
     def step() -> None:
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(forward(x), y).backward()
         model.zero_grad(set_to_none=True)
 
     def warm() -> None:
         with torch.no_grad():
-            model(x[:1])
+            forward(x[:1])
 
     return synced(step, device), warm
 
 
-def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the activations that autograd keeps for the backward pass of ``model(x)``: every saved
-    tensor's storage once, the model's own weights left out."""
-    storages: dict[int, int] = {}
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+def saved_activation_bytes(name: str, size: int, batch: int, stages: int, mode: str = "naive") -> int:
+    """Bytes of the activations that autograd keeps for the backward pass of a ``batch``: what a forward pass
+    saves (every storage once) at twice the batch less what it saves at the batch, so that what does not
+    grow with the batch (the weights, autocast's bfloat16 copies of them) drops out."""
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in weights:
-            storages[ptr] = t.untyped_storage().nbytes()
-        return t
+    def saved(n: int) -> int:
+        _, x, forward = _memory_setup(name, size, n, stages, "cpu", mode)
+        storages: dict[int, int] = {}
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values())
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            forward(x)
+        return sum(storages.values())
+
+    return saved(2 * batch) - saved(batch)
 
 
-def _cuda_step_memory(name: str, size: int, batch: int, stages: int) -> float:
+def _cuda_step_memory(name: str, size: int, batch: int, stages: int, mode: str) -> float:
     """Peak GPU memory (MiB) that one training step adds."""
-    step, _ = checkpointed_step(name, size, batch, stages, "cuda")
+    step, _ = checkpointed_step(name, size, batch, stages, "cuda", mode)
     step()  # cuDNN's first-call workspaces and algorithm search out of the measurement
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -300,28 +321,25 @@ def _cuda_step_memory(name: str, size: int, batch: int, stages: int) -> float:
     return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
-def bench_memory(name: str, size: int, batch: int, device: torch.device | str = "cpu",
-                 repeats: int = 7) -> list[MemoryRow]:
+def bench_memory(name: str, size: int, batch: int, device: torch.device | str = "cpu", repeats: int = 7,
+                 mode: str = "naive") -> list[MemoryRow]:
     """Activation memory and step time without gradient checkpointing and with it on the stem and the
     first 1, 2, ... stages; and the peak memory of a step: resident memory in a fresh process, or the GPU's
     allocator. The step times of all the settings are taken in rotating turns in one process."""
-    x = torch.randn(batch, 3, size, size)
     counts = range(create_model(name).num_stages + 1)
     saved, peak = [], []
     for stages in counts:
-        model = create_model(name)
-        model.set_grad_checkpointing(stages > 0, stages)
-        saved.append(saved_activation_bytes(model, x))
+        saved.append(saved_activation_bytes(name, size, batch, stages, mode))
         if torch.device(device).type == "cuda":
-            peak.append(_cuda_step_memory(name, size, batch, stages))
+            peak.append(_cuda_step_memory(name, size, batch, stages, mode))
         else:
             peak.append(float(subprocess.run(
-                [sys.executable, "-c", _MEMORY_CHILD, name, str(size), str(batch), str(stages)],
+                [sys.executable, "-c", _MEMORY_CHILD, name, str(size), str(batch), str(stages), mode],
                 capture_output=True, text=True, check=True).stdout))
-    timings = time_interleaved({k: checkpointed_step(name, size, batch, k, device)[0] for k in counts},
+    timings = time_interleaved({k: checkpointed_step(name, size, batch, k, device, mode)[0] for k in counts},
                                repeats, warmup=1)
     base = timings[0].median_s
-    return [MemoryRow(name, size, batch, k, saved[k] / 2**20 / batch, peak[k] / batch, timings[k].median_s,
+    return [MemoryRow(name, size, batch, mode, k, saved[k] / 2**20 / batch, peak[k] / batch, timings[k].median_s,
                       timings[k].median_s / base) for k in counts]
 
 
@@ -361,11 +379,13 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
         report.training += rows
         for r in rows:
             log(f"training {name} {size}px b{batch} {r.mode:<13} {r.images_per_s:8.1f} img/s  x{r.speedup:.2f}")
-    for name, size, batch in [("resnet20", 32, 64)] if quick else [("resnet50", 224, 16), ("resnet56", 32, 128)]:
-        rows = bench_memory(name, size, batch, device)
+    memory_modes = ("naive", "bf16") if native_bf16(device) else ("naive",)
+    memory = [("resnet20", 32, 64)] if quick else [("resnet50", 224, 16), ("resnet56", 32, 128)]
+    for (name, size, batch), mode in itertools.product(memory, memory_modes):
+        rows = bench_memory(name, size, batch, device, mode=mode)
         report.memory += rows
         for r in rows:
-            log(f"memory {name} {size}px b{batch} checkpointed stages {r.checkpointed_stages}: activations "
+            log(f"memory {name} {size}px b{batch} {mode} checkpointed stages {r.checkpointed_stages}: activations "
                 f"{r.activation_mb_per_image:.1f} MB/image, peak RSS {r.peak_rss_mb_per_image:.1f} MB/image, "
                 f"step {r.step_s:.3f} s (x{r.time_ratio:.2f})")
     return report
