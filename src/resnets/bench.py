@@ -200,20 +200,33 @@ def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], pe
     return rows
 
 
-def _train_step(name: str, size: int, batch: int, mode: str, device: torch.device | str) -> Callable[[], None]:
+def _training_setup(name: str, size: int, batch: int, mode: str, device: torch.device | str, stages: int = 0
+                    ) -> tuple[torch.nn.Module, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The model (its stem and first ``stages`` stages checkpointed), an input batch, and the float32 logits of
+    training ``mode`` (``TRAIN_MODES``): channels_last unless "naive", bfloat16 autocast for "bf16" and
+    "compile", the model through ``torch.compile`` for "compile"."""
     model = create_model(name).to(device)
+    model.set_grad_checkpointing(stages > 0, stages)
     x = torch.randn(batch, 3, size, size, device=device)
-    y = torch.randint(0, model.num_classes, (batch,), device=device)
     if mode != "naive":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    forward = torch.compile(model) if mode == "compile" else model
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(model) if mode == "compile" else model
     low = mode in ("bf16", "compile")
 
-    def step() -> None:
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=low):
-            loss = F.cross_entropy(forward(x).float(), y)
+            return compiled(inputs).float()
+
+    return model, x, forward
+
+
+def _train_step(name: str, size: int, batch: int, mode: str, device: torch.device | str) -> Callable[[], None]:
+    model, x, forward = _training_setup(name, size, batch, mode, device)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        loss = F.cross_entropy(forward(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -255,29 +268,11 @@ print((kib("VmHWM:") - before) / 1024)
 """
 
 
-def _memory_setup(name: str, size: int, batch: int, stages: int, device: torch.device | str, mode: str
-                  ) -> tuple[torch.nn.Module, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """The model with its stem and first ``stages`` stages checkpointed, an input batch, and the forward
-    pass of ``mode``: "naive" (float32, NCHW) or "bf16" (bfloat16 autocast, channels_last)."""
-    model = create_model(name).to(device)
-    model.set_grad_checkpointing(stages > 0, stages)
-    x = torch.randn(batch, 3, size, size, device=device)
-    low = mode == "bf16"
-    if low:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-
-    def forward(inputs: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=low):
-            return model(inputs).float()
-
-    return model, x, forward
-
-
 def checkpointed_step(name: str, size: int, batch: int, stages: int, device: torch.device | str = "cpu",
                       mode: str = "naive") -> tuple[Callable[[], None], Callable[[], None]]:
     """One training step (forward, loss, backward) of ``name`` with its stem and first ``stages`` stages
     checkpointed, and a warm-up (a no-grad forward: allocations and kernels that a step would set up)."""
-    model, x, forward = _memory_setup(name, size, batch, stages, device, mode)
+    model, x, forward = _training_setup(name, size, batch, mode, device, stages)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
 
     def step() -> None:
@@ -297,7 +292,7 @@ def saved_activation_bytes(name: str, size: int, batch: int, stages: int, mode: 
     grow with the batch (the weights, autocast's bfloat16 copies of them) drops out."""
 
     def saved(n: int) -> int:
-        _, x, forward = _memory_setup(name, size, n, stages, "cpu", mode)
+        _, x, forward = _training_setup(name, size, n, mode, "cpu", stages)
         storages: dict[int, int] = {}
 
         def pack(t: torch.Tensor) -> torch.Tensor:

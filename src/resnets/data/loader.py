@@ -33,7 +33,8 @@ class BatchLoader:
         self.labels = data.labels.to(device)
         self.flipped_first = None
         if alternate_flips:
-            first = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed * 1_000_003 - 1)) < 0.5
+            g = torch.Generator().manual_seed(seed * 1_000_003 - 1)  # a stream apart from the epochs' orders
+            first = torch.rand(len(self.labels), generator=g) < 0.5
             self.flipped_first = first.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
