@@ -42,6 +42,7 @@ def test_recipe_from_a_yaml_file(tmp_path):
     ({"batch_size": 0}, "batch size"), ({"lr": -1.0}, "learning rate"), ({"lr": 100.0}, "learning rate"),
     ({"epochs": 0}, "epochs"), ({"ema_decay": 1.5}, "EMA"), ({"precision": "fp8"}, "precision"),
     ({"label_smoothing": 1.0}, "label smoothing"), ({"lerning_rate": 0.1}, "unknown setting 'lerning_rate'"),
+    ({"lookahead_every": -1}, "lookahead interval"), ({"lookahead_decay": 1.0}, "lookahead decay"),
 ])
 def test_out_of_range_settings_are_named(kwargs, match):
     with pytest.raises(ConfigError, match=match):
