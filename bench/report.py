@@ -23,10 +23,13 @@ def tables(report: dict) -> str:
         out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['mode']} | {r['images_per_s']:.1f} | "
                    f"{r['speedup']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_rel_diff']:.1e} | "
                    f"{100 * r['peak_fraction']:.0f} |")
-    out += ["", "| model | input | batch | training mode | images/s | x naive | % of peak |", "|---|---|---|---|---|---|---|"]
+    out += ["", "| model | input | batch | training mode | dtype | images/s | x naive | % of peak |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in report["training"]:
-        out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['mode']} | {r['images_per_s']:.1f} | "
-                   f"{r['speedup']:.2f} | {100 * r['peak_fraction']:.0f} |")
+        # runs before the dtype was recorded trained "bf16" and "compile" in bfloat16
+        dtype = r.get("dtype", "bfloat16" if r["mode"] in ("bf16", "compile") else "float32")
+        out.append(f"| {r['model']} | {r['input_size']} | {r['batch']} | {r['mode']} | {dtype} | "
+                   f"{r['images_per_s']:.1f} | {r['speedup']:.2f} | {100 * r['peak_fraction']:.0f} |")
     peak = "peak GPU MB/image" if gpu else "peak RSS MB/image"
     out += ["", f"| model | input | batch | mode | checkpointed stages | activations MB/image | {peak} | step s | "
                 "x time |", "|---|---|---|---|---|---|---|---|---|"]

@@ -37,6 +37,14 @@ def test_inference_rows_are_relative_to_the_baseline_of_the_same_run():
 def test_training_rows():
     rows = bench_training("resnet20", 32, 8, ("naive", "channels_last"), {"fp32": 1e11, "bf16": 2e11}, repeats=2)
     assert rows[0].speedup == 1.0 and rows[1].images_per_s > 0
+    assert [r.dtype for r in rows] == ["float32", "float32"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_compiled_training_runs_in_bfloat16_only_where_it_is_native(monkeypatch, native):
+    monkeypatch.setattr(resnets.bench, "native_bf16", lambda device="cpu": native)
+    assert resnets.bench._trains_in_bf16("compile", "cpu") is native  # emulated bfloat16 is many times slower
+    assert resnets.bench._trains_in_bf16("bf16", "cpu") and not resnets.bench._trains_in_bf16("channels_last", "cpu")
 
 
 @pytest.mark.parametrize("mode", ["naive", "bf16"])

@@ -77,6 +77,9 @@ def test_train_eval_predict_from_the_command_line(tmp_path, image_tree):
     import json
 
     assert json.loads(proc.stdout)["n"] == 24
+    proc = _run("eval", str(out / "best.pt"), "--compare-modes", "fused", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["mode"] for r in json.loads(proc.stdout)] == ["eager", "fused"]
     (image_tree / "test" / "cat" / "broken.jpg").write_bytes(b"xx")
     proc = _run("predict", str(out / "best.pt"), str(image_tree / "test" / "cat"), "--topk", "2", "--json", env=env)
     assert proc.returncode == 0, proc.stderr

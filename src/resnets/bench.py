@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .deploy.inference import MODES, native_bf16, onnxruntime_available, prepare_inference, tolerance
+from .deploy.inference import available_modes, native_bf16, prepare_inference, tolerance
 from .errors import ResnetsError
 from .models import create_model
 from .models.profile import profile_model
@@ -135,6 +135,7 @@ class TrainingRow:
     input_size: int
     batch: int
     mode: str
+    dtype: str  # "bfloat16" (autocast) or "float32": "compile" runs in bfloat16 only where that is native
     images_per_s: float
     speedup: float
     peak_fraction: float
@@ -200,18 +201,24 @@ def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], pe
     return rows
 
 
+def _trains_in_bf16(mode: str, device: torch.device | str) -> bool:
+    """Whether training ``mode`` autocasts to bfloat16: "bf16" always, "compile" where bfloat16 is native (as
+    training's ``--precision auto`` does; emulated bfloat16 is many times slower than float32)."""
+    return mode == "bf16" or (mode == "compile" and native_bf16(device))
+
+
 def _training_setup(name: str, size: int, batch: int, mode: str, device: torch.device | str, stages: int = 0
                     ) -> tuple[torch.nn.Module, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """The model (its stem and first ``stages`` stages checkpointed), an input batch, and the float32 logits of
-    training ``mode`` (``TRAIN_MODES``): channels_last unless "naive", bfloat16 autocast for "bf16" and
-    "compile", the model through ``torch.compile`` for "compile"."""
+    training ``mode`` (``TRAIN_MODES``): channels_last unless "naive", bfloat16 autocast as ``_trains_in_bf16``
+    says, the model through ``torch.compile`` for "compile"."""
     model = create_model(name).to(device)
     model.set_grad_checkpointing(stages > 0, stages)
     x = torch.randn(batch, 3, size, size, device=device)
     if mode != "naive":
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     compiled = torch.compile(model) if mode == "compile" else model
-    low = mode in ("bf16", "compile")
+    low = _trains_in_bf16(mode, device)
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=low):
@@ -245,8 +252,10 @@ def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], pea
     for mode in modes:
         rate = batch / timings[mode].median_s
         base_rate = base_rate or rate
-        peak = peaks["bf16"] if mode in ("bf16", "compile") else peaks["fp32"]
-        rows.append(TrainingRow(name, size, batch, mode, rate, rate / base_rate, rate * gflops * 1e9 / peak))
+        low = _trains_in_bf16(mode, device)
+        peak = peaks["bf16"] if low else peaks["fp32"]
+        rows.append(TrainingRow(name, size, batch, mode, "bfloat16" if low else "float32", rate, rate / base_rate,
+                                rate * gflops * 1e9 / peak))
     return rows
 
 
@@ -346,9 +355,7 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
     cuda = torch.device(device).type == "cuda"
     if cuda and not torch.cuda.is_available():
         raise ResnetsError("--device cuda: no CUDA GPU is available")
-    modes = tuple(m for m in MODES if (compile or not m.startswith("compile"))
-                  and (m not in ("onnxruntime", "int8") or (onnxruntime_available() and not cuda))
-                  and ("bf16" not in m or native_bf16(device)))
+    modes = available_modes(device, compile=compile)
     train_modes = tuple(m for m in TRAIN_MODES
                         if (compile or m != "compile") and (m != "bf16" or native_bf16(device)))
     n = 512 if quick else 8192 if cuda else 2048

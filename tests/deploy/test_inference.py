@@ -61,3 +61,14 @@ def test_unknown_mode():
 
 def test_native_bf16_is_a_bool():
     assert isinstance(native_bf16(), bool)
+
+
+def test_available_modes_follow_the_machine(monkeypatch):
+    import resnets.deploy.inference as inference
+
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": False)
+    assert not any("bf16" in m for m in inference.available_modes())
+    assert {"bf16", "compile_bf16"} <= set(inference.available_modes(emulated_bf16=True))
+    assert not any(m.startswith("compile") for m in inference.available_modes(compile=False))
+    assert ("int8" in inference.available_modes()) == onnxruntime_available()
+    assert not set(inference.ONNX_MODES) & set(inference.available_modes("cuda"))  # ONNX Runtime runs on the CPU here

@@ -25,11 +25,15 @@ def _train(tmp_path, name, nproc, extra=()):
 def test_two_processes_match_one(tmp_path):
     # One step matches to float rounding (about 1e-7 in the weights); early training on 128 images
     # amplifies rounding (about 10x a step at lr 0.01), so the run is short and its learning rate small.
+    # How far it grows depends on the CPU's kernels: the second epoch's mean loss differed by under 1e-4
+    # (relative) on an AVX-512 CPU, by 2.4e-4 on an AVX2 one (Zen 3), where the same single-process run on
+    # 1 and on 2 threads (the same arithmetic, summed in another order) already differs by 3e-5. The first
+    # epoch (4 steps) agrees to 4e-6 there.
     single, _ = _train(tmp_path, "single", 1)
     double, done = _train(tmp_path, "ddp", 2)
     assert done.stdout.count("best epoch") == 1  # only rank 0 reports
-    for a, b in zip(single["history"], double["history"]):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    for epoch, (a, b) in enumerate(zip(single["history"], double["history"])):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4 if epoch == 0 else 1e-3)
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=0.6)  # one image of 180 at most
     for key, value in single["model"].items():
         if not value.is_floating_point():

@@ -72,3 +72,38 @@ def test_predictor_resizes_any_image(tree_run):
     _, best, _ = tree_run
     top = resnets.Predictor(best).predict([Image.new("RGB", (300, 120), (0, 200, 0))], topk=1)[0]
     assert top[0][0] in ("cat", "dog", "fox")
+
+
+def test_compare_modes_measures_each_mode_against_float32(tree_run, tmp_path):
+    from resnets.deploy.inference import TOLERANCE
+    from resnets.engine.evaluate import compare_modes, format_modes
+
+    _, best, result = tree_run
+    rows = compare_modes(best, ["fused", "bf16", "int8"], split="test", calibration=16, out=tmp_path)
+    assert [r.mode for r in rows] == ["eager", "fused", "bf16", "int8"]
+    eager = rows[0]
+    assert eager.top1 == pytest.approx(result.test.top1) and eager.top1_delta == 0 and eager.agreement == 100
+    for r in rows[1:]:
+        assert r.top1_delta == pytest.approx(r.top1 - eager.top1)
+        assert 0 < r.max_rel_diff <= TOLERANCE[r.mode], r.mode  # each within its number format's tolerance
+        assert 0 <= r.agreement <= 100
+    assert rows[1].agreement == 100  # folding batch norm in float32 changes no prediction
+    saved = json.loads((tmp_path / "modes_test.json").read_text())
+    assert saved["images"] == 36 and saved["calibration_images"] == 16 and len(saved["modes"]) == 4
+    assert "int8" in format_modes(rows) and "delta" in format_modes(rows)
+
+
+def test_evaluate_runs_the_onnx_modes_with_calibration_from_the_training_split(tree_run):
+    _, best, _ = tree_run
+    fused = resnets.evaluate(best, split="test")
+    for mode in ("onnxruntime", "int8"):  # exported on (and int8 calibrated on) training images
+        m = resnets.evaluate(best, split="test", mode=mode)
+        assert m.n == 36 and abs(m.top1 - fused.top1) <= 100 * 3 / 36  # at most 3 of 36 images change class
+
+
+def test_compare_modes_refuses_an_unknown_mode(tree_run):
+    from resnets.engine.evaluate import compare_modes
+
+    _, best, _ = tree_run
+    with pytest.raises(ResnetsError, match="unknown inference mode fp8"):
+        compare_modes(best, ["fp8"])

@@ -29,6 +29,7 @@ from .fuse import fuse_bn
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime", "int8")
+ONNX_MODES = ("onnxruntime", "int8")  # exported to ONNX: they need an example input (int8: calibration images)
 # The largest relative difference from float32 eager that each number format allows (max |dy| / max |y|).
 TOLERANCE = {"eager": 0.0, "channels_last": 1e-4, "fused": 1e-4, "compile": 1e-4, "onnxruntime": 1e-4,
              "bf16": 5e-2, "compile_bf16": 5e-2, "int8": 1e-1}
@@ -55,6 +56,17 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def available_modes(device: torch.device | str = "cpu", *, compile: bool = True, emulated_bf16: bool = False
+                    ) -> tuple[str, ...]:
+    """The inference modes that run on ``device``: the ONNX Runtime ones on the CPU where it is installed, the
+    bfloat16 ones where bfloat16 is native (or, with ``emulated_bf16``, anywhere: slow, but the same numbers),
+    the compiled ones unless ``compile`` is False."""
+    cuda = torch.device(device).type == "cuda"
+    return tuple(m for m in MODES if (compile or not m.startswith("compile"))
+                 and (m not in ONNX_MODES or (onnxruntime_available() and not cuda))
+                 and ("bf16" not in m or emulated_bf16 or native_bf16(device)))
 
 
 def _layout(x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +118,7 @@ def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None 
     model = copy.deepcopy(model).eval()
     if mode == "eager":
         return _no_grad(model)
-    if mode in ("onnxruntime", "int8"):
+    if mode in ONNX_MODES:
         if example is None:
             raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
         return onnx_runner(_onnx_file(model, example, int8=mode == "int8"))

@@ -68,8 +68,7 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
     and after. Writes the model to ``out`` (default: beside the checkpoint, ``*.int8.onnx``) and the
     report to the same name with ``.json``; returns the report."""
     from ..bench import time_interleaved
-    from ..data import take
-    from ..engine.evaluate import load_checkpoint_and_data, split_of
+    from ..engine.evaluate import calibration_images, load_checkpoint_and_data, split_of
     from ..engine.train import evaluate_split
     from .inference import onnx_runner, prepare_inference
 
@@ -79,8 +78,8 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
     dataset, aug = loaded.dataset, loaded.aug
     evalset = split_of(dataset, split)
     out = Path(out) if out is not None else Path(checkpoint).with_suffix(".int8.onnx")
-    calib = take(dataset.train, calibration, seed=1)
-    quantize_onnx(loaded.model, aug.eval(calib.images), out, method=method)
+    calib = calibration_images(loaded, calibration)
+    quantize_onnx(loaded.model, calib, out, method=method)
     set_onnx_metadata(out, {**checkpoint_metadata(loaded.checkpoint), "quantization": f"int8 static, {method}"})
 
     runners = {"float32": prepare_inference(loaded.model, "fused"), "int8": onnx_runner(out)}

@@ -128,9 +128,14 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
+    from .evaluate import compare_modes, evaluate, format_modes
     from .metrics import format_metrics
 
+    if args.compare_modes is not None:
+        rows = compare_modes(args.checkpoint, args.compare_modes, args.data, split=args.split,
+                             batch_size=args.batch_size, data_root=args.data_root, out=args.out)
+        print(json.dumps([vars(r) for r in rows]) if args.json else format_modes(rows))
+        return
     m = evaluate(args.checkpoint, args.data, split=args.split, tta_flip=args.tta_flip,
                  tta_translate=args.tta_translate, batch_size=args.batch_size,
                  device=args.device, data_root=args.data_root, out=args.out, mode=args.mode)
@@ -218,6 +223,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--mode", default="fused", choices=["auto", *MODES],
                    help="inference mode; the default gives the float32 numbers")
+    p.add_argument("--compare-modes", nargs="*", choices=MODES, metavar="MODE",
+                   help="top-1 in each of these inference modes against float32 eager, on the CPU (no MODE: "
+                        "the float32, bfloat16 and ONNX Runtime ones); with --out, writes modes_<split>.json")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes of images or folders of images",

@@ -10,24 +10,26 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from PIL import Image
 
-from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data
+from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from ..data.folder import IMAGE_EXTS, decode_image
-from ..deploy.inference import native_bf16, prepare_inference
+from ..deploy.inference import MODES, ONNX_MODES, available_modes, native_bf16, prepare_inference
 from ..errors import DataError, ResnetsError
-from .checkpoint import model_from_checkpoint
-from .metrics import Metrics
+from .checkpoint import atomic_write, model_from_checkpoint
+from .metrics import Metrics, classification_metrics
 from .train import evaluate_split, predict_logits, resolve_device
 
 log = logging.getLogger("resnets")
 
 
-def _runner(model: torch.nn.Module, mode: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The inference function for ``mode``; "auto" is bfloat16 where it runs natively, else folded float32."""
+def _runner(model: torch.nn.Module, mode: str, device: torch.device,
+            calibration: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The inference function for ``mode``; "auto" is bfloat16 where it runs natively, else folded float32.
+    The ONNX modes export on ``calibration`` (normalised images), and int8 takes its activation ranges from it."""
     if mode == "auto":
         mode = "bf16" if native_bf16(device) else "fused"
     if device.type != "cpu" and mode not in ("eager", "channels_last", "fused", "bf16"):
         raise ResnetsError(f"inference mode {mode!r} runs on the CPU only")
-    return prepare_inference(model.to(device), mode)
+    return prepare_inference(model.to(device), mode, calibration)
 
 
 @dataclass
@@ -65,6 +67,13 @@ def check_split(split: str) -> None:
         raise ResnetsError(f"split must be train, val or test, got {split!r}")
 
 
+def calibration_images(loaded: CheckpointData, n: int = 512) -> torch.Tensor:
+    """``n`` class-balanced training images, normalised as the model sees them: int8 calibration data."""
+    if n < 1:
+        raise ResnetsError(f"int8 calibration needs at least 1 image, got {n}")
+    return loaded.aug.eval(take(loaded.dataset.train, n, seed=1).images)
+
+
 def split_of(dataset: ImageData, split: str) -> ImageSet:
     """One split of ``dataset`` by name, with a clear error for a missing or unknown one."""
     check_split(split)
@@ -90,8 +99,10 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     dataset = loaded.dataset
     dev = resolve_device(device)
-    metrics = evaluate_split(_runner(loaded.model, mode, dev), split_of(dataset, split), dataset.classes, loaded.aug,
-                             split, batch_size=batch_size, device=dev, tta_flip=tta_flip, tta_translate=tta_translate)
+    calibration = calibration_images(loaded) if mode in ONNX_MODES else None
+    metrics = evaluate_split(_runner(loaded.model, mode, dev, calibration), split_of(dataset, split), dataset.classes,
+                             loaded.aug, split, batch_size=batch_size, device=dev, tta_flip=tta_flip,
+                             tta_translate=tta_translate)
     if out is not None:
         from ..plots import plot_confusion
 
@@ -102,6 +113,61 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
             "per_class": [vars(c) for c in metrics.per_class], "confusion": metrics.confusion}, indent=2))
         plot_confusion(metrics.confusion, dataset.classes, out / f"confusion_{split}.png", f"{split} split")
     return metrics
+
+
+@dataclass
+class ModeAccuracy:
+    """One inference mode's accuracy against float32 eager on the same images."""
+
+    mode: str
+    top1: float
+    top1_delta: float  # points: this mode's top-1 less float32 eager's
+    agreement: float  # % of the images whose top-1 class is float32 eager's
+    max_rel_diff: float  # max |logits - float32 eager's| / max |float32 eager's|
+
+
+def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, data: str | None = None, *,
+                  split: str = "val", calibration: int = 512, batch_size: int = 256, data_root: str | None = None,
+                  out: str | Path | None = None) -> list[ModeAccuracy]:
+    """What each inference mode costs in accuracy: top-1 of ``checkpoint`` on ``split`` in each of ``modes``
+    (float32 eager first, as the reference), with the difference from float32 in points, how often the
+    top-1 class agrees with float32's, and the largest logit difference. ``modes`` defaults to the float32,
+    bfloat16 (emulated where the CPU lacks it: slow, the same numbers) and ONNX Runtime modes, compiled ones
+    left out; int8 calibrates on ``calibration`` class-balanced training images. On the CPU. With ``out``,
+    writes ``modes_<split>.json`` there."""
+    check_split(split)
+    chosen = [m for m in modes or available_modes(compile=False, emulated_bf16=True) if m != "eager"]
+    unknown = sorted(set(chosen) - set(MODES))
+    if unknown:
+        raise ResnetsError(f"unknown inference mode {', '.join(unknown)}; expected some of {', '.join(MODES)}")
+    loaded = load_checkpoint_and_data(checkpoint, data, data_root)
+    evalset = split_of(loaded.dataset, split)
+    calib = calibration_images(loaded, calibration) if set(chosen) & set(ONNX_MODES) else None
+    logits = {mode: predict_logits(_runner(loaded.model, mode, torch.device("cpu"), calib), evalset.images,
+                                   loaded.aug, batch_size=batch_size) for mode in ["eager", *dict.fromkeys(chosen)]}
+    reference = logits["eager"]
+    base = classification_metrics(reference, evalset.labels, loaded.dataset.classes, split).top1
+    rows = []
+    for mode, y in logits.items():
+        top1 = classification_metrics(y, evalset.labels, loaded.dataset.classes, split).top1
+        agree = 100.0 * (y.argmax(1) == reference.argmax(1)).float().mean().item()
+        diff = ((y - reference).abs().max() / reference.abs().max()).item()
+        rows.append(ModeAccuracy(mode, top1, top1 - base, agree, diff))
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"checkpoint": str(checkpoint), "split": split, "images": len(evalset),
+                  "calibration_images": len(calib) if calib is not None else 0, "modes": [vars(r) for r in rows]}
+        atomic_write(out / f"modes_{split}.json", lambda f: f.write(json.dumps(report, indent=2).encode() + b"\n"))
+    return rows
+
+
+def format_modes(rows: Sequence[ModeAccuracy]) -> str:
+    """``compare_modes``'s rows as a table."""
+    lines = [f"{'mode':<14} {'top-1':>7} {'delta':>7} {'agrees':>8} {'max rel. diff':>14}"]
+    lines += [f"{r.mode:<14} {r.top1:>6.2f}% {r.top1_delta:>+7.2f} {r.agreement:>7.2f}% {r.max_rel_diff:>14.1e}"
+              for r in rows]
+    return "\n".join(lines)
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
