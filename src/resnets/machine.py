@@ -1,9 +1,32 @@
-"""A description of the machine a benchmark ran on, stored with its results."""
+"""What the machine is: a description stored with benchmark results, and the CPU features that decide
+which fast paths are safe."""
 from __future__ import annotations
 
+import functools
 import platform
 
 import torch
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (``avx2``, ``avx512_vnni``, ...); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(next(line.split(":", 1)[1].split() for line in f if line.startswith("flags")))
+    except (OSError, StopIteration):
+        return frozenset()
+
+
+def cpu_has_vnni() -> bool:
+    """Whether the CPU has an 8-bit dot product that accumulates into 32 bits (AVX512-VNNI or AVX-VNNI)."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni"})
+
+
+def int8_saturates() -> bool:
+    """Whether this CPU's int8 kernels can saturate: x86 without VNNI adds pairs of uint8 x int8 products in
+    16 bits (``vpmaddubsw``), which overflows with full-range 8-bit weights."""
+    return platform.machine().lower() in ("x86_64", "amd64") and not cpu_has_vnni()
 
 
 def machine_info() -> dict[str, object]:
@@ -14,7 +37,8 @@ def machine_info() -> dict[str, object]:
     except (OSError, StopIteration):
         pass
     info: dict[str, object] = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                               "python": platform.python_version()}
+                               "python": platform.python_version(),
+                               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "vnni": cpu_has_vnni()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

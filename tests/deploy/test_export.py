@@ -92,3 +92,26 @@ def test_quantize_checkpoint(tree_run, tmp_path, capsys):
 
     assert main(["quantize", str(ckpt), "--calibration", "0", "--out", str(tmp_path / "q.onnx")]) == 2
     assert "at least 1 image" in capsys.readouterr().err
+
+
+@needs_ort
+def test_int8_weights_take_7_bits_where_the_cpu_would_saturate(tree_run, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from resnets.deploy.quantize import quantize_checkpoint
+    from resnets.machine import int8_saturates
+
+    _, ckpt, _ = tree_run
+
+    def widest_weight(reduce_range):
+        out = tmp_path / f"{reduce_range}.onnx"
+        report = quantize_checkpoint(ckpt, out, calibration=12, split="val", reduce_range=reduce_range)
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]  # the convolutions' kernels
+        assert weights and report["weights"] in read_metadata(out)["quantization"]
+        return report["weights"], max(int(abs(w.astype(int)).max()) for w in weights)
+
+    assert widest_weight(True) == ("7-bit weights", 64)  # symmetric 7 bits: -64..63
+    assert widest_weight(False) == ("8-bit weights", 127)
+    assert widest_weight(None)[0] == ("7-bit weights" if int8_saturates() else "8-bit weights")

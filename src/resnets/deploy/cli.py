@@ -21,11 +21,12 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
     from .quantize import quantize_checkpoint
 
     r = quantize_checkpoint(args.checkpoint, args.out, calibration=args.calibration, method=args.method,
-                            split=args.split, data=args.data, data_root=args.data_root)
+                            split=args.split, data=args.data, data_root=args.data_root, reduce_range=args.reduce_range)
     if args.json:
         print(json.dumps(r))
         return
-    print(f"wrote {r['out']} (int8, calibrated on {r['calibration_images']} training images, {r['method']})")
+    print(f"wrote {r['out']} (int8, {r['weights']}, calibrated on {r['calibration_images']} training images, "
+          f"{r['method']})")
     print(f"{r['split']} top-1 on {r['images']} images: float32 {r['float32']['top1']:.2f}%  "
           f"int8 {r['int8']['top1']:.2f}%  ({r['top1_delta']:+.2f} points)")
     print(f"speed: float32 {r['float32']['images_per_s']:.0f} images/s, int8 {r['int8']['images_per_s']:.0f} "
@@ -65,6 +66,9 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("train", "val", "test"), default="val", help="split to measure top-1 on")
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root")
+    p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                   help="7-bit weights, which x86 CPUs without VNNI need against saturation (default: on where "
+                        "this CPU lacks VNNI; say it for a file meant for another machine)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_quantize)
 
