@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .deploy.inference import available_modes, native_bf16, prepare_inference, tolerance
+from .deploy.inference import (available_modes, native_bf16, onnx_session, onnxruntime_available,
+                               prepare_inference, tolerance)
 from .errors import ResnetsError
 from .models import create_model
 from .models.profile import profile_model
@@ -89,7 +90,8 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
     For floating point, two GEMM kernels are timed and the faster one counts: the BLAS behind ``torch.mm``
     and oneDNN's, reached through a 1x1 convolution over ``n`` pixels. On some CPUs (AMD with MKL) the two
     differ by 2x, and a peak from the slower one would make the models look faster than the machine.
-    For ``torch.int8``, ``torch._int_mm`` (int8 x int8 -> int32). On CUDA, ``torch.mm`` (cuBLAS), float only."""
+    For ``torch.int8``, ONNX Runtime's ``MatMulInteger`` (uint8 x int8 -> int32), the GEMM behind the int8 mode
+    (``torch._int_mm`` is a reference loop on CPUs without VNNI). On CUDA, ``torch.mm`` (cuBLAS), float only."""
     if torch.device(device).type == "cuda":  # float32 as TF32, like cuDNN's convolutions by default
         a = torch.randn(n, n, device=device, dtype=dtype)
         tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, True
@@ -98,8 +100,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
         finally:
             torch.backends.cuda.matmul.allow_tf32 = tf32
     if dtype == torch.int8:
-        a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
-        return 2 * n**3 / time_calls(lambda: torch._int_mm(a, a), repeats, warmup=3).median_s
+        return 2 * n**3 / time_calls(_int8_matmul(n), repeats, warmup=3).median_s
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     side = int(n**0.5)
     x = torch.randn(1, n, side, n // side, dtype=dtype).to(memory_format=torch.channels_last)
@@ -108,6 +109,21 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
         blas = time_calls(lambda: torch.mm(a, b), repeats, warmup=3).median_s
         onednn = time_calls(lambda: F.conv2d(x, w), repeats, warmup=3).median_s
     return 2 * n**3 / min(blas, onednn * n / (side * (n // side)))
+
+
+def _int8_matmul(n: int) -> Callable[[], object]:
+    """An ``n x n`` by ``n x n`` uint8 x int8 -> int32 product in ONNX Runtime."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "b")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_matmul",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [b])
+    session = onnx_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    return lambda: session.run(None, {"a": a})
 
 
 def _peak_kind(mode: str) -> str:
@@ -359,8 +375,9 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
     train_modes = tuple(m for m in TRAIN_MODES
                         if (compile or m != "compile") and (m != "bf16" or native_bf16(device)))
     n = 512 if quick else 8192 if cuda else 2048
-    kinds = (("fp32", torch.float32), ("bf16", torch.bfloat16)) + (() if cuda else (("int8", torch.int8),))
-    peaks = {kind: matmul_peak(dtype, n, device=device) for kind, dtype in kinds}  # no int8 mode on CUDA
+    int8 = not cuda and onnxruntime_available()  # the int8 mode: ONNX Runtime on the CPU
+    kinds = (("fp32", torch.float32), ("bf16", torch.bfloat16)) + ((("int8", torch.int8),) if int8 else ())
+    peaks = {kind: matmul_peak(dtype, n, device=device) for kind, dtype in kinds}
     report = BenchReport(machine_info(), peaks, torch.device(device).type)
     log("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} G/s" for k, v in peaks.items()))
     inference = [("resnet20", 32, 16)] if quick else [

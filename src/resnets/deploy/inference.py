@@ -81,9 +81,8 @@ def _compiled(model: nn.Module, cuda: bool) -> nn.Module:
     return torch.compile(model, mode="reduce-overhead" if cuda else None)
 
 
-def onnx_runner(path: str | Path) -> Runner:
-    """Run an ONNX file (input ``images``) with ONNX Runtime on the CPU, with every graph optimisation."""
-    import numpy as np
+def onnx_session(model: str | Path | bytes) -> "onnxruntime.InferenceSession":  # noqa: F821
+    """An ONNX Runtime session on the CPU for a file (or serialised model), with every graph optimisation."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -91,7 +90,15 @@ def onnx_runner(path: str | Path) -> Runner:
     # ONNX Runtime's threads busy-wait between runs by default, taking the cores from whatever runs next
     # (PyTorch, a data loader, the web server); let them sleep.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(path: str | Path) -> Runner:
+    """Run an ONNX file (input ``images``) with ONNX Runtime on the CPU, with every graph optimisation."""
+    import numpy as np
+
+    session = onnx_session(path)
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
