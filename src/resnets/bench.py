@@ -375,8 +375,9 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
     train_modes = tuple(m for m in TRAIN_MODES
                         if (compile or m != "compile") and (m != "bf16" or native_bf16(device)))
     n = 512 if quick else 8192 if cuda else 2048
-    int8 = not cuda and onnxruntime_available()  # the int8 mode: ONNX Runtime on the CPU
-    kinds = (("fp32", torch.float32), ("bf16", torch.bfloat16)) + ((("int8", torch.int8),) if int8 else ())
+    # the peaks of the number formats that some mode runs in: bfloat16 where native, int8 in ONNX Runtime on the CPU
+    kinds = (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if native_bf16(device) else ()) + (
+        (("int8", torch.int8),) if onnxruntime_available() and not cuda else ())
     peaks = {kind: matmul_peak(dtype, n, device=device) for kind, dtype in kinds}
     report = BenchReport(machine_info(), peaks, torch.device(device).type)
     log("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} G/s" for k, v in peaks.items()))

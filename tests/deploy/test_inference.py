@@ -72,3 +72,16 @@ def test_available_modes_follow_the_machine(monkeypatch):
     assert not any(m.startswith("compile") for m in inference.available_modes(compile=False))
     assert ("int8" in inference.available_modes()) == onnxruntime_available()
     assert not set(inference.ONNX_MODES) & set(inference.available_modes("cuda"))  # ONNX Runtime runs on the CPU here
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("ort", [True, False])
+def test_fastest_mode_follows_the_machine(monkeypatch, native, ort):
+    import resnets.deploy.inference as inference
+
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": native)
+    monkeypatch.setattr(inference, "onnxruntime_available", lambda: ort)
+    float32 = "onnxruntime" if ort else "fused"  # ONNX Runtime: the fastest float32 mode in every bench row
+    assert inference.fastest_mode("cpu") == ("bf16" if native else float32)
+    assert inference.fastest_mode("cpu", float32=True) == float32
+    assert inference.fastest_mode("cuda", float32=True) == "fused"  # ONNX Runtime runs on the CPU here

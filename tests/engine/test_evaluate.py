@@ -107,3 +107,33 @@ def test_compare_modes_refuses_an_unknown_mode(tree_run):
     _, best, _ = tree_run
     with pytest.raises(ResnetsError, match="unknown inference mode fp8"):
         compare_modes(best, ["fp8"])
+
+
+def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
+    from resnets.deploy.inference import fastest_mode
+
+    _, best, _ = tree_run
+    assert resnets.evaluate(best, split="test").top1 == resnets.evaluate(best, split="test", mode="fused").top1
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    fused = resnets.Predictor(best, mode="fused").predict_tensor(images, topk=3)
+    auto = resnets.Predictor(best, mode="auto")
+    tol = 1e-2 if fastest_mode() == "bf16" else 1e-5
+    for a, f in zip(auto.predict_tensor(images, topk=3), fused):
+        assert [c for c, _ in a] == [c for c, _ in f] and [p for _, p in a] == pytest.approx([p for _, p in f], abs=tol)
+    # an export that fails leaves the predictor in PyTorch, with a warning
+    import importlib
+
+    evaluate = importlib.import_module("resnets.engine.evaluate")  # the package's ``evaluate`` is the function
+    monkeypatch.setattr(evaluate, "fastest_mode", lambda device="cpu", float32=False: "onnxruntime")
+    real = evaluate.prepare_inference
+
+    def failing(model, mode, example=None):
+        if mode == "onnxruntime":
+            raise RuntimeError("unsupported operator")
+        return real(model, mode, example)
+
+    monkeypatch.setattr(evaluate, "prepare_inference", failing)
+    with caplog.at_level("WARNING", logger="resnets"):
+        fallback = resnets.Predictor(best).predict_tensor(images, topk=3)
+    assert "ONNX export failed (RuntimeError: unsupported operator)" in caplog.text
+    assert [p for _, p in fallback[0]] == pytest.approx([p for _, p in fused[0]], abs=1e-6)

@@ -221,8 +221,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="folder for metrics JSON and the confusion-matrix PNG")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--mode", default="fused", choices=["auto", *MODES],
-                   help="inference mode; the default gives the float32 numbers")
+    p.add_argument("--mode", default="auto", choices=["auto", *MODES],
+                   help="inference mode; auto: the fastest float32 one (ONNX Runtime where installed, else "
+                        "batch norm folded), which gives the float32 numbers")
     p.add_argument("--compare-modes", nargs="*", choices=MODES, metavar="MODE",
                    help="top-1 in each of these inference modes against float32 eager, on the CPU (no MODE: "
                         "the float32, bfloat16 and ONNX Runtime ones); with --out, writes modes_<split>.json")
@@ -238,6 +239,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--mode", default="auto", choices=["auto", *MODES],
-                   help="inference mode; auto is bfloat16 where the CPU or GPU runs it natively")
+                   help="inference mode; auto: bfloat16 where the CPU or GPU runs it natively, else ONNX "
+                        "Runtime's float32 where installed, else batch norm folded")
     p.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
     p.set_defaults(func=_cmd_predict)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from ..data.folder import IMAGE_EXTS, decode_image
-from ..deploy.inference import MODES, ONNX_MODES, available_modes, native_bf16, prepare_inference
+from ..deploy.inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
 from ..errors import DataError, ResnetsError
 from .checkpoint import atomic_write, model_from_checkpoint
 from .metrics import Metrics, classification_metrics
@@ -21,12 +21,19 @@ from .train import evaluate_split, predict_logits, resolve_device
 log = logging.getLogger("resnets")
 
 
-def _runner(model: torch.nn.Module, mode: str, device: torch.device,
-            calibration: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The inference function for ``mode``; "auto" is bfloat16 where it runs natively, else folded float32.
-    The ONNX modes export on ``calibration`` (normalised images), and int8 takes its activation ranges from it."""
+def _runner(model: torch.nn.Module, mode: str, device: torch.device, calibration: torch.Tensor | None = None,
+            *, float32: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The inference function for ``mode``; "auto" is ``fastest_mode`` (float32 modes only with ``float32``),
+    and falls back to batch norm folded into float32 where the ONNX export fails. The ONNX modes export on
+    ``calibration`` (normalised images), and int8 takes its activation ranges from it."""
     if mode == "auto":
-        mode = "bf16" if native_bf16(device) else "fused"
+        mode = fastest_mode(device, float32=float32)
+        if mode in ONNX_MODES:
+            try:
+                return prepare_inference(model, mode, calibration)
+            except Exception as e:  # an architecture or operator the exporter cannot take
+                log.warning("ONNX export failed (%s: %s); running in PyTorch", type(e).__name__, e)
+                mode = "fused"
     if device.type != "cpu" and mode not in ("eager", "channels_last", "fused", "bf16"):
         raise ResnetsError(f"inference mode {mode!r} runs on the CPU only")
     return prepare_inference(model.to(device), mode, calibration)
@@ -85,12 +92,12 @@ def split_of(dataset: ImageData, split: str) -> ImageSet:
 
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "test", tta_flip: bool = False,
              tta_translate: bool = False, batch_size: int = 256, device: str = "auto", data_root: str | None = None,
-             out: str | Path | None = None, mode: str = "fused") -> Metrics:
+             out: str | Path | None = None, mode: str = "auto") -> Metrics:
     """Top-1/top-5, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint on a split.
 
     ``data`` defaults to the dataset the checkpoint was trained on, split the same way.
-    ``mode`` is an inference mode (``deploy.inference.MODES`` or "auto"); the default, batch norm
-    folded into float32 convolutions, gives the float32 numbers. With ``out``, writes
+    ``mode`` is an inference mode (``deploy.inference.MODES``) or "auto", the fastest float32 one (ONNX Runtime
+    where installed, else batch norm folded): the float32 numbers. With ``out``, writes
     ``metrics_<split>.json`` and ``confusion_<split>.png`` there.
     """
     check_split(split)  # before the data is loaded
@@ -99,8 +106,9 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     dataset = loaded.dataset
     dev = resolve_device(device)
-    calibration = calibration_images(loaded) if mode in ONNX_MODES else None
-    metrics = evaluate_split(_runner(loaded.model, mode, dev, calibration), split_of(dataset, split), dataset.classes,
+    example = calibration_images(loaded, 512 if mode == "int8" else 1)  # what the ONNX modes export on
+    metrics = evaluate_split(_runner(loaded.model, mode, dev, example, float32=True), split_of(dataset, split),
+                             dataset.classes,
                              loaded.aug, split, batch_size=batch_size, device=dev, tta_flip=tta_flip,
                              tta_translate=tta_translate)
     if out is not None:
@@ -189,8 +197,9 @@ class Predictor:
     """Classify images with a training checkpoint, a described weights file or a shipped weights name:
     ``Predictor("runs/x/best.pt").predict(["cat.jpg"])``, ``Predictor("resnet20_cifar10")``.
 
-    ``mode`` is an inference mode (``deploy.inference.MODES``); "auto" takes bfloat16 where the device
-    runs it natively (AVX512-BF16/AMX, CUDA) and float32 with batch norm folded otherwise.
+    ``mode`` is an inference mode (``deploy.inference.MODES``, int8 aside: it needs calibration images, see
+    ``resnets quantize``); "auto" is ``deploy.inference.fastest_mode``: bfloat16 where the device runs it
+    natively (AVX512-BF16/AMX, CUDA), else ONNX Runtime's float32 where installed, else batch norm folded.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,
@@ -198,10 +207,12 @@ class Predictor:
         model, ckpt = model_from_checkpoint(checkpoint)
         self.device = resolve_device(device)
         self.model = model  # float32, eval mode, on the CPU: for gradients (Grad-CAM) and export
-        self.forward = _runner(model, mode, self.device)
         self.classes: list[str] = ckpt["classes"]
         self.in_chans: int = ckpt["in_chans"]
         self.image_size: int = ckpt["image_size"]
+        size = ckpt.get("crop_size") or self.image_size
+        example = torch.zeros(1, self.in_chans, size, size) if mode in ("auto", "onnxruntime") else None
+        self.forward = _runner(model, mode, self.device, example)
         self.tta_flip = tta_flip
         self.aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"],
                                 len(self.classes))
