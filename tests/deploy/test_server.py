@@ -38,6 +38,7 @@ def test_health_and_info(client):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
     assert info["model"] == "tree" and info["classes"] == ["cat", "dog", "fox"] and info["input_size"] == 32
+    assert info["mode"] == "fused"  # the inference mode it runs
     assert "<input" in client.get("/").text
 
 

@@ -117,6 +117,7 @@ def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     fused = resnets.Predictor(best, mode="fused").predict_tensor(images, topk=3)
     auto = resnets.Predictor(best, mode="auto")
+    assert auto.mode == fastest_mode() and resnets.Predictor(best, mode="fused").mode == "fused"
     tol = 1e-2 if fastest_mode() == "bf16" else 1e-5
     for a, f in zip(auto.predict_tensor(images, topk=3), fused):
         assert [c for c, _ in a] == [c for c, _ in f] and [p for _, p in a] == pytest.approx([p for _, p in f], abs=tol)
@@ -134,6 +135,7 @@ def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
 
     monkeypatch.setattr(evaluate, "prepare_inference", failing)
     with caplog.at_level("WARNING", logger="resnets"):
-        fallback = resnets.Predictor(best).predict_tensor(images, topk=3)
-    assert "ONNX export failed (RuntimeError: unsupported operator)" in caplog.text
+        predictor = resnets.Predictor(best)
+        fallback = predictor.predict_tensor(images, topk=3)
+    assert "ONNX export failed (RuntimeError: unsupported operator)" in caplog.text and predictor.mode == "fused"
     assert [p for _, p in fallback[0]] == pytest.approx([p for _, p in fused[0]], abs=1e-6)

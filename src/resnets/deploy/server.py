@@ -167,8 +167,8 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
-        return {"model": name, "classes": predictor.classes, "input_size": predictor.image_size,
-                "in_chans": predictor.in_chans, "limits": asdict(cfg),
+        return {"model": name, "mode": predictor.mode, "classes": predictor.classes,
+                "input_size": predictor.image_size, "in_chans": predictor.in_chans, "limits": asdict(cfg),
                 "served": {"requests": state["requests"], "errors": state["errors"], "batches": batcher.batches,
                            "images": batcher.images, "largest_batch": batcher.largest,
                            "uptime_s": round(time.time() - state["started"], 1)}}

@@ -22,21 +22,21 @@ log = logging.getLogger("resnets")
 
 
 def _runner(model: torch.nn.Module, mode: str, device: torch.device, calibration: torch.Tensor | None = None,
-            *, float32: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The inference function for ``mode``; "auto" is ``fastest_mode`` (float32 modes only with ``float32``),
-    and falls back to batch norm folded into float32 where the ONNX export fails. The ONNX modes export on
-    ``calibration`` (normalised images), and int8 takes its activation ranges from it."""
+            *, float32: bool = False) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """The inference function for ``mode``, and the mode it runs. "auto" is ``fastest_mode`` (float32 modes
+    only with ``float32``), and falls back to batch norm folded into float32 where the ONNX export fails. The
+    ONNX modes export on ``calibration`` (normalised images), and int8 takes its activation ranges from it."""
     if mode == "auto":
         mode = fastest_mode(device, float32=float32)
         if mode in ONNX_MODES:
             try:
-                return prepare_inference(model, mode, calibration)
+                return prepare_inference(model, mode, calibration), mode
             except Exception as e:  # an architecture or operator the exporter cannot take
                 log.warning("ONNX export failed (%s: %s); running in PyTorch", type(e).__name__, e)
                 mode = "fused"
     if device.type != "cpu" and mode not in ("eager", "channels_last", "fused", "bf16"):
         raise ResnetsError(f"inference mode {mode!r} runs on the CPU only")
-    return prepare_inference(model.to(device), mode, calibration)
+    return prepare_inference(model.to(device), mode, calibration), mode
 
 
 @dataclass
@@ -107,8 +107,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     dataset = loaded.dataset
     dev = resolve_device(device)
     example = calibration_images(loaded, 512 if mode == "int8" else 1)  # what the ONNX modes export on
-    metrics = evaluate_split(_runner(loaded.model, mode, dev, example, float32=True), split_of(dataset, split),
-                             dataset.classes,
+    run, mode = _runner(loaded.model, mode, dev, example, float32=True)
+    metrics = evaluate_split(run, split_of(dataset, split), dataset.classes,
                              loaded.aug, split, batch_size=batch_size, device=dev, tta_flip=tta_flip,
                              tta_translate=tta_translate)
     if out is not None:
@@ -151,7 +151,7 @@ def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, da
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     evalset = split_of(loaded.dataset, split)
     calib = calibration_images(loaded, calibration) if set(chosen) & set(ONNX_MODES) else None
-    logits = {mode: predict_logits(_runner(loaded.model, mode, torch.device("cpu"), calib), evalset.images,
+    logits = {mode: predict_logits(_runner(loaded.model, mode, torch.device("cpu"), calib)[0], evalset.images,
                                    loaded.aug, batch_size=batch_size) for mode in ["eager", *dict.fromkeys(chosen)]}
     reference = logits["eager"]
     base = classification_metrics(reference, evalset.labels, loaded.dataset.classes, split).top1
@@ -212,7 +212,7 @@ class Predictor:
         self.image_size: int = ckpt["image_size"]
         size = ckpt.get("crop_size") or self.image_size
         example = torch.zeros(1, self.in_chans, size, size) if mode in ("auto", "onnxruntime") else None
-        self.forward = _runner(model, mode, self.device, example)
+        self.forward, self.mode = _runner(model, mode, self.device, example)  # the mode "auto" chose
         self.tta_flip = tta_flip
         self.aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"],
                                 len(self.classes))
