@@ -13,10 +13,9 @@ def tables(report: dict) -> str:
     m, peaks = report["machine"], report["peak_flops"]
     gpu = report.get("device") == "cuda"
     where = f"{m['gpu']} (CUDA)" if gpu else f"{m['cpu']}, {m['threads']} threads"
-    out = [f"Machine: {where}, torch {m['torch']}. "
-           f"Matmul peak in the same run: float32 {peaks['fp32'] / 1e9:,.0f} GFLOP/s, "
-           f"bfloat16 {peaks['bf16'] / 1e9:,.0f} GFLOP/s"
-           + (f", int8 {peaks['int8'] / 1e9:,.0f} GOP/s." if "int8" in peaks else "."), "",
+    names = {"fp32": "float32 {:,.0f} GFLOP/s", "bf16": "bfloat16 {:,.0f} GFLOP/s", "int8": "int8 {:,.0f} GOP/s"}
+    out = [f"Machine: {where}, torch {m['torch']}. Matmul peak in the same run: "
+           + ", ".join(names[k].format(peaks[k] / 1e9) for k in names if k in peaks) + ".", "",
            "| model | input | batch | mode | images/s | x naive | p50 ms | p99 ms | max rel. diff | % of peak |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["inference"]:

@@ -19,7 +19,8 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_has_vnni() -> bool:
-    """Whether the CPU has an 8-bit dot product that accumulates into 32 bits (AVX512-VNNI or AVX-VNNI)."""
+    """Whether the CPU has an 8-bit dot product that accumulates into 32 bits (AVX512-VNNI or AVX-VNNI); False
+    where the flags cannot be read (then int8 takes the safe 7-bit weights)."""
     return bool(cpu_flags() & {"avx512_vnni", "avx_vnni"})
 
 

@@ -59,12 +59,12 @@ def onnxruntime_available() -> bool:
 
 
 def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False) -> str:
-    """The fastest inference mode on ``device`` whose numbers agree with float32 within its number format:
-    bfloat16 where it is native (unless ``float32``: then the numbers are float32's to about 1e-6), else ONNX
-    Runtime's float32 on the CPU where it is installed (the fastest float32 mode in every configuration of the
-    speed suite, on an AVX-512 and an AVX2 CPU), else batch norm folded into float32 convolutions. The ONNX
-    export costs about a second (ResNet-20) to a few (ResNet-50) once: it pays off over a few hundred to a few
-    thousand images."""
+    """The fastest inference mode on ``device`` that needs no compilation and whose numbers agree with float32
+    within its number format: bfloat16 where it is native (unless ``float32``: then the numbers are float32's to
+    about 1e-6), else ONNX Runtime's float32 on the CPU where it is installed (as fast as folded PyTorch or
+    faster, up to 1.6x, in every configuration of the speed suite on an AVX-512 and an AVX2 CPU), else batch norm folded into float32
+    convolutions. The ONNX export costs about a second (ResNet-20) to a few (ResNet-50) once: it pays off over a
+    few hundred to a few thousand images. ``compile`` can be as fast, after tens of seconds per input shape."""
     if not float32 and native_bf16(device):
         return "bf16"
     return "onnxruntime" if torch.device(device).type == "cpu" and onnxruntime_available() else "fused"

@@ -106,11 +106,12 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     dataset = loaded.dataset
     dev = resolve_device(device)
-    example = calibration_images(loaded, 512 if mode == "int8" else 1)  # what the ONNX modes export on
+    subset = split_of(dataset, split)
+    # what the ONNX modes export on: int8 calibrates on training images, float32 needs one image
+    example = calibration_images(loaded) if mode == "int8" else loaded.aug.eval(subset.images[:1])
     run, mode = _runner(loaded.model, mode, dev, example, float32=True)
-    metrics = evaluate_split(run, split_of(dataset, split), dataset.classes,
-                             loaded.aug, split, batch_size=batch_size, device=dev, tta_flip=tta_flip,
-                             tta_translate=tta_translate)
+    metrics = evaluate_split(run, subset, dataset.classes, loaded.aug, split, batch_size=batch_size, device=dev,
+                             tta_flip=tta_flip, tta_translate=tta_translate)
     if out is not None:
         from ..plots import plot_confusion
 
