@@ -9,13 +9,18 @@ import torch
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them (``avx2``, ``avx512_vnni``, ...); empty elsewhere."""
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key`` entry of Linux's /proc/cpuinfo (``model name``, ``flags``, ...); None elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            return frozenset(next(line.split(":", 1)[1].split() for line in f if line.startswith("flags")))
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(key))
     except (OSError, StopIteration):
-        return frozenset()
+        return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (``avx2``, ``avx512_vnni``, ...); empty elsewhere."""
+    return frozenset((_cpuinfo("flags") or "").split())
 
 
 def cpu_has_vnni() -> bool:
@@ -31,12 +36,7 @@ def int8_saturates() -> bool:
 
 
 def machine_info() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = _cpuinfo("model name") or platform.processor() or platform.machine()
     info: dict[str, object] = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
                                "python": platform.python_version(),
                                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "vnni": cpu_has_vnni()}

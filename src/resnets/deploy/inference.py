@@ -61,13 +61,13 @@ def onnxruntime_available() -> bool:
 def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False) -> str:
     """The fastest inference mode on ``device`` that needs no compilation and whose numbers agree with float32
     within its number format: bfloat16 where it is native (unless ``float32``: then the numbers are float32's to
-    about 1e-6), else ONNX Runtime's float32 on the CPU where it is installed (as fast as folded PyTorch or
-    faster, up to 1.6x, in every configuration of the speed suite on an AVX-512 and an AVX2 CPU), else batch norm folded into float32
+    about 1e-6), else ONNX Runtime's float32 where it runs (as fast as folded PyTorch or faster, up to 1.6x, in
+    every configuration of the speed suite on an AVX-512 and an AVX2 CPU), else batch norm folded into float32
     convolutions. The ONNX export costs about a second (ResNet-20) to a few (ResNet-50) once: it pays off over a
     few hundred to a few thousand images. ``compile`` can be as fast, after tens of seconds per input shape."""
     if not float32 and native_bf16(device):
         return "bf16"
-    return "onnxruntime" if torch.device(device).type == "cpu" and onnxruntime_available() else "fused"
+    return "onnxruntime" if "onnxruntime" in available_modes(device, compile=False) else "fused"
 
 
 def available_modes(device: torch.device | str = "cpu", *, compile: bool = True, emulated_bf16: bool = False
@@ -124,7 +124,8 @@ def _onnx_file(model: nn.Module, example: torch.Tensor, int8: bool) -> Path:
     from .quantize import quantize_onnx
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
-    return quantize_onnx(model, example, path) if int8 else export_onnx(model, example, path)
+    # the export traces one image (the batch size stays dynamic); int8 calibrates on all of them
+    return quantize_onnx(model, example, path) if int8 else export_onnx(model, example[:1], path)
 
 
 def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None = None) -> Runner:
