@@ -4,8 +4,8 @@ import torch
 
 import resnets
 import resnets.bench
-from resnets.bench import (bench_inference, bench_training, matmul_peak, saved_activation_bytes, time_calls,
-                           time_interleaved)
+from resnets.bench import (bench_inference, bench_training, cpu_matmuls, matmul_peak, saved_activation_bytes,
+                           time_calls, time_interleaved)
 
 
 def test_time_calls_orders_its_statistics():
@@ -23,6 +23,13 @@ def test_time_interleaved_takes_turns():
 def test_matmul_peak_is_a_rate():
     assert matmul_peak(torch.float32, n=128, repeats=2) > 1e8
     assert matmul_peak(torch.int8, n=128, repeats=2) > 1e8
+
+
+@pytest.mark.parametrize("n", [100, 128])  # a square and a non-square number of pixels for oneDNN's 1x1 conv
+def test_the_cpu_peak_kernels_are_each_an_n_by_n_by_n_product(n):
+    outputs = {name: fn() for name, fn in cpu_matmuls(torch.float32, n).items()}
+    assert set(outputs) == {"blas", "onednn"}
+    assert all(out.numel() == n * n for out in outputs.values())  # from n x n operands: 2 n^3 operations each
 
 
 def test_inference_rows_are_relative_to_the_baseline_of_the_same_run():

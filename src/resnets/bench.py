@@ -101,14 +101,18 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
             torch.backends.cuda.matmul.allow_tf32 = tf32
     if dtype == torch.int8:
         return 2 * n**3 / time_calls(_int8_matmul(n), repeats, warmup=3).median_s
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    side = int(n**0.5)
-    x = torch.randn(1, n, side, n // side, dtype=dtype).to(memory_format=torch.channels_last)
-    w = b.view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        blas = time_calls(lambda: torch.mm(a, b), repeats, warmup=3).median_s
-        onednn = time_calls(lambda: F.conv2d(x, w), repeats, warmup=3).median_s
-    return 2 * n**3 / min(blas, onednn * n / (side * (n // side)))
+        timings = time_interleaved(cpu_matmuls(dtype, n), repeats, warmup=3)
+    return 2 * n**3 / min(t.median_s for t in timings.values())
+
+
+def cpu_matmuls(dtype: torch.dtype, n: int) -> dict[str, Callable[[], object]]:
+    """Two ways to run an ``n x n`` by ``n x n`` product (``2 n^3`` operations) in ``dtype`` on the CPU: the
+    BLAS behind ``torch.mm``, and oneDNN's GEMM through a 1x1 convolution over a row of ``n`` pixels."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    x = torch.randn(1, n, 1, n, dtype=dtype).to(memory_format=torch.channels_last)
+    w = b.view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
+    return {"blas": lambda: torch.mm(a, b), "onednn": lambda: F.conv2d(x, w)}
 
 
 def _int8_matmul(n: int) -> Callable[[], object]:
