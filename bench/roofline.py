@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import RESULTS, write_result
-from resnets.bench import _train_step, cpu_matmuls, time_interleaved
+from resnets.bench import train_step, cpu_matmuls, time_interleaved
 from resnets.machine import machine_info
 
 BATCH, SIZE = 128, 32
@@ -71,7 +71,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     torch.manual_seed(0)
-    steps = {mode: _train_step("resnet20", SIZE, BATCH, mode, "cpu") for mode in ("naive", "channels_last")}
+    steps = {mode: train_step("resnet20", SIZE, BATCH, mode, "cpu") for mode in ("naive", "channels_last")}
     matmuls = cpu_matmuls(torch.float32, N)
     # the peak in the same rotation as the steps: this machine's speed drifts by tens of percent within minutes
     timed = time_interleaved({**steps, **matmuls}, args.repeats)

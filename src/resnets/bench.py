@@ -247,7 +247,9 @@ def _training_setup(name: str, size: int, batch: int, mode: str, device: torch.d
     return model, x, forward
 
 
-def _train_step(name: str, size: int, batch: int, mode: str, device: torch.device | str) -> Callable[[], None]:
+def train_step(name: str, size: int, batch: int, mode: str, device: torch.device | str) -> Callable[[], None]:
+    """One SGD step of ``name`` on a fixed random ``batch`` in training ``mode`` (``TRAIN_MODES``), as the
+    benchmark times it."""
     model, x, forward = _training_setup(name, size, batch, mode, device)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -266,7 +268,7 @@ def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], pea
     rows: list[TrainingRow] = []
     base_rate = None
     _fresh_compiler()
-    steps = {mode: _train_step(name, size, batch, mode, device) for mode in modes}
+    steps = {mode: train_step(name, size, batch, mode, device) for mode in modes}
     gflops = 3 * _gflops(create_model(name), size)  # forward + backward is about three forwards
     timings = time_interleaved(steps, repeats, warmup=3)
     for mode in modes:
