@@ -63,6 +63,12 @@ def test_train_bad_inputs_are_one_line_each(tmp_path):
     (tmp_path / "empty").mkdir()
     _one_clean_error_line(_run("train", "--data", str(tmp_path / "empty")), "no class folders")
     _one_clean_error_line(_run("train", "--data", "cifar10", "--data-root", str(tmp_path)), "cifar10 not found")
+    (tmp_path / "file").write_text("kept")
+    _one_clean_error_line(_run("train", "--out", str(tmp_path / "file")), "output folder", "is a file")
+    # the file system refusing (here: a folder inside a file) is one line too, naming the path
+    _one_clean_error_line(_run("train", "--epochs", "1", "--subset", "64", "--out", str(tmp_path / "file" / "run")),
+                          str(tmp_path / "file" / "run"), "Not a directory")
+    assert (tmp_path / "file").read_text() == "kept"
 
 
 def test_train_eval_predict_from_the_command_line(tmp_path, image_tree):

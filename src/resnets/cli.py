@@ -98,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResnetsError as e:
         print(f"resnets {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system refused: an output path that is a file, no permission, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"resnets {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"resnets {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -12,8 +12,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
+import resnets  # noqa: E402
 from resnets import Predictor  # noqa: E402
-from resnets.deploy.server import Batcher, ServeConfig, create_app  # noqa: E402
+from resnets.deploy.server import Batcher, ServeConfig, create_app, serve  # noqa: E402
 
 
 def png(size=32, seed=0) -> bytes:
@@ -91,3 +92,9 @@ def test_concurrent_requests_are_batched(predictor):
     assert batcher.images == 12 and batcher.batches == 2 and batcher.largest == 8
     expected = predictor.predict_tensor(torch.stack([predictor.load(png(seed=i)) for i in range(12)]), 3)
     assert [[c for c, _ in t] for t in tops] == [[c for c, _ in t] for t in expected]
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_a_port_out_of_range_is_refused_before_anything_loads(port):
+    with pytest.raises(resnets.ResnetsError, match=f"port must be in 0..65535, got {port}"):
+        serve("no-such-checkpoint.pt", port=port)  # the checkpoint would be a different error

@@ -1,5 +1,6 @@
 """Safe loading: weights only, wrappers and prefixes, safetensors, clear mismatch errors, in_chans adaptation."""
 import pickle
+import re
 
 import pytest
 import torch
@@ -59,12 +60,15 @@ def test_raw_pickle_is_refused(tmp_path):
         resnets.create_model("resnet20", pretrained=path)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
-def test_corrupt_file_is_a_clear_error(tmp_path, content):
+@pytest.mark.parametrize("content,why", [(b"", "the file is empty"),
+                                         (b"not a checkpoint at all", "neither a zip archive nor a pickle"),
+                                         (b"PK\x03\x04garbage", r"damaged \(RuntimeError: .*zip archive")])
+def test_corrupt_file_is_a_clear_error(tmp_path, content, why):
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
-    with pytest.raises(resnets.CheckpointError, match="bad.pth"):
+    with pytest.raises(resnets.CheckpointError, match="bad.pth") as err:
         resnets.create_model("resnet20", pretrained=path)
+    assert re.search(why, str(err.value)) and "\n" not in str(err.value)
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

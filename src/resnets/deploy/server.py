@@ -197,6 +197,8 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
 def serve(source: str, host: str = "127.0.0.1", port: int = 8000, cfg: ServeConfig | None = None,
           mode: str = "auto") -> None:
     """Run the service for a checkpoint, a weights file or a shipped weights name until interrupted."""
+    if not 0 <= port <= 65535:
+        raise ResnetsError(f"port must be in 0..65535, got {port}")
     predictor = Predictor(source, mode=mode)
     app = create_app(predictor, cfg, name=Path(str(source)).stem)
     import uvicorn

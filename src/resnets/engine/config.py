@@ -111,6 +111,7 @@ class TrainConfig:
             (self.head_lr_mult > 0, f"head learning-rate multiplier must be > 0, got {self.head_lr_mult}"),
             (self.unfreeze_every is None or self.unfreeze_every > 0,
              f"unfreeze interval must be > 0 epochs, got {self.unfreeze_every}"),
+            (not self.out_dir().is_file(), f"output folder {self.out_dir()} is a file"),
         ]
         for ok, msg in checks:
             if not ok:

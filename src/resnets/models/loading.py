@@ -35,6 +35,9 @@ def read_checkpoint(path: str | Path) -> dict:
     path = resolve_weights(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    why = _not_a_torch_file(path) if path.suffix != ".safetensors" else None
+    if why:
+        raise CheckpointError(f"cannot read checkpoint {path}: {why}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -43,11 +46,24 @@ def read_checkpoint(path: str | Path) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(_unpickling_message(path, str(e))) from None
-    except Exception as e:  # corrupt zip, truncated file, bad safetensors header, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # damaged zip, truncated file, bad safetensors header, ...
+        first = str(e).strip().split("\n")[0].split(". ")[0]  # torch's advice paragraphs add nothing here
+        raise CheckpointError(f"cannot read checkpoint {path}: damaged ({type(e).__name__}: {first})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     return obj
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """Why ``path`` cannot be what ``torch.save`` writes (a zip archive, or a pickle in the legacy format),
+    or None where it could be (and is only damaged)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head:
+        return "the file is empty"
+    if head == b"PK" or head[:1] == pickle.PROTO:
+        return None
+    return "not a PyTorch weights file (neither a zip archive nor a pickle)"
 
 
 def _unpickling_message(path: Path, text: str) -> str:
