@@ -72,8 +72,11 @@ def test_corrupt_file_is_a_clear_error(tmp_path, content, why):
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(resnets.CheckpointError, match="not found"):
+    with pytest.raises(resnets.CheckpointError, match="not found") as err:
         resnets.create_model("resnet20", pretrained=tmp_path / "nope.pth")
+    assert "shipped" not in str(err.value)  # a path: no list of names
+    with pytest.raises(resnets.CheckpointError, match="nor a shipped weights name: resnet20_cifar10"):
+        resnets.create_model("resnet20", pretrained="resnet20_cifar")  # a mistyped name
 
 
 def test_other_architecture_names_missing_and_unexpected_keys(tmp_path):

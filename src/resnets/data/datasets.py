@@ -34,7 +34,7 @@ def cache_dir() -> Path:
 def _holdout(n: int, val_size: float) -> int:
     size = int(val_size) if val_size >= 1 else round(n * val_size)
     if not 0 < size < n:
-        raise DataError(f"validation size {val_size} leaves no training or no validation images out of {n}")
+        raise DataError(f"validation size {val_size:g} leaves no training or no validation images out of {n}")
     return size
 
 

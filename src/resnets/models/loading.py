@@ -34,7 +34,9 @@ def read_checkpoint(path: str | Path) -> dict:
     its path or, for the weights shipped with the package, by name."""
     path = resolve_weights(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        looks_like_a_name = not path.suffix and len(path.parts) == 1
+        hint = f" (nor a shipped weights name: {', '.join(sorted(shipped_weights()))})" if looks_like_a_name else ""
+        raise CheckpointError(f"checkpoint not found: {path}{hint}")
     why = _not_a_torch_file(path) if path.suffix != ".safetensors" else None
     if why:
         raise CheckpointError(f"cannot read checkpoint {path}: {why}")
