@@ -58,6 +58,7 @@ def test_train_bad_inputs_are_one_line_each(tmp_path):
     _one_clean_error_line(_run("train", "--data", str(tmp_path / "missing")), "data not found")
     _one_clean_error_line(_run("train", "--lr", "100"), "learning rate must be in")
     _one_clean_error_line(_run("train", "--batch-size", "0"), "batch size must be in")
+    _one_clean_error_line(_run("train", "--nproc", "0"), "--nproc must be >= 1")
     _one_clean_error_line(_run("train", "--model", "resnet21"), "unknown model 'resnet21'", "did you mean")
     _one_clean_error_line(_run("train", "--recipe", "cifar10-resnet56-papr"), "did you mean cifar10-resnet56-paper")
     (tmp_path / "empty").mkdir()

@@ -112,8 +112,7 @@ def run_experiment(name: str, out: str | Path, *, data: str = "cifar10", data_ro
         raise ConfigError(f"unknown experiment {name!r}; expected one of {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
+    planned = []  # every run's settings checked before the first one trains
     for run in exp.runs(tuple(depths or exp.depths)):
         folder = out / run.folder
         settings = dict(model=run.model, model_args=run.model_args, data=data, data_root=data_root, out=str(folder),
@@ -122,11 +121,15 @@ def run_experiment(name: str, out: str | Path, *, data: str = "cifar10", data_ro
             settings["epochs"] = epochs
         if subset is not None:
             settings["subset"] = subset
+        planned.append((run, folder, make_config("experiment", **settings)))
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for run, folder, cfg in planned:
         if not (folder / "report.json").exists():
             resume = folder / "last.pt"
             log.info("experiment %s: training %s (%s)%s", name, run.label, run.model,
                      ", resuming" if resume.exists() else "")
-            train(make_config("experiment", **settings), resume=resume if resume.exists() else None)
+            train(cfg, resume=resume if resume.exists() else None)
         results.append(_collect(run, folder))
     _write_csv(results, out / "results.csv")
     figures = _figures(name, results, out)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..deploy.inference import MODES
-from ..errors import ResnetsError
+from ..errors import ConfigError, ResnetsError
 from .config import TrainConfig, list_recipes, load_recipe, make_config
 
 log = logging.getLogger("resnets")
@@ -91,6 +91,8 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
 
     from .train import train
 
+    if args.nproc < 1 or args.max_restarts < 0:
+        raise ConfigError(f"--nproc must be >= 1 and --max-restarts >= 0, got {args.nproc} and {args.max_restarts}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the job; each process runs this command
         from .distributed import launch
 

@@ -86,7 +86,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         checks = [
-            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs:g}"),
             (1 <= self.batch_size <= 65536, f"batch size must be in [1, 65536], got {self.batch_size}"),
             (0 < self.lr <= 10, f"learning rate must be in (0, 10], got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
