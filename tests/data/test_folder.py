@@ -181,3 +181,24 @@ def test_grayscale_decoding():
     Image.new("RGB", (40, 40), (200, 100, 0)).save(buf, format="PNG")
     arr = decode_image(buf.getvalue(), 32, channels=1)
     assert arr.shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_grayscale_keeps_its_range(channels):
+    import io
+
+    ramp = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 64)  # 0 .. 65472
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    arr = decode_image(buf.getvalue(), 32, channels=channels)
+    assert arr.shape == (channels, 32, 32)
+    assert all(np.array_equal(a, (ramp >> 8).astype(np.uint8)) for a in arr)  # not clipped to white at 255
+
+
+def test_floating_point_images_are_refused():
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).random((8, 8), dtype=np.float32)).save(buf, format="TIFF")
+    with pytest.raises(ValueError, match="floating-point images"):
+        decode_image(buf.getvalue(), 8)

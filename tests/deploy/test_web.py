@@ -58,5 +58,5 @@ def test_pick_an_image_and_see_bars_and_heatmap(server, tmp_path):
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"this is text, not a picture")
         page.set_input_files("#file", str(bad))
-        page.wait_for_selector("#error:has-text('not a readable image')", timeout=30_000)
+        page.wait_for_selector("#error:has-text('notes.png: not a recognised image file')", timeout=30_000)
         browser.close()

@@ -45,7 +45,7 @@ def decode_image(data: bytes, size: int | None, channels: int = 3) -> np.ndarray
             raise ValueError(f"image too large ({w}x{h})")
         if img.format == "JPEG" and size is not None:
             img.draft("RGB" if channels == 3 else "L", (size, size))
-        img = img.convert("RGB" if channels == 3 else "L")
+        img = _eight_bit(img).convert("RGB" if channels == 3 else "L")
         w, h = img.size
         side = size or min(w, h)
         if min(w, h) != side:
@@ -57,6 +57,23 @@ def decode_image(data: bytes, size: int | None, channels: int = 3) -> np.ndarray
             img = img.crop((left, top, left + side, top + side))
         arr = np.array(img, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def unreadable(e: Exception) -> str:
+    """Why ``decode_image`` refused a file, in a few words."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not a recognised image file"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit grayscale (PNG, TIFF) as 8 bits of its full range: PIL's ``convert`` would clip every value
+    above 255 to white. Floating-point images have no range to map from and are refused."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        return Image.fromarray((np.asarray(img).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8), "L")
+    if img.mode == "F":
+        raise ValueError("floating-point images are not supported")
+    return img
 
 
 @dataclass
@@ -149,10 +166,8 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
             try:
                 arr = decode_image(data, size)
                 size = size or arr.shape[-1]
-            except UnidentifiedImageError:
-                reason = "not a recognised image file"
             except Exception as e:  # any undecodable file: PIL raises many kinds
-                reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                reason = unreadable(e)
         if reason is not None:
             if strict:
                 raise DataError(f"unreadable image {source / rel}: {reason}")

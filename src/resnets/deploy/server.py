@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..data.folder import unreadable
 from ..engine.evaluate import Predictor
 from ..errors import ResnetsError
 
@@ -149,7 +150,7 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
             try:
                 out.append((f.filename or "image", predictor.load(data)))
             except Exception as e:
-                raise Rejected(415, f"{f.filename}: not a readable image ({type(e).__name__})") from None
+                raise Rejected(415, f"{f.filename}: {unreadable(e)}") from None
         return out
 
     def check_topk(topk: int) -> int:

@@ -145,6 +145,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    from ..data.folder import unreadable
     from .evaluate import Predictor, find_images
 
     if args.topk < 1 or args.batch_size < 1:
@@ -162,8 +163,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
                 names.append(f)
             except Exception as e:
                 if args.strict:
-                    raise ResnetsError(f"cannot read image {f}: {type(e).__name__}: {e}") from None
-                log.warning("skipped %s: not a readable image (%s)", f, type(e).__name__)
+                    raise ResnetsError(f"cannot read image {f}: {unreadable(e)}") from None
+                log.warning("skipped %s: %s", f, unreadable(e))
         if not loaded:
             continue
         import torch
