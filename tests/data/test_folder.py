@@ -202,3 +202,17 @@ def test_floating_point_images_are_refused():
     Image.fromarray(np.random.default_rng(0).random((8, 8), dtype=np.float32)).save(buf, format="TIFF")
     with pytest.raises(ValueError, match="floating-point images"):
         decode_image(buf.getvalue(), 8)
+
+
+def test_the_camera_orientation_tag_is_applied():
+    import io
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)  # stored landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored image must turn 90 degrees clockwise to be upright
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", exif=exif)
+    arr = decode_image(buf.getvalue(), None).transpose(1, 2, 0)
+    upright = np.rot90(pixels, k=-1)  # 48 high, 32 wide
+    np.testing.assert_array_equal(arr, upright[8:40])  # centre-cropped to 32 x 32
+    assert not np.array_equal(arr, pixels[:, 8:40])  # what ignoring the tag would give

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from .types import ImageSet
@@ -45,6 +45,7 @@ def decode_image(data: bytes, size: int | None, channels: int = 3) -> np.ndarray
             raise ValueError(f"image too large ({w}x{h})")
         if img.format == "JPEG" and size is not None:
             img.draft("RGB" if channels == 3 else "L", (size, size))
+        img = ImageOps.exif_transpose(img)  # upright as the camera's orientation tag says
         img = _eight_bit(img).convert("RGB" if channels == 3 else "L")
         w, h = img.size
         side = size or min(w, h)
