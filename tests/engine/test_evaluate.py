@@ -56,6 +56,8 @@ def test_predictor_classifies_files_bytes_and_pil(tree_run):
     assert [p for _, p in from_bytes] == pytest.approx([p for _, p in out[0]], abs=1e-5)
     pil = predictor.predict([Image.open(files[0])], topk=2)[0]
     assert [c for c, _ in pil] == [c for c, _ in out[0]]
+    for one in (files[0], str(files[0]), files[0].read_bytes()):  # a single image, not a sequence of them
+        assert [c for c, _ in predictor.predict(one, topk=2)[0]] == [c for c, _ in out[0]]
     if result.test.top1 >= 90:
         assert sum(top[0][0] == "dog" for top in out) >= 3
 
@@ -64,8 +66,12 @@ def test_predictor_names_an_unreadable_file(tree_run, tmp_path):
     _, best, _ = tree_run
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
-    with pytest.raises(DataError, match="cannot read image .*bad.jpg"):
+    with pytest.raises(DataError, match="cannot read image .*bad.jpg: not a recognised image file"):
         resnets.Predictor(best).predict([bad])
+    with pytest.raises(DataError, match="cannot read image .*missing.png: FileNotFoundError"):
+        resnets.Predictor(best).predict(str(tmp_path / "missing.png"))  # named whole, not letter by letter
+    with pytest.raises(DataError, match="a Tensor, not a path.*predict_tensor"):
+        resnets.Predictor(best).predict([torch.zeros(3, 32, 32, dtype=torch.uint8)])
 
 
 def test_predictor_resizes_any_image(tree_run):

@@ -173,8 +173,8 @@ def test_bad_options_are_clear_errors():
         resnets.create_model("resnet20", shortcut="D")
     with pytest.raises(resnets.ConfigError, match="basic blocks"):
         resnets.create_model("resnet18", groups=32)
-    with pytest.raises(resnets.ConfigError, match="drop-path"):
-        resnets.create_model("resnet20", drop_path_rate=1.5)
+    with pytest.raises(resnets.ConfigError, match="drop_path_rate must be in \\[0, 1\\), got 0.0 and 1.5"):
+        resnets.create_model("resnet20", drop_path_rate=1.5)  # the rate given, not a block's share of it
     with pytest.raises(resnets.ConfigError, match="in_chans"):
         resnets.create_model("resnet20", in_chans=0)
 

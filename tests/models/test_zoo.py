@@ -50,6 +50,15 @@ def test_unknown_name_suggests_the_closest():
         resnets.create_model("resnt50")
 
 
+def test_settings_a_network_does_not_take_are_named():
+    with pytest.raises(resnets.ConfigError, match="resnet20 has no setting 'drop_path'; did you mean drop_path_rate"):
+        resnets.create_model("resnet20", drop_path=0.1)
+    with pytest.raises(resnets.ConfigError, match="fastresnet8 has no setting 'zero_init_last'; its settings: "):
+        resnets.create_model("fastresnet8", zero_init_last=True)
+    with pytest.raises(resnets.ConfigError, match="out_indices must be stage indices in 0..2, got \\[3\\]"):
+        resnets.create_model("resnet20", features_only=True, out_indices=(3,))
+
+
 def _forward_backward(model: torch.nn.Module, size: int, in_chans: int = 3) -> torch.Tensor:
     x = torch.randn(2, in_chans, size, size)
     y = model(x)

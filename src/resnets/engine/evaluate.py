@@ -11,12 +11,14 @@ import torch
 from PIL import Image
 
 from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
-from ..data.folder import IMAGE_EXTS, decode_image
+from ..data.folder import IMAGE_EXTS, decode_image, unreadable
 from ..deploy.inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
 from ..errors import DataError, ResnetsError
 from .checkpoint import atomic_write, model_from_checkpoint
 from .metrics import Metrics, classification_metrics
 from .train import evaluate_split, predict_logits, resolve_device
+
+ImageInput = str | Path | bytes | Image.Image  # one image: a path, encoded bytes or a PIL image
 
 log = logging.getLogger("resnets")
 
@@ -218,7 +220,7 @@ class Predictor:
         self.aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"],
                                 len(self.classes))
 
-    def load(self, image: str | Path | bytes | Image.Image) -> torch.Tensor:
+    def load(self, image: ImageInput) -> torch.Tensor:
         """One image (a path, encoded bytes or a PIL image) as the uint8 tensor the model was trained on."""
         if isinstance(image, Image.Image):
             import io
@@ -239,17 +241,23 @@ class Predictor:
         p, idx = probs.topk(min(topk, len(self.classes)), dim=1)
         return [[(self.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
 
-    def predict(self, images: Sequence[str | Path | bytes | Image.Image], topk: int = 5,
+    def predict(self, images: ImageInput | Sequence[ImageInput], topk: int = 5,
                 batch_size: int = 64) -> list[list[tuple[str, float]]]:
-        """Top-k ``(class, probability)`` per image, in batches. An unreadable image raises ``DataError``."""
+        """Top-k ``(class, probability)`` per image (one image, or a sequence), in batches. An unreadable image
+        raises ``DataError``; a uint8 batch tensor goes to ``predict_tensor``."""
+        if isinstance(images, (str, Path, bytes, Image.Image)):
+            images = [images]
         results: list[list[tuple[str, float]]] = []
         for i in range(0, len(images), batch_size):
             batch = []
             for image in images[i:i + batch_size]:
+                name = image if isinstance(image, (str, Path)) else f"image {i + len(batch)}"
+                if not isinstance(image, (str, Path, bytes, Image.Image)):
+                    raise DataError(f"cannot read {name}: a {type(image).__name__}, not a path, encoded bytes or "
+                                    "a PIL image (predict_tensor takes uint8 tensors)")
                 try:
                     batch.append(self.load(image))
                 except Exception as e:
-                    name = image if isinstance(image, (str, Path)) else f"image {i + len(batch)}"
-                    raise DataError(f"cannot read image {name}: {type(e).__name__}: {e}") from None
+                    raise DataError(f"cannot read image {name}: {unreadable(e)}") from None
             results += self.predict_tensor(torch.stack(batch), topk)
         return results

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -80,6 +81,7 @@ def create_model(
     from .resnet import FeatureExtractor
 
     spec = get_model_spec(name)
+    _check_settings(name, spec.builder, overrides)
     args = {**spec.args, **overrides, "in_chans": in_chans}
     if num_classes is not None:
         args["num_classes"] = num_classes
@@ -89,3 +91,16 @@ def create_model(
     if features_only:
         return FeatureExtractor(model, out_indices)
     return model
+
+
+def _check_settings(name: str, builder: Callable[..., nn.Module], overrides: dict[str, Any]) -> None:
+    """Refuse a setting that ``builder`` does not take, naming the closest one it does."""
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k in params if k not in ("self", "in_chans")]
+    for key in overrides:
+        if key not in params:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; its settings: {', '.join(known)}"
+            raise ConfigError(f"{name} has no setting {key!r}{hint}")

@@ -218,6 +218,8 @@ class ResNet(StagedNet):
             raise ConfigError(f"layers {tuple(layers)} and widths {tuple(widths)} must be non-empty and of equal length")
         if in_chans < 1 or num_classes < 0:
             raise ConfigError(f"in_chans must be >= 1 and num_classes >= 0, got {in_chans} and {num_classes}")
+        if not (0 <= drop_rate < 1 and 0 <= drop_path_rate < 1):
+            raise ConfigError(f"drop_rate and drop_path_rate must be in [0, 1), got {drop_rate} and {drop_path_rate}")
         norm_layer = norm_layer or nn.BatchNorm2d
         opts = BlockOptions(groups, base_width, norm_layer, se_ratio, stride_in_1x1)
         self.num_classes = num_classes
@@ -306,6 +308,10 @@ class FeatureExtractor(nn.Module):
     def __init__(self, model: StagedNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
         self.out_indices = tuple(range(model.num_stages) if out_indices is None else out_indices)
+        bad = sorted(set(self.out_indices) - set(range(model.num_stages)))
+        if bad or not self.out_indices:
+            raise ConfigError(f"out_indices must be stage indices in 0..{model.num_stages - 1}, got "
+                              f"{list(self.out_indices)}")
         model.reset_classifier(0)
         self.model = model
         self.feature_info = [model.feature_info[i] for i in self.out_indices]
