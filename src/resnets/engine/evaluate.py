@@ -245,14 +245,14 @@ class Predictor:
                 batch_size: int = 64) -> list[list[tuple[str, float]]]:
         """Top-k ``(class, probability)`` per image (one image, or a sequence), in batches. An unreadable image
         raises ``DataError``; a uint8 batch tensor goes to ``predict_tensor``."""
-        if isinstance(images, (str, Path, bytes, Image.Image)):
+        if isinstance(images, ImageInput):
             images = [images]
         results: list[list[tuple[str, float]]] = []
         for i in range(0, len(images), batch_size):
             batch = []
             for image in images[i:i + batch_size]:
                 name = image if isinstance(image, (str, Path)) else f"image {i + len(batch)}"
-                if not isinstance(image, (str, Path, bytes, Image.Image)):
+                if not isinstance(image, ImageInput):
                     raise DataError(f"cannot read {name}: a {type(image).__name__}, not a path, encoded bytes or "
                                     "a PIL image (predict_tensor takes uint8 tensors)")
                 try:
