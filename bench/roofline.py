@@ -2,23 +2,23 @@
 take, how fast they run against the machine's float32 matmul peak, the speedups over the naive baseline
 that even perfect kernels would allow, and whether Winograd's F(2x2, 3x3) could cut the convolutions' time.
 
-    python bench/roofline.py --out bench/results/cpu-avx2/roofline.json
+    python bench/roofline.py --out bench/results/cpu-avx2     # writes roofline.json there
 
-Issue #4 asks for 2x the naive baseline. With native bfloat16 the step halves its bytes and doubles its
-arithmetic rate; in float32 the answer is whatever this script prints.
+Issue #4 asks for 2x the naive baseline. Native bfloat16 halves the step's bytes and doubles its arithmetic
+rate; whether float32 alone can get there on a CPU is what this script measures.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import RESULTS, write_result
-from resnets.bench import train_step, cpu_matmuls, time_interleaved
+from resnets.bench import cpu_matmuls, time_interleaved, train_step
 from resnets.machine import machine_info
 
 BATCH, SIZE = 128, 32
@@ -27,7 +27,7 @@ CONV_FORWARD = {"aten::mkldnn_convolution", "aten::_convolution", "aten::thnn_co
 CONV_BACKWARD = {"aten::convolution_backward"}
 
 
-def conv_flops(step: object) -> dict[str, float]:
+def conv_flops(step: Callable[[], None]) -> dict[str, float]:
     """FLOPs of one training step's convolutions: forward and backward."""
     with FlopCounterMode(display=False) as counter:
         step()
@@ -35,8 +35,7 @@ def conv_flops(step: object) -> dict[str, float]:
     return {"forward": ops.get("aten.convolution", 0), "backward": ops.get("aten.convolution_backward", 0)}
 
 
-
-def conv_seconds(step: object, steps: int = 10) -> dict[str, float]:
+def conv_seconds(step: Callable[[], None], steps: int = 10) -> dict[str, float]:
     """Seconds per step in the convolutions' forward and backward kernels, and in the whole step (profiled)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
