@@ -98,7 +98,7 @@ def _check_settings(name: str, builder: Callable[..., nn.Module], overrides: dic
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    known = [k for k in params if k not in ("self", "in_chans")]
+    known = [k for k in params if k != "in_chans"]
     for key in overrides:
         if key not in params:
             close = difflib.get_close_matches(key, known, n=1)

@@ -65,12 +65,15 @@ class StagedNet(nn.Module):
             x = _checkpointed(blk, x, [blk])
         return x
 
+    def check_stage_indices(self, indices: Sequence[int]) -> Sequence[int]:
+        """``indices`` if it names one or more of the stages (``0..num_stages - 1``); a ``ConfigError`` if not."""
+        if not indices or not set(indices) <= set(range(self.num_stages)):
+            raise ConfigError(f"stage indices must be in 0..{self.num_stages - 1}, got {list(indices)}")
+        return indices
+
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Outputs of the stages in ``indices`` (default: all), e.g. strides 4/8/16/32 for detection."""
-        want = set(range(self.num_stages) if indices is None else indices)
-        bad = want - set(range(self.num_stages))
-        if bad:
-            raise ConfigError(f"stage indices {sorted(bad)} out of range 0..{self.num_stages - 1}")
+        want = set(range(self.num_stages) if indices is None else self.check_stage_indices(indices))
         x = self._run_stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
@@ -307,11 +310,8 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, model: StagedNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.out_indices = tuple(range(model.num_stages) if out_indices is None else out_indices)
-        bad = sorted(set(self.out_indices) - set(range(model.num_stages)))
-        if bad or not self.out_indices:
-            raise ConfigError(f"out_indices must be stage indices in 0..{model.num_stages - 1}, got "
-                              f"{list(self.out_indices)}")
+        self.out_indices = tuple(range(model.num_stages) if out_indices is None
+                                 else model.check_stage_indices(out_indices))
         model.reset_classifier(0)
         self.model = model
         self.feature_info = [model.feature_info[i] for i in self.out_indices]
