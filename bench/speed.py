@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from resnets.bench import run_bench
-from resnets.engine.checkpoint import atomic_write
+from resnets.files import atomic_write
 
 OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 

@@ -1,5 +1,8 @@
+import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,26 @@ def tree_run(tmp_path_factory):
         mp.setenv("RESNETS_CACHE", str(root / "cache"))
         result = resnets.train(cfg)
         yield tree, result.out_dir / "best.pt", result
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_root():
+    """``serve(folder)`` serves a folder on 127.0.0.1 for the test (its URL is returned), then stops."""
+    servers = []
+
+    def serve(folder):
+        handler = functools.partial(Quiet, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for s in servers:
+        s.shutdown()
+        s.server_close()

@@ -36,7 +36,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from .bench import run_bench
-    from .engine.checkpoint import atomic_write
+    from .files import atomic_write
 
     report = run_bench(quick=args.quick, compile=not args.no_compile, device=args.device)
     if args.out:

@@ -90,7 +90,7 @@ def save_features(path: str | Path, features: dict[str, np.ndarray], sets: dict[
                   classes: list[str]) -> Path:
     """Features, labels and file names of each split, as ``.npz`` or ``.safetensors`` (file names and classes
     in its metadata)."""
-    from .engine.checkpoint import atomic_write
+    from .files import atomic_write
 
     path = Path(path)
     if path.suffix == ".safetensors":

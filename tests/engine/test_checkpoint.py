@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from resnets.engine.checkpoint import atomic_write, load_training_checkpoint, save_checkpoint
+from resnets.engine.checkpoint import load_training_checkpoint, save_checkpoint
 from resnets.errors import CheckpointError
+from resnets.files import atomic_write
 
 
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

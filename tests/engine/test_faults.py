@@ -15,7 +15,7 @@ from resnets.engine.ema import ModelEma
 
 SLOW_WRITER = """
 import sys, time, torch
-from resnets.engine.checkpoint import atomic_write
+from resnets.files import atomic_write
 big = {"model": {"w": torch.zeros(4_000_000)}, "config": {"model": "resnet20"}, "classes": ["a"], "epoch": 2}
 
 def write(f):

@@ -9,17 +9,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import atomic_write
 from .cifar import CIFAR, load_cifar
 from .digits import load_digits_set
 from .folder import FolderContents, is_archive, read_image_folder
-from .types import ImageData, ImageSet, channel_stats, split_off
+from .shards import is_shard_dataset
+from .sources import held_in_memory, stream_wanted, streamed_folder, streamed_shards
+from .types import ImageData, ImageSet, channel_stats, holdout_size, split_off
 
 log = logging.getLogger("resnets")
 
@@ -29,13 +31,6 @@ CIFAR_VAL = 5000
 
 def cache_dir() -> Path:
     return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets"))
-
-
-def _holdout(n: int, val_size: float) -> int:
-    size = int(val_size) if val_size >= 1 else round(n * val_size)
-    if not 0 < size < n:
-        raise DataError(f"validation size {val_size:g} leaves no training or no validation images out of {n}")
-    return size
 
 
 def _fingerprint(source: Path, image_size: int | None) -> str:
@@ -59,15 +54,7 @@ def _save_contents(path: Path, c: FolderContents) -> None:
         arrays[f"{key}.images"] = s.images.numpy()
         arrays[f"{key}.labels"] = s.labels.numpy()
         arrays[f"{key}.files"] = np.array(s.files)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_contents(path: Path) -> FolderContents:
@@ -108,6 +95,8 @@ def load_data(
     val_size: float | None = None,
     strict: bool = False,
     cache: bool = True,
+    stream: bool | None = None,
+    crop_size: int | None = None,
 ) -> ImageData:
     """Load a dataset with train/validation/test splits and the training split's channel statistics.
 
@@ -121,11 +110,21 @@ def load_data(
             (default: 5,000 for CIFAR, 10% for image trees, a fixed 180 for the digits); 0: none (an empty
             validation split).
         strict: fail on the first unreadable image instead of skipping it.
+        stream: read an image folder or shards from disk as training uses them (``StreamSet`` splits) instead
+            of decoding them into memory; ``None``: shards and folders too big for a quarter of the memory
+            are streamed. Streamed images are stored at ``image_size`` (default: ``crop_size / 0.875``).
+        crop_size: the evaluation crop of streamed images.
     """
     skipped: list[str] = []
     name = str(source)
     path = Path(source)
     cifar_kind = next((k for k, v in CIFAR.items() if path.name == v[0]), None) if path.is_dir() else None
+    if is_shard_dataset(name):
+        data, _ = streamed_shards(name, image_size, crop_size)
+        return held_in_memory(data) if stream is False else data
+    if stream and (not path.is_dir() or cifar_kind):
+        raise DataError(f"streaming reads an image folder or shards, not {source!r}" + (
+            f" (make shards of it with: resnets shard {source} DEST)" if is_archive(path) else ""))
     if name == "digits":
         everything, classes = load_digits_set()
         rest, test = split_off(everything, DIGITS_TEST, seed=0)
@@ -140,6 +139,8 @@ def load_data(
         splits = {"train": "official train minus val", "val": f"{CIFAR_VAL} held out of official train (seed 0)",
                   "test": "official test"}
     elif path.exists() and (path.is_dir() or is_archive(path)):
+        if stream or (stream is None and path.is_dir() and stream_wanted(path, image_size)):
+            return streamed_folder(path, image_size, crop_size, val_size)
         contents = read_image_folder_cached(path, image_size, strict, cache)
         classes, skipped = contents.classes, contents.skipped
         train_full = contents.sets.get("train", contents.sets.get(None))
@@ -161,7 +162,10 @@ def load_data(
         splits["train"] = splits["train"].replace(" minus val/test", " minus test").replace(" minus val", "")
         splits["val"] = "none"
     else:
-        held = _holdout(len(train_full), val_default if val_size is None else val_size)
+        try:
+            held = holdout_size(len(train_full), val_default if val_size is None else val_size)
+        except ValueError as e:
+            raise DataError(str(e)) from None
         train, val = split_off(train_full, held, seed=0)
         splits.setdefault("val", f"{held} held out of train (seed 0)")
     return _finish(name, classes, train, val, test, splits, skipped)

@@ -13,7 +13,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -96,8 +96,11 @@ def _place(rel: PurePosixPath) -> tuple[str | None, str] | None:
     return None
 
 
-def _walk_folder(root: Path) -> Iterator[tuple[PurePosixPath, bytes | None, str | None]]:
-    """(relative path, bytes or None, reason) for every file and class folder under ``root``."""
+Entry = tuple[PurePosixPath, Callable[[], bytes] | None, str | None]  # (relative path, reader, why not)
+
+
+def _walk_folder(root: Path) -> Iterator[Entry]:
+    """(relative path, reader of its bytes or None, reason) for every image file and class folder under ``root``."""
     real_root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
@@ -112,13 +115,10 @@ def _walk_folder(root: Path) -> Iterator[tuple[PurePosixPath, bytes | None, str 
             if path.is_symlink() and not path.resolve().is_relative_to(real_root):
                 yield rel, None, "symbolic link that leaves the data root"
                 continue
-            try:
-                yield rel, path.read_bytes(), None
-            except OSError as e:
-                yield rel, None, f"cannot read ({e.strerror or e})"
+            yield rel, path.read_bytes, None
 
 
-def _walk_tar(path: Path) -> Iterator[tuple[PurePosixPath, bytes | None, str | None]]:
+def _walk_tar(path: Path) -> Iterator[Entry]:
     try:
         tf = tarfile.open(path)
     except (tarfile.TarError, OSError) as e:
@@ -135,35 +135,106 @@ def _walk_tar(path: Path) -> Iterator[tuple[PurePosixPath, bytes | None, str | N
                     yield rel, None, "link inside the archive (not followed)"
                 else:
                     f = tf.extractfile(m)
-                    yield rel, f.read() if f is not None else b"", None
+                    data = f.read() if f is not None else b""
+                    yield rel, lambda data=data: data, None
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             raise DataError(f"archive {path} is corrupt or truncated: {e}") from None
 
 
-def read_image_folder(source: Path, image_size: int | None = None, strict: bool = False) -> FolderContents:
-    """Decode every image of an ImageFolder tree (a folder, or a ``.tar``/``.tar.gz`` of one)."""
+def _entries(source: Path) -> Iterator[Entry]:
     if not source.exists():
         raise DataError(f"data not found: {source}")
     if source.is_dir():
-        entries = _walk_folder(source)
-    elif is_archive(source):
-        entries = _walk_tar(source)
-    else:
-        raise DataError(f"{source} is neither a folder nor a .tar/.tar.gz archive of an image tree")
+        return _walk_folder(source)
+    if is_archive(source):
+        return _walk_tar(source)
+    raise DataError(f"{source} is neither a folder nor a .tar/.tar.gz archive of an image tree")
 
-    images: dict[tuple[str | None, str], list[np.ndarray]] = {}
-    files: dict[tuple[str | None, str], list[str]] = {}
-    skipped: list[str] = []
-    dirs: list[PurePosixPath] = []
-    size = image_size
-    for rel, data, reason in entries:
+
+Groups = dict[tuple[str | None, str], list]  # (split or None, class) -> its images (arrays or file paths)
+
+
+def _organise(source: Path, groups: Groups, dirs: list[PurePosixPath], names: list[str]) -> tuple[Groups, list[str]]:
+    """The groups that count (only those inside split folders where there are any), and the classes (those
+    of the training split). Class folders that hold no readable image, and classes outside the training
+    split, are errors. ``names`` are the relative paths of every file met (read or not)."""
+    # Folders that hold no readable image are classes too (and an error below), unless they hold class folders.
+    ancestors = {p for rel in names for p in PurePosixPath(rel).parents[1:]}
+    for d in dirs:
+        place = _place(d / "x")
+        if place is not None and d not in ancestors and d.name not in SPLITS:
+            groups.setdefault(place, [])
+    if not groups:
+        raise DataError(f"no class folders with images found in {source} "
+                        "(expected <class>/<image> or <split>/<class>/<image>)")
+    if any(s is not None for s, _ in groups):
+        groups = {k: v for k, v in groups.items() if k[0] is not None}
+    classes = sorted({c for s, c in groups if s in ("train", None)})
+    if not classes:
+        raise DataError(f"{source} has no train/ split with class folders")
+    empty = sorted(f"{s + '/' if s else ''}{c}" for (s, c), v in groups.items() if not v)
+    if empty:
+        raise DataError(f"class folder{'s' if len(empty) > 1 else ''} with no readable images in {source}: "
+                        + ", ".join(empty[:5]))
+    unknown = sorted({c for _, c in groups if c not in classes})
+    if unknown:
+        raise DataError(f"classes {unknown[:5]} appear in {source} outside the training split: "
+                        "every class needs images in train/")
+    return groups, classes
+
+
+def _by_split(groups: Groups, classes: list[str]) -> dict[str | None, tuple[list, list[int]]]:
+    """Per split: its items and their class indices, class by class."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for split in sorted({s for s, _ in groups}, key=str):
+        keys = [k for k in groups if k[0] == split]
+        out[split] = ([a for k in keys for a in groups[k]], [index[k[1]] for k in keys for _ in groups[k]])
+    return out
+
+
+def list_image_folder(source: Path) -> tuple[dict[str | None, tuple[list[str], list[int]]], list[str]]:
+    """The image files of an ImageFolder tree on disk, without reading them: per split ``(paths, labels)``,
+    and the classes. The same rules as ``read_image_folder`` (classes come from train/)."""
+    if not source.is_dir():
+        raise DataError(f"{source} is not a folder: streaming reads an image folder or shards "
+                        f"(make shards of an archive with: resnets shard {source} DEST)")
+    groups: Groups = {}
+    dirs, names = [], []
+    for rel, reader, reason in _walk_folder(source):
         if reason == "dir":
             dirs.append(rel)
             continue
         place = _place(rel)
         if place is None:
             continue
-        if data is not None:
+        names.append(str(rel))
+        if reason is None:
+            groups.setdefault(place, []).append(str(source / rel))
+    groups, classes = _organise(source, groups, dirs, names)
+    return _by_split(groups, classes), classes
+
+
+def read_image_folder(source: Path, image_size: int | None = None, strict: bool = False) -> FolderContents:
+    """Decode every image of an ImageFolder tree (a folder, or a ``.tar``/``.tar.gz`` of one)."""
+    groups: Groups = {}
+    files: Groups = {}
+    skipped: list[str] = []
+    dirs: list[PurePosixPath] = []
+    size = image_size
+    for rel, reader, reason in _entries(source):
+        if reason == "dir":
+            dirs.append(rel)
+            continue
+        place = _place(rel)
+        if place is None:
+            continue
+        if reader is not None:
+            try:
+                data = reader()
+            except OSError as e:
+                reason = f"cannot read ({e.strerror or e})"
+        if reason is None:
             try:
                 arr = decode_image(data, size)
                 size = size or arr.shape[-1]
@@ -175,40 +246,13 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
             log.warning("skipped %s: %s", source / rel, reason)
             skipped.append(str(rel))
             continue
-        images.setdefault(place, []).append(arr)
+        groups.setdefault(place, []).append(arr)
         files.setdefault(place, []).append(str(rel))
-
-    # Folders that hold no readable image are classes too (and an error below), unless they hold class folders.
-    ancestors = {p for rel in [*skipped, *(f for v in files.values() for f in v)] for p in PurePosixPath(rel).parents[1:]}
-    for d in dirs:
-        place = _place(d / "x")
-        if place is not None and d not in ancestors and d.name not in SPLITS:
-            images.setdefault(place, [])
-            files.setdefault(place, [])
-
-    if not images:
-        raise DataError(f"no class folders with images found in {source} "
-                        "(expected <class>/<image> or <split>/<class>/<image>)")
-    with_split = {s for s, _ in images if s is not None}
-    if with_split:
-        images = {k: v for k, v in images.items() if k[0] is not None}
-    classes = sorted({c for s, c in images if s in ("train", None)})
-    if not classes:
-        raise DataError(f"{source} has no train/ split with class folders")
-    empty = sorted(f"{s + '/' if s else ''}{c}" for (s, c), v in images.items() if not v)
-    if empty:
-        raise DataError(f"class folder{'s' if len(empty) > 1 else ''} with no readable images in {source}: "
-                        + ", ".join(empty[:5]))
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({c for _, c in images if c not in index})
-    if unknown:
-        raise DataError(f"classes {unknown[:5]} appear in {source} outside the training split")
-
+    names = [*skipped, *(f for v in files.values() for f in v)]
+    groups, classes = _organise(source, groups, dirs, names)
+    files = {k: files.get(k, []) for k in groups}
     sets: dict[str | None, ImageSet] = {}
-    for split in sorted({s for s, _ in images}, key=str):
-        keys = [k for k in images if k[0] == split]
-        arrays = [a for k in keys for a in images[k]]
-        labels = [index[k[1]] for k in keys for _ in images[k]]
-        names = [f for k in keys for f in files[k]]
-        sets[split] = ImageSet(torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.long), names)
+    for (split, (arrays, labels)), (_, (paths, _)) in zip(_by_split(groups, classes).items(),
+                                                           _by_split(files, classes).items()):
+        sets[split] = ImageSet(torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.long), paths)
     return FolderContents(sets, classes, skipped)

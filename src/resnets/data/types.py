@@ -27,6 +27,14 @@ class ImageSet:
         files = [self.files[i] for i in index.tolist()] if self.files is not None else None
         return ImageSet(self.images[index], self.labels[index], files)
 
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
 
 @dataclass
 class ImageData:
@@ -38,7 +46,7 @@ class ImageData:
 
     name: str
     classes: list[str]
-    train: ImageSet
+    train: ImageSet  # or a ``stream.StreamSet`` (read from disk as it is used), as are val and test
     val: ImageSet
     test: ImageSet | None
     mean: tuple[float, ...]
@@ -52,11 +60,15 @@ class ImageData:
 
     @property
     def in_chans(self) -> int:
-        return self.train.images.shape[1]
+        return self.train.channels
 
     @property
     def image_size(self) -> int:
-        return self.train.images.shape[-1]
+        return self.train.image_size
+
+    @property
+    def streamed(self) -> bool:
+        return not isinstance(self.train, ImageSet)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -74,25 +86,38 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
-def split_off(data: ImageSet, size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
-    """Hold out ``size`` images, stratified by class, with a fixed seed: returns ``(rest, held_out)``.
+def holdout_size(n: int, val_size: float) -> int:
+    """How many of ``n`` training images a validation split of ``val_size`` (a fraction, or a count) holds."""
+    size = int(val_size) if val_size >= 1 else round(n * val_size)
+    if not 0 < size < n:
+        raise ValueError(f"validation size {val_size:g} leaves no training or no validation images out of {n}")
+    return size
 
-    The split depends only on ``seed`` (not on the training seed), so every run validates on the same images.
-    """
-    if not 0 < size < len(data):
-        raise ValueError(f"cannot hold out {size} of {len(data)} images")
+
+def split_indices(labels: torch.Tensor, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(rest, held_out)`` that hold out ``size`` of the labelled items, stratified by class, with a
+    fixed seed. The split depends only on ``seed`` (not on the training seed), so every run validates on the
+    same images."""
+    n = len(labels)
+    if not 0 < size < n:
+        raise ValueError(f"cannot hold out {size} of {n} images")
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data), generator=g)
-    labels = data.labels[order]
+    order = torch.randperm(n, generator=g)
+    labels = labels[order]
     # Take from each class in proportion: rank every image within its class, then sort by relative rank.
     counts = torch.bincount(labels)
-    rank = torch.zeros(len(data), dtype=torch.float64)
+    rank = torch.zeros(n, dtype=torch.float64)
     seen = torch.zeros_like(counts)
     for i, y in enumerate(labels.tolist()):
         rank[i] = (seen[y].item() + 0.5) / counts[y].item()
         seen[y] += 1
     by_rank = order[torch.argsort(rank, stable=True)]
-    held, rest = by_rank[:size].sort().values, by_rank[size:].sort().values
+    return by_rank[size:].sort().values, by_rank[:size].sort().values
+
+
+def split_off(data: ImageSet, size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Hold out ``size`` images, stratified by class, with a fixed seed: returns ``(rest, held_out)``."""
+    rest, held = split_indices(data.labels, size, seed)
     return data.subset(rest), data.subset(held)
 
 

@@ -141,7 +141,7 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Te
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    from ..engine.checkpoint import atomic_write
+    from ..files import atomic_write
 
     atomic_write(path, lambda f: f.write(data))
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..engine.checkpoint import atomic_write
+from ..files import atomic_write
 from ..errors import ResnetsError
 from ..machine import int8_saturates
 from .export import checkpoint_metadata, export_onnx, set_onnx_metadata

@@ -64,6 +64,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="with --nproc: restart the processes this many times after a failure (they resume)")
     p.add_argument("--model-arg", action="append", type=_parse_model_arg, default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. drop_path_rate=0.1 or shortcut=B (repeatable)")
+    p.add_argument("--in-memory", dest="stream", action="store_const", const=False, default=argparse.SUPPRESS,
+                   help="decode the whole data set into memory, however large (the opposite of --stream)")
     hints, comments, defaults = typing.get_type_hints(TrainConfig), _field_comments(), TrainConfig()
     for f in fields(TrainConfig):
         kwargs = _option_kwargs(hints[f.name])
@@ -185,6 +187,20 @@ def _cmd_features(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _cmd_shard(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from ..data.make_shards import make_shards, parse_size
+
+    size = parse_size(args.shard_size)
+    with tqdm(unit="img", disable=None, dynamic_ncols=True, desc="shards") as bar:
+        counts = make_shards(args.src, args.dest, shard_size=size, resize_short=args.resize_short,
+                             quality=args.quality, val_size=args.val_size, seed=args.seed, strict=args.strict,
+                             progress=bar.update)
+    print(f"wrote {', '.join(f'{n} {split}' for split, n in counts.items())} images as shards in {args.dest} "
+          f"(train with: resnets train --data {args.dest})")
+
+
 def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: ResNet-20 on the embedded digits)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -209,6 +225,19 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset", type=int, help="use N training images (class-balanced)")
     p.add_argument("--val-size", type=float)
     p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("shard", help="write an image folder (or a tar of one) as WebDataset shards for streaming",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("src", help="an ImageFolder tree: <split>/<class>/<image> or <class>/<image>, or a .tar(.gz) of one")
+    p.add_argument("dest", help="a new folder for <split>-000000.tar ... and dataset.json")
+    p.add_argument("--shard-size", default="256MB", help="about this many bytes per shard (e.g. 256MB, 1GB)")
+    p.add_argument("--resize-short", type=int, help="re-encode as JPEG with the shorter side at most N pixels")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+    p.add_argument("--val-size", type=float, default=0.1,
+                   help="without a val/ folder: the validation split held out of train/ (fraction or count; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the order of the samples across the shards")
+    p.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    p.set_defaults(func=_cmd_shard)
 
     p = sub.add_parser("recipes", help="list the shipped training recipes")
     p.set_defaults(func=lambda a: print("\n".join(list_recipes())))

@@ -35,6 +35,8 @@ class TrainConfig:
     val_size: float | None = None  # held-out part of train (fraction or count); None: the dataset's default; 0: none
     subset: int | None = None  # train on N training images only, class-balanced (quick runs)
     strict: bool = False  # fail on an unreadable image instead of skipping it
+    stream: bool | None = None  # read image folders and shards from disk as training uses them; None: when the decoded set would take over a quarter of memory
+    workers: int | None = None  # worker processes that decode streamed data; None: the cores less one per training process
     # optimisation
     epochs: float = 30
     batch_size: int = 128
@@ -78,6 +80,7 @@ class TrainConfig:
     deterministic: bool = False
     # outputs
     out: str = "runs/{model}-{data}"
+    checkpoint_every: int = 0  # also write last.pt every N steps, to resume mid-epoch exactly; 0: at epoch ends only
     eval_test: bool = True  # evaluate the best checkpoint on the test split once, at the end
     tta_flip: bool = False
     tta_translate: bool = False  # also average over one-pixel shifts (up-left and down-right), airbench-style
@@ -105,6 +108,8 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16", "fp16"),
              f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
             (self.subset is None or self.subset >= 1, f"subset must be >= 1, got {self.subset}"),
+            (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.checkpoint_every >= 0, f"checkpoint interval must be >= 0 steps, got {self.checkpoint_every}"),
             (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
             (self.lr_reference_batch is None or self.lr_reference_batch >= 1,
              f"lr reference batch must be >= 1, got {self.lr_reference_batch}"),

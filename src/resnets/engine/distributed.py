@@ -51,6 +51,14 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def concat(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows, rank after rank (parts of any length)."""
+        if self.world == 1:
+            return local
+        parts: list[torch.Tensor | None] = [None] * self.world
+        dist.all_gather_object(parts, local.cpu())
+        return torch.cat(parts)
+
     def gather_shares(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """The inverse of ``share`` for ``n`` rows: every rank's rows, back in the original order."""
         if self.world == 1:

@@ -14,7 +14,8 @@ from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, 
 from ..data.folder import IMAGE_EXTS, decode_image, unreadable
 from ..deploy.inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
 from ..errors import DataError, ResnetsError
-from .checkpoint import atomic_write, model_from_checkpoint
+from ..files import atomic_write
+from .checkpoint import model_from_checkpoint
 from .metrics import Metrics, classification_metrics
 from .train import evaluate_split, predict_logits, resolve_device
 

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import AugmentConfig, BatchAugment, BatchLoader, ImageData, ImageSet, batch_generator, load_data, take
+from ..data.sources import images_of
+from ..data.stream import StreamLoader, StreamSet, default_workers
+from ..data.transforms import SampleTransform
 from ..deploy.inference import native_bf16
 from ..errors import CheckpointError, ResnetsError
 from ..models import create_model
@@ -62,11 +65,44 @@ def autocast(device: torch.device, precision: str) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def augment_config(cfg: TrainConfig) -> AugmentConfig:
+def augment_config(cfg: TrainConfig, streamed: bool = False) -> AugmentConfig:
+    """The augmentation of batches. Streamed with random-resized crops, the workers crop and flip each image
+    (``stream_transform``), and batches are only jittered, mixed and normalised."""
+    if streamed and cfg.rrc_scale:
+        return AugmentConfig(crop_padding=0, hflip=False, jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
     return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode,
                          hflip=cfg.hflip and not cfg.alternate_flips,  # alternate flips: done by the loader
                          rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
                          jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+
+
+def stream_transform(cfg: TrainConfig, data: StreamSet) -> SampleTransform:
+    """What the workers do to each streamed training image: random-resized crops and flips where the recipe
+    asks for them, else the stored form (the batch augmentation then crops and flips)."""
+    if cfg.rrc_scale:
+        return SampleTransform(data.image_size, cfg.crop_size or data.image_size, scale=tuple(cfg.rrc_scale),
+                               flip=cfg.hflip, seed=cfg.seed)
+    return SampleTransform(data.image_size)
+
+
+def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: Dist) -> BatchLoader | StreamLoader:
+    """The training batches: slices of the images in memory (global batches), or streamed (this process's)."""
+    if not data.streamed:
+        return BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
+                           seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips)
+    local, n = cfg.batch_size // dist.world, len(data.train)
+    loader = StreamLoader(data.train, stream_transform(cfg, data.train), local, shuffle=True,
+                          drop_last=n // dist.world > local, seed=cfg.seed, rank=dist.rank, world=dist.world,
+                          workers=workers(cfg), device=device, strict=cfg.strict)
+    log.info("process %d of %d: %d batches of %d of the %d training images per epoch, streamed with %d worker(s)",
+             dist.rank, dist.world, len(loader), local, n, workers(cfg))
+    return loader
+
+
+def workers(cfg: TrainConfig) -> int:
+    import os
+
+    return cfg.workers if cfg.workers is not None else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def tta_views(x: torch.Tensor, flip: bool, translate: bool) -> list[tuple[torch.Tensor, float]]:
@@ -114,14 +150,37 @@ def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], im
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def evaluate_split(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: ImageSet, classes: list[str], aug: BatchAugment, split: str,
-                   **kwargs: Any) -> Metrics:
+def stream_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: StreamSet, aug: BatchAugment, *,
+                  workers: int = 0, dist: Dist | None = None, batch_size: int = 256,
+                  **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of a streamed split; with ``dist``, each process reads its part and all get all."""
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    loader = StreamLoader(data, data.eval_transform(), batch_size, shuffle=False, rank=rank, world=world,
+                          workers=workers)
+    logits, labels = [], []
+    try:
+        for x, y in loader.batches():
+            logits.append(predict_logits(model, x, aug, batch_size=batch_size, **kwargs))
+            labels.append(y)
+    finally:
+        loader.close()
+    logits_t = torch.cat(logits) if logits else torch.zeros(0, 0)
+    labels_t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    if dist is not None and dist.world > 1:
+        return dist.concat(logits_t), dist.concat(labels_t)
+    return logits_t, labels_t
+
+
+def evaluate_split(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: ImageSet | StreamSet,
+                   classes: list[str], aug: BatchAugment, split: str, *, workers: int = 0, **kwargs: Any) -> Metrics:
+    if isinstance(data, StreamSet):
+        return classification_metrics(*stream_logits(model, data, aug, workers=workers, **kwargs), classes, split)
     return classification_metrics(predict_logits(model, data.images, aug, **kwargs), data.labels, classes, split)
 
 
 def _prepare_data(cfg: TrainConfig) -> ImageData:
     data = load_data(cfg.data, root=cfg.data_root, download=cfg.download, image_size=cfg.image_size,
-                     val_size=cfg.val_size, strict=cfg.strict)
+                     val_size=cfg.val_size, strict=cfg.strict, stream=cfg.stream, crop_size=cfg.crop_size)
     if data.skipped:
         log.warning("%d unreadable image(s) skipped (listed in report.json)", len(data.skipped))
     if cfg.subset is not None and cfg.subset < len(data.train):
@@ -129,6 +188,8 @@ def _prepare_data(cfg: TrainConfig) -> ImageData:
         data.splits["train"] += f", {cfg.subset} of them used (class-balanced, seed 0)"
     if cfg.crop_size is not None and cfg.crop_size > data.image_size:
         raise ResnetsError(f"crop size {cfg.crop_size} is larger than the stored images ({data.image_size})")
+    if data.streamed and cfg.alternate_flips:
+        raise ResnetsError("alternate flips need the data in memory: leave out --alternate-flips or add --in-memory")
     return data
 
 
@@ -170,7 +231,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     _seed_everything(cfg.seed, cfg.deterministic)
     data = _prepare_data(cfg)
 
-    aug = BatchAugment(augment_config(cfg), data.mean, data.std, data.num_classes)
+    aug = BatchAugment(augment_config(cfg, data.streamed), data.mean, data.std, data.num_classes)
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                          pretrained=cfg.pretrained, **cfg.model_args)
     if cfg.sync_bn and dist.world > 1:
@@ -181,14 +242,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     if cfg.freeze_stages is not None:
         model.freeze(cfg.freeze_stages)
     if hasattr(model, "init_from_data") and cfg.pretrained is None and resume is None:
-        sample = take(data.train, 5000).images  # class-balanced: image trees are stored class by class
+        sample = images_of(take(data.train, 5000), 5000)  # class-balanced: trees are stored class by class
         model.init_from_data(aug.eval(sample.to(device)))  # e.g. the whitening stem
     optimizer = make_optimizer(model, cfg)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
     lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
-    loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                         seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips)
+    loader = make_loader(cfg, data, device, dist)
     steps_per_epoch = len(loader)
     read_every = 1 if device.type == "cpu" else 25  # reading a GPU's numbers waits for its queue
     has_val = len(data.val) > 0
@@ -202,6 +262,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
     lr = cfg.lr * (cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0)
     eval_kwargs = dict(batch_size=max(cfg.batch_size, 256), device=device, precision=cfg.precision,
                        channels_last=cfg.channels_last, dist=dist)
+    if data.streamed:
+        eval_kwargs["workers"] = workers(cfg)
 
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +271,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             "in_chans": data.in_chans, "image_size": data.image_size, "crop_size": cfg.crop_size,
             "splits": data.splits, "format": "resnets-train-v1"}
     epoch, step, best_acc, best_epoch, history = 0, 0, -1.0, -1, []
+    partial = None  # the running totals of an epoch that a mid-epoch checkpoint interrupted
     if ckpt is not None:
         load_state_dict_into(model, ckpt["model"], adapt=False)
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -219,9 +282,17 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         epoch, step, best_acc, best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best_val_acc"], ckpt["best_epoch"]
-        history = list(ckpt["history"])
-        log.info("resumed from %s at epoch %d (step %d)", resume, epoch, step)
+        history, partial = list(ckpt["history"]), ckpt.get("epoch_totals")
+        log.info("resumed from %s at epoch %d (step %d)", resume, epoch + (partial is not None), step)
     runlog = RunLog(out, cfg.tensorboard, history) if dist.main else None
+    per_process = getattr(loader, "per_process", False)  # streamed batches are already this process's
+
+    def training_state(**extra: Any) -> dict[str, Any]:
+        return {**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "lookahead": lookahead.state_dict() if lookahead is not None else None,
+                "scaler": scaler.state_dict(), "rng": rng_state(), "step": step, "best_val_acc": best_acc,
+                "best_epoch": best_epoch, "history": history, **extra}
 
     from tqdm import tqdm
 
@@ -238,13 +309,20 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             # loss sum, correct count, first non-finite step: kept on the device and read every
             # `read_every` steps, so that a GPU's queue is not drained at every step
             totals, seen = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64, device=device), 0
+            if partial is not None:
+                totals, seen = torch.tensor(partial[:3], dtype=torch.float64, device=device), int(partial[3])
+                partial = None
+            start = step - epoch * steps_per_epoch
             t0 = time.perf_counter()
-            for i, (x, y) in enumerate(loader.batches(epoch)):
+            waited, t_ready = 0.0, t0  # time spent waiting for the data
+            for i, (x, y) in enumerate(loader.batches(epoch, start), start=start):
+                waited += time.perf_counter() - t_ready
                 if step >= total_steps:
                     break
                 set_lr(optimizer, lr * lr_factor(cfg, step / steps_per_epoch))
                 x, target = aug.train(x, y, batch_generator(cfg.seed, epoch, i))
-                x, target, y = dist.share(x), dist.share(target), dist.share(y)  # this process's part
+                if not per_process:
+                    x, target, y = dist.share(x), dist.share(target), dist.share(y)  # this process's part
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, cfg.precision):
@@ -270,8 +348,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                 bar.update(1)
                 if step % read_every == 0:
                     loss_sum, correct, all_seen = _read_totals(totals, seen, dist, out, epoch)
+                    elapsed = time.perf_counter() - t0
                     bar.set_postfix(loss=f"{loss_sum / all_seen:.3f}", acc=f"{100 * correct / all_seen:.1f}",
-                                    img_s=f"{all_seen / (time.perf_counter() - t0):.0f}")
+                                    img_s=f"{all_seen / elapsed:.0f}", data=f"{100 * waited / elapsed:.0f}%")
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
+                    if dist.main:
+                        save_checkpoint(out / "last.pt", training_state(
+                            epoch=epoch, epoch_totals=totals.tolist() + [seen]))
+                    dist.barrier()
+                t_ready = time.perf_counter()
             train_time = time.perf_counter() - t0
             loss_sum, correct, seen = _read_totals(totals, seen, dist, out, epoch)
             epoch += 1
@@ -282,22 +367,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                    "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
                    "val_loss": val and val.loss, "val_acc": val and val.top1, "val_top5": val and val.top5,
                    "images_per_s": seen / train_time, "train_seconds": train_time,
-                   "seconds": time.perf_counter() - start_time}
+                   "data_wait_share": waited / train_time, "seconds": time.perf_counter() - start_time}
             history.append(row)
             is_best = val is None or val.top1 > best_acc  # without validation, the last epoch is kept
             if is_best:
                 best_acc, best_epoch = (val.top1 if val else best_acc), epoch
-            state = {**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "ema": ema.state_dict() if ema is not None else None,
-                     "lookahead": lookahead.state_dict() if lookahead is not None else None,
-                     "scaler": scaler.state_dict(),
-                     "rng": rng_state(), "epoch": epoch, "step": step, "best_val_acc": best_acc,
-                     "best_epoch": best_epoch, "history": history}
             if dist.main:
                 if is_best:
                     save_checkpoint(out / "best.pt", {**meta, "model": eval_model.state_dict(), "epoch": epoch,
                                                       "val_acc": val and val.top1})
-                save_checkpoint(out / "last.pt", state)
+                save_checkpoint(out / "last.pt", training_state(epoch=epoch))
                 runlog.append(row)
             dist.barrier()  # every process sees the new checkpoints before going on
             if dist.main:
@@ -307,6 +386,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                 on_epoch_end(row)
     finally:
         bar.close()
+        if isinstance(loader, StreamLoader):
+            loader.close()
+            data.skipped += loader.skipped
         if runlog is not None:
             runlog.close()
 
