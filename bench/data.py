@@ -8,16 +8,16 @@ takes as the data set grows.
    RandomResizedCrop -> flip -> ToTensor -> Normalize per image), in the same run and the same DataLoader. The
    photos are the JPEGs of ``--photos`` (e.g. a folder of ImageNet photos), else generated 500x375 photo-like
    JPEGs. Medians of 3 passes after a warm-up pass.
-2. Memory: peak resident memory of one epoch of ResNet-18 training at 64 pixels (stored at 80) on generated
-   sets of 300 and 3,000 images, streamed and in memory (the largest process, and the sum over the process
-   tree sampled every 20 ms, workers included).
+   Also ours reading the photos as ``resnets shard --resize-short 256`` stores them (the reference on the originals).
+2. Memory: peak proportional set size (PSS, the process tree with its workers, sampled every 20 ms) of one epoch
+   of ResNet-18 training at 64 pixels (stored at 80) on generated sets of 300 and 3,000 images (160x120 JPEGs),
+   streamed and in memory.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -91,11 +91,14 @@ def images_per_s(run, n: int, passes: int = 3) -> float:
     return n / statistics.median(times)
 
 
-def throughput(files: list[str], workers: int) -> dict[str, float]:
+def throughput(files: list[str], workers: int, ours_files: list[str] | None = None) -> dict[str, float]:
+    """Crops per second of the reference pipeline on ``files``, and of ours on ``ours_files`` (default: the same)."""
     n = len(files) - len(files) % BATCH
+    ours_files = ours_files or files
     ref = DataLoader(Reference(files[:n]), batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0)
-    ours = StreamLoader(StreamSet(FileList(files[:n], [0] * n), 256), SampleTransform(256, 224, scale=(0.08, 1.0),
-                        flip=True), BATCH, shuffle=True, drop_last=True, workers=workers)
+    ours = StreamLoader(StreamSet(FileList(ours_files[:n], [0] * n), 256),
+                        SampleTransform(256, 224, scale=(0.08, 1.0), flip=True), BATCH, shuffle=True, drop_last=True,
+                        workers=workers)
 
     def run_ref() -> None:
         for _ in ref:
@@ -111,14 +114,15 @@ def throughput(files: list[str], workers: int) -> dict[str, float]:
     return r
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
+def _tree_pss(pid: int) -> int:
+    """Proportional set size (bytes) of a process and all its descendants: pages that forked workers share
+    with their parent count once, split between them."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += int(status.split("VmRSS:")[1].split()[0]) * 1024
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            total += int(rollup.split("\nPss:")[1].split()[0]) * 1024
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, IndexError):
@@ -126,22 +130,34 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def training_memory(folder: Path, stream: bool, out: Path) -> dict[str, float]:
+def training_memory(folder: Path, stream: bool, out: Path) -> float:
+    """Peak memory (MB, PSS of the process tree sampled every 20 ms) of one epoch of ResNet-18 training."""
     cmd = [sys.executable, "-m", "resnets", "train", "--data", str(folder), "--model", "resnet18", "--epochs", "1",
            "--batch-size", "32", "--image-size", "80", "--crop-size", "64", "--rrc-scale", "0.25", "1",
            "--workers", "1", "--val-size", "0", "--no-eval-test", "--no-progress", "--no-tensorboard",
            "--stream" if stream else "--in-memory", "--out", str(out)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, RESNETS_CACHE=str(out / "cache")))
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc.pid))
+        peak = max(peak, _tree_pss(proc.pid))
         time.sleep(0.02)
     if proc.returncode:
         raise SystemExit(proc.stderr.read())
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"largest_process_mb": largest / 1024 if largest > before else float("nan"), "tree_peak_mb": peak / 1e6}
+    return peak / 1e6
+
+
+def resized_copies(files: list[str], folder: Path) -> list[str]:
+    """The photos as ``resnets shard --resize-short 256 --quality 90`` stores them."""
+    from resnets.data.make_shards import _encode_jpeg, _thumbnail_and_image
+
+    folder.mkdir(parents=True)
+    out = []
+    for i, f in enumerate(files):
+        _, image = _thumbnail_and_image(Path(f).read_bytes(), 256)
+        (folder / f"{i:05d}.jpg").write_bytes(_encode_jpeg(image, 90))
+        out.append(str(folder / f"{i:05d}.jpg"))
+    return out
 
 
 def main() -> None:
@@ -160,16 +176,18 @@ def main() -> None:
             source = f"{len(files)} generated 500x375 JPEGs (quality 90)"
         sizes = [Image.open(f).size for f in files]
         rows = [throughput(files, w) for w in (0, 1, 2)]
-        memory = {}
+        resized = resized_copies(files, tmp / "resized")
+        rows_resized = [throughput(files, w, resized) for w in (0, 1, 2)]
+        memory: dict[str, dict[str, float]] = {}
         for n in (300, 3000):
             tree = make_photos(tmp / f"set{n}", n, size=(160, 120))
-            memory[n] = {mode: training_memory(tree, mode == "streamed", tmp / f"run{n}{mode}")
-                         for mode in ("streamed", "in_memory")}
-    for mode in ("streamed", "in_memory"):
-        memory[f"growth_{mode}_mb"] = memory[3000][mode]["tree_peak_mb"] - memory[300][mode]["tree_peak_mb"]
+            memory[str(n)] = {mode: training_memory(tree, mode == "streamed", tmp / f"run{n}{mode}")
+                              for mode in ("streamed", "in_memory")}
+    growth = {mode: memory["3000"][mode] - memory["300"][mode] for mode in ("streamed", "in_memory")}
     record = {"machine": machine_info(), "photos": source,
               "mean_photo_size": [float(np.mean([s[0] for s in sizes])), float(np.mean([s[1] for s in sizes]))],
-              "batch": BATCH, "throughput": rows, "memory_resnet18_64px": memory,
+              "batch": BATCH, "throughput": rows, "throughput_ours_on_resize_short_256": rows_resized,
+              "memory_resnet18_64px_peak_pss_mb": memory, "memory_growth_300_to_3000_mb": growth,
               "command": "python bench/data.py" + (f" --photos {args.photos}" if args.photos else "")}
     write_result("data", record, args.out)
 

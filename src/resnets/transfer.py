@@ -130,7 +130,7 @@ def features(checkpoint: str | Path, data: str, out: str | Path | None = None, *
     """Embeddings of every image of ``data`` from a pretrained network, saved to ``out``; with ``probe``,
     the accuracy of a linear classifier trained on the training split's features."""
     source = describe_source(checkpoint, model)
-    dataset = load_data(data, root=data_root, val_size=val_size)
+    dataset = load_data(data, root=data_root, val_size=val_size, stream=False)  # the features are held in memory
     dataset.train = take(dataset.train, subset)
     net = load_backbone(source, dataset.in_chans)
     aug = BatchAugment(AugmentConfig(), *input_stats(source, dataset), dataset.num_classes)

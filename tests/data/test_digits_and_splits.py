@@ -35,7 +35,7 @@ def test_take_is_class_balanced_even_when_stored_class_by_class():
 
 def test_channel_stats_match_a_direct_computation():
     x = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
-    mean, std = channel_stats(x, chunk=7)
+    mean, std = channel_stats(x, chunk_bytes=7 * 8 * 3 * 8 * 8)  # 7 images a chunk
     f = x.double() / 255
     torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), f.mean((0, 2, 3)), atol=1e-4, rtol=0)
     torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), f.std((0, 2, 3), unbiased=False),

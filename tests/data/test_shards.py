@@ -138,3 +138,10 @@ def test_make_shards_reads_a_tar_of_a_tree(tree, tmp_path):
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(tree, arcname="tree")
     assert make_shards(archive, tmp_path / "s") == {"test": 30, "train": 27, "val": 3}
+
+
+def test_the_validation_split_of_shards_is_theirs_or_none(shards):
+    assert len(load_data(shards, val_size=0).val) == 0
+    assert len(load_data(shards).val) == 3
+    with pytest.raises(DataError, match="fixed when they were written"):
+        load_data(shards, val_size=0.2)

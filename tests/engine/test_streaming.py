@@ -87,6 +87,15 @@ def test_train_over_http_with_workers(shards, http_root, tmp_path):
     assert "test top-1" in done.stdout and "process 0 of 1: 5 batches of 8" in done.stderr
     report = (tmp_path / "run" / "report.json").read_text()
     assert "train shards (43 images)" in report
+    evaluated = _run(["eval", str(tmp_path / "run" / "best.pt"), "--json", "--mode", "fused"])
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert '"n": 48' in evaluated.stdout  # the 48 test images, streamed from the server
+
+
+def test_an_unreachable_url_ends_the_command_in_one_line():
+    done = _run(["train", "--data", "http://127.0.0.1:9/shards", "--epochs", "1"])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith("check the address and that the server is reachable")
 
 
 def test_a_damaged_shard_ends_the_run_in_one_line_and_leaves_no_workers(shards, tmp_path):

@@ -120,7 +120,7 @@ def load_data(
     path = Path(source)
     cifar_kind = next((k for k, v in CIFAR.items() if path.name == v[0]), None) if path.is_dir() else None
     if is_shard_dataset(name):
-        data, _ = streamed_shards(name, image_size, crop_size)
+        data, _ = streamed_shards(name, image_size, crop_size, val_size)
         return held_in_memory(data) if stream is False else data
     if stream and (not path.is_dir() or cifar_kind):
         raise DataError(f"streaming reads an image folder or shards, not {source!r}" + (

@@ -100,9 +100,15 @@ def streamed_folder(path: Path, image_size: int | None, crop: int | None, val_si
     return _finish(path.name, classes, train, val, test, names, _stats(train))
 
 
-def streamed_shards(source: str, image_size: int | None, crop: int | None) -> tuple[ImageData, ShardIndex]:
-    """Shards on disk or at a URL, with the splits their index lists."""
+def streamed_shards(source: str, image_size: int | None, crop: int | None,
+                    val_size: float | None = None) -> tuple[ImageData, ShardIndex]:
+    """Shards on disk or at a URL, with the splits their index lists (``val_size=0``: no validation split)."""
+    if val_size not in (None, 0):
+        raise DataError("the validation split of shards was fixed when they were written (resnets shard --val-size); "
+                        "--val-size takes only 0 (no validation split) here")
     index = read_index(source)
+    if val_size == 0:
+        index.splits.pop("val", None)
     check_local_shards(index)
     first = lambda: decode_image(next(read_shard(index.splits["train"][0], 0, 1))[1], None).shape[-1]  # noqa: E731
     size = _size(image_size or index.image_size, crop, first)
@@ -142,16 +148,23 @@ def held_in_memory(data: ImageData) -> ImageData:
                      {k: v.replace(" (streamed)", "") for k, v in data.splits.items()}, data.skipped)
 
 
-def images_of(split: ImageSet | StreamSet, n: int) -> torch.Tensor:
-    """The first ``n`` images of a split as uint8, as evaluation sees them (streamed ones decoded now)."""
+def labelled_images(split: ImageSet | StreamSet, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images of a split (uint8, as evaluation sees them; streamed ones decoded now) and their
+    labels."""
     if isinstance(split, ImageSet):
-        return split.images[:n]
-    loader = StreamLoader(split, split.eval_transform(), min(n, 256), shuffle=False)
-    images, have = [], 0
-    for x, _ in loader.batches():
+        return split.images[:n], split.labels[:n]
+    loader = StreamLoader(split, split.eval_transform(), max(1, min(n, 256)), shuffle=False)
+    images, labels, have = [], [], 0
+    for x, y in loader.batches():
         images.append(x)
+        labels.append(y)
         have += len(x)
         if have >= n:
             break
     loader.close()
-    return torch.cat(images)[:n]
+    return torch.cat(images)[:n], torch.cat(labels)[:n]
+
+
+def images_of(split: ImageSet | StreamSet, n: int) -> torch.Tensor:
+    """The first ``n`` images of a split as uint8, as evaluation sees them."""
+    return labelled_images(split, n)[0]

@@ -50,14 +50,19 @@ def random_resized_crop(data: bytes, size: int, scale: tuple[float, float], rati
     with Image.open(io.BytesIO(data)) as img:
         if img.width * img.height > MAX_PIXELS:
             raise ValueError(f"image too large ({img.width}x{img.height})")
-        turned = img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
-        width, height = (img.height, img.width) if turned else img.size
+        orientation = img.getexif().get(ORIENTATION, 1)
+        width, height = (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
         left, top, w, h = rrc_box(width, height, scale, ratio, rng)
         if img.format == "JPEG":
             f = size / min(w, h)  # the factor the crop is resized by; draft picks a reduction >= it
             if f < 1:
                 img.draft(mode, (math.ceil(img.width * f), math.ceil(img.height * f)))
-        img = _eight_bit(ImageOps.exif_transpose(img)).convert(mode)
+        img.load()
+        if orientation != 1:  # (exif_transpose and convert copy the image even when there is nothing to do)
+            img = ImageOps.exif_transpose(img)
+        img = _eight_bit(img)
+        if img.mode != mode:
+            img = img.convert(mode)
         sx, sy = img.width / width, img.height / height
         out = img.resize((size, size), Image.BILINEAR, box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
     if flip and rng.random() < 0.5:

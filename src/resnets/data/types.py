@@ -71,9 +71,11 @@ class ImageData:
         return not isinstance(self.train, ImageSet)
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation (over all pixels) of uint8 images, scaled to [0, 1]."""
+def channel_stats(images: torch.Tensor, chunk_bytes: int = 2**26) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation (over all pixels) of uint8 images, scaled to [0, 1]; converted
+    to float64 ``chunk_bytes`` (64 MB) at a time."""
     c = images.shape[1]
+    chunk = max(1, chunk_bytes // (8 * max(1, images[0].numel()))) if len(images) else 1
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
     for i in range(0, len(images), chunk):

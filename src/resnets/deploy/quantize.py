@@ -15,8 +15,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..files import atomic_write
+from ..data.sources import images_of
 from ..errors import ResnetsError
+from ..files import atomic_write
 from ..machine import int8_saturates
 from .export import checkpoint_metadata, export_onnx, set_onnx_metadata
 
@@ -94,7 +95,7 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
                             "quantization": f"int8 static, {method}, {weights}"})
 
     runners = {"float32": prepare_inference(loaded.model, "fused"), "int8": onnx_runner(out)}
-    batch = aug.eval(evalset.images[:batch_size])
+    batch = aug.eval(images_of(evalset, batch_size))
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "out": str(out), "method": method, "weights": weights,
                               "calibration_images": len(calib), "split": split, "images": len(evalset)}
     timings = time_interleaved({name: (lambda r=run: r(batch)) for name, run in runners.items()}, repeats=7)

@@ -12,6 +12,8 @@ from PIL import Image
 
 from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from ..data.folder import IMAGE_EXTS, decode_image, unreadable
+from ..data.sources import images_of, labelled_images
+from ..data.stream import default_workers
 from ..deploy.inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
@@ -59,7 +61,8 @@ def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
     model, ckpt = model_from_checkpoint(checkpoint)
     cfg = ckpt["config"]
     dataset = load_data(data or cfg["data"], root=data_root or cfg.get("data_root"),
-                        image_size=ckpt["image_size"], val_size=cfg.get("val_size"))
+                        image_size=ckpt["image_size"], val_size=cfg.get("val_size"), stream=cfg.get("stream"),
+                        crop_size=ckpt.get("crop_size"))
     if dataset.classes != ckpt["classes"]:
         def show(c: list[str]) -> str:
             return f"{len(c)} classes ({', '.join(c[:4])}{', ...' if len(c) > 4 else ''})"
@@ -81,7 +84,7 @@ def calibration_images(loaded: CheckpointData, n: int = 512) -> torch.Tensor:
     """``n`` class-balanced training images, normalised as the model sees them: int8 calibration data."""
     if n < 1:
         raise ResnetsError(f"int8 calibration needs at least 1 image, got {n}")
-    return loaded.aug.eval(take(loaded.dataset.train, n, seed=1).images)
+    return loaded.aug.eval(images_of(take(loaded.dataset.train, n, seed=1), n))
 
 
 def split_of(dataset: ImageData, split: str) -> ImageSet:
@@ -111,10 +114,12 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     dev = resolve_device(device)
     subset = split_of(dataset, split)
     # what the ONNX modes export on: int8 calibrates on training images, float32 needs one image
-    example = calibration_images(loaded) if mode == "int8" else loaded.aug.eval(subset.images[:1])
+    example = calibration_images(loaded) if mode == "int8" else loaded.aug.eval(images_of(subset, 1))
     run, mode = _runner(loaded.model, mode, dev, example, float32=True)
+    workers = loaded.checkpoint["config"].get("workers")
     metrics = evaluate_split(run, subset, dataset.classes, loaded.aug, split, batch_size=batch_size, device=dev,
-                             tta_flip=tta_flip, tta_translate=tta_translate)
+                             tta_flip=tta_flip, tta_translate=tta_translate,
+                             workers=default_workers() if workers is None else workers)
     if out is not None:
         from ..plots import plot_confusion
 
@@ -155,13 +160,14 @@ def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, da
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     evalset = split_of(loaded.dataset, split)
     calib = calibration_images(loaded, calibration) if set(chosen) & set(ONNX_MODES) else None
-    logits = {mode: predict_logits(_runner(loaded.model, mode, torch.device("cpu"), calib)[0], evalset.images,
+    images, labels = labelled_images(evalset, len(evalset))  # each mode sees the same images: decoded once
+    logits = {mode: predict_logits(_runner(loaded.model, mode, torch.device("cpu"), calib)[0], images,
                                    loaded.aug, batch_size=batch_size) for mode in ["eager", *dict.fromkeys(chosen)]}
     reference = logits["eager"]
-    base = classification_metrics(reference, evalset.labels, loaded.dataset.classes, split).top1
+    base = classification_metrics(reference, labels, loaded.dataset.classes, split).top1
     rows = []
     for mode, y in logits.items():
-        top1 = classification_metrics(y, evalset.labels, loaded.dataset.classes, split).top1
+        top1 = classification_metrics(y, labels, loaded.dataset.classes, split).top1
         agree = 100.0 * (y.argmax(1) == reference.argmax(1)).float().mean().item()
         diff = ((y - reference).abs().max() / reference.abs().max()).item()
         rows.append(ModeAccuracy(mode, top1, top1 - base, agree, diff))
