@@ -16,7 +16,6 @@ takes as the data set grows.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess

@@ -10,7 +10,7 @@ from conftest import make_image_tree
 from resnets.data import load_data
 from resnets.data.make_shards import make_shards
 from resnets.data.sources import images_of
-from resnets.data.stream import FileList, StreamLoader, StreamSet, file_batches, segments, shard_plan
+from resnets.data.stream import StreamLoader, file_batches, segments, shard_plan
 from resnets.data.transforms import SampleTransform
 from resnets.errors import DataError
 

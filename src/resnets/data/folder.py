@@ -151,6 +151,16 @@ def _entries(source: Path) -> Iterator[Entry]:
     raise DataError(f"{source} is neither a folder nor a .tar/.tar.gz archive of an image tree")
 
 
+def _in_class_folders(entries: Iterator[Entry], dirs: list[PurePosixPath]) -> Iterator[tuple]:
+    """``(relative path, (split, class), reader, reason)`` of the files of ``entries`` that lie in class
+    folders; the folders met are appended to ``dirs``."""
+    for rel, reader, reason in entries:
+        if reason == "dir":
+            dirs.append(rel)
+        elif (place := _place(rel)) is not None:
+            yield rel, place, reader, reason
+
+
 Groups = dict[tuple[str | None, str], list]  # (split or None, class) -> its images (arrays or file paths)
 
 
@@ -200,14 +210,9 @@ def list_image_folder(source: Path) -> tuple[dict[str | None, tuple[list[str], l
         raise DataError(f"{source} is not a folder: streaming reads an image folder or shards "
                         f"(make shards of an archive with: resnets shard {source} DEST)")
     groups: Groups = {}
-    dirs, names = [], []
-    for rel, reader, reason in _walk_folder(source):
-        if reason == "dir":
-            dirs.append(rel)
-            continue
-        place = _place(rel)
-        if place is None:
-            continue
+    dirs: list[PurePosixPath] = []
+    names = []
+    for rel, place, reader, reason in _in_class_folders(_walk_folder(source), dirs):
         names.append(str(rel))
         if reason is None:
             groups.setdefault(place, []).append(str(source / rel))
@@ -222,13 +227,7 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
     skipped: list[str] = []
     dirs: list[PurePosixPath] = []
     size = image_size
-    for rel, reader, reason in _entries(source):
-        if reason == "dir":
-            dirs.append(rel)
-            continue
-        place = _place(rel)
-        if place is None:
-            continue
+    for rel, place, reader, reason in _in_class_folders(_entries(source), dirs):
         if reader is not None:
             try:
                 data = reader()

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -171,6 +172,10 @@ class Batch:
     keys: list[str]
     skipped: list[str]
 
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked memory (the DataLoader calls this with ``pin_memory``), for fast copies to a GPU."""
+        return replace(self, images=self.images.pin_memory(), labels=self.labels.pin_memory())
+
 
 class _Worker(IterableDataset):
     """The per-worker half of a ``StreamLoader``: reads, decodes and batches its own samples. The epoch and
@@ -200,7 +205,7 @@ class _Worker(IterableDataset):
         images, labels, keys, skipped = [], [], [], []
         for key, data, label in samples:
             try:
-                raw = data if isinstance(data, bytes) else open(data, "rb").read()
+                raw = data if isinstance(data, bytes) else Path(data).read_bytes()
                 images.append(self.transform(raw, epoch, sample_id(key)))
                 labels.append(label)
                 keys.append(key)

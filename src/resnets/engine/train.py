@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -100,8 +101,7 @@ def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: D
 
 
 def workers(cfg: TrainConfig) -> int:
-    import os
-
+    """The data-loading workers of each process: as configured, else the cores less one, shared on this machine."""
     return cfg.workers if cfg.workers is not None else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
