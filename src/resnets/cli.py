@@ -44,6 +44,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from .convert import convert, describe, summary_json
+
+    result = convert(args.src, args.dest, args.model)
+    print(summary_json(result) if args.json else describe(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnets", description="Residual networks: models, training, analysis and deployment.")
@@ -66,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the suite")
     p.add_argument("--out", help="write the results as JSON here")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("convert", help="ImageNet weights from TensorFlow.js, Keras, torchvision or timm as a "
+                                       "described .safetensors file")
+    p.add_argument("src", help="a TF.js layers model.json, a Keras .h5, or a torchvision/timm .pth/.safetensors")
+    p.add_argument("dest", help="the .safetensors file to write")
+    p.add_argument("--model", default="resnet50", help="the architecture the weights are for")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=_cmd_convert)
 
     from .engine.cli import add_engine_commands
 

@@ -86,6 +86,15 @@ def read_image_folder_cached(source: Path, image_size: int | None, strict: bool,
     return contents
 
 
+def is_flat_tree(path: Path) -> bool:
+    """A folder of class folders with no train/val/test split folders (e.g. ImageNet's val/ in class folders)."""
+    from .folder import SPLITS
+
+    if not path.is_dir() or is_shard_dataset(path) or any((path / s).is_dir() for s in SPLITS):
+        return False
+    return any(p.is_dir() for p in path.iterdir())
+
+
 def load_data(
     source: str | Path = "digits",
     *,

@@ -168,3 +168,26 @@ def labelled_images(split: ImageSet | StreamSet, n: int) -> tuple[torch.Tensor, 
 def images_of(split: ImageSet | StreamSet, n: int) -> torch.Tensor:
     """The first ``n`` images of a split as uint8, as evaluation sees them."""
     return labelled_images(split, n)[0]
+
+
+def class_mapping(found: list[str], classes: list[str], wnids: list[str] | None = None) -> list[int] | None:
+    """Each of the data's classes ``found`` as an index into a model's ``classes`` (matched by name, or by
+    WordNet id for ImageNet weights: folders named ``n01440764``); None where one has no match."""
+    index = {c: i for i, c in enumerate(classes)}
+    index.update({w: i for i, w in enumerate(wnids or [])})
+    mapped = [index.get(c) for c in found]
+    return None if any(i is None for i in mapped) else mapped
+
+
+def relabel(data: ImageData, mapping: list[int], classes: list[str]) -> None:
+    """Give ``data`` the class list ``classes``: label ``k`` becomes ``mapping[k]`` in every split."""
+    table = torch.tensor(mapping)
+    splits = {id(s): s for s in (data.train, data.val, data.test)}  # a split may stand for two
+    for split in splits.values():
+        if isinstance(split, ImageSet):
+            split.labels = table[split.labels]
+        elif split is not None and isinstance(split.source, FileList):
+            split.source.labels = table[torch.tensor(split.source.labels, dtype=torch.long)].tolist()
+        elif split is not None and len(split):
+            raise DataError("shards hold class indices of their own classes: make them with the model's classes")
+    data.classes = list(classes)

@@ -88,3 +88,10 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, 
                          **cfg.get("model_args", {}))
     load_state_dict_into(model, ckpt["model"], adapt=False)
     return model.eval(), ckpt
+
+
+def check_architecture(path: str | Path, model: str) -> None:
+    """Refuse a checkpoint or described weights file made for another architecture than ``model``."""
+    found = load_training_checkpoint(path)["config"]["model"]
+    if found != model:
+        raise CheckpointError(f"{path} holds weights for {found}, not {model}")

@@ -131,16 +131,29 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
 
 
+def _checkpoint_of(args: argparse.Namespace) -> str:
+    """``resnets eval``'s checkpoint: CHECKPOINT, or --weights checked against --model."""
+    if bool(args.checkpoint) == bool(args.weights):
+        raise ResnetsError("give a CHECKPOINT or --weights FILE (one of them)")
+    if args.model and not args.weights:
+        raise ResnetsError("--model goes with --weights (a CHECKPOINT names its architecture)")
+    if args.weights and args.model:
+        from .checkpoint import check_architecture
+
+        check_architecture(args.weights, args.model)
+    return args.checkpoint or args.weights
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import compare_modes, evaluate, format_modes
     from .metrics import format_metrics
 
     if args.compare_modes is not None:
-        rows = compare_modes(args.checkpoint, args.compare_modes, args.data, split=args.split,
+        rows = compare_modes(_checkpoint_of(args), args.compare_modes, args.data, split=args.split,
                              batch_size=args.batch_size, data_root=args.data_root, out=args.out)
         print(json.dumps([vars(r) for r in rows]) if args.json else format_modes(rows))
         return
-    m = evaluate(args.checkpoint, args.data, split=args.split, tta_flip=args.tta_flip,
+    m = evaluate(_checkpoint_of(args), args.data, split=args.split, tta_flip=args.tta_flip,
                  tta_translate=args.tta_translate, batch_size=args.batch_size,
                  device=args.device, data_root=args.data_root, out=args.out, mode=args.mode)
     print(json.dumps(m.summary()) if args.json else format_metrics(m))
@@ -152,10 +165,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     if args.topk < 1 or args.batch_size < 1:
         raise ResnetsError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
-    checkpoint, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
+    if args.weights:
+        checkpoint, images = args.weights, args.inputs
+    else:
+        checkpoint, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
     if not images:
-        raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --model NAME IMAGE...)")
-    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode)
+        raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --weights FILE IMAGE...)")
+    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode,
+                          architecture=args.model if args.weights else None)
     files = find_images(images)
     for start in range(0, len(files), args.batch_size):
         loaded, names = [], []
@@ -171,11 +188,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             continue
         import torch
 
-        for f, top in zip(names, predictor.predict_tensor(torch.stack(loaded), args.topk)):
+        for f, top in zip(names, predictor.predict_indexed(torch.stack(loaded), args.topk)):
             if args.json:
-                print(json.dumps({"file": str(f), "top": [{"class": c, "prob": round(p, 6)} for c, p in top]}))
+                print(json.dumps({"file": str(f), "top": [{"class": c, "index": i, "prob": round(p, 6)}
+                                                          for i, c, p in top]}))
             else:
-                print(f"{f}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+                print(f"{f}: " + ", ".join(f"{c} {p:.3f}" for _, c, p in top))
             sys.stdout.flush()
 
 
@@ -242,8 +260,11 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recipes", help="list the shipped training recipes")
     p.set_defaults(func=lambda a: print("\n".join(list_recipes())))
 
-    p = sub.add_parser("eval", help="accuracy, per-class metrics and confusion matrix of a checkpoint")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("eval", help="accuracy, per-class metrics and confusion matrix of a checkpoint",
+                       usage="resnets eval (CHECKPOINT | --weights FILE [--model NAME]) [--data DATA] [options]")
+    p.add_argument("checkpoint", nargs="?", help="a training checkpoint or weights file (or give --weights)")
+    p.add_argument("--weights", help="weights file (e.g. made by resnets convert) or shipped name, instead of CHECKPOINT")
+    p.add_argument("--model", help="with --weights: the architecture they must be for (checked)")
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -263,8 +284,11 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="top-k classes of images or folders of images",
                        usage="resnets predict (CHECKPOINT | --model NAME) IMAGE_OR_FOLDER... [options]")
-    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE", help="a checkpoint (unless --model), then images")
-    p.add_argument("--model", help="shipped weights name (resnet20_cifar10) or weights file, instead of CHECKPOINT")
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE",
+                   help="a checkpoint (unless --weights or --model), then images")
+    p.add_argument("--weights", help="weights file (e.g. made by resnets convert) or shipped name, instead of CHECKPOINT")
+    p.add_argument("--model", help="with --weights: the architecture they must be for (checked); without: a shipped "
+                                   "weights name (resnet20_cifar10) or weights file, instead of CHECKPOINT")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tta-flip", action="store_true")

@@ -12,12 +12,13 @@ from PIL import Image
 
 from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from ..data.folder import IMAGE_EXTS, decode_image, unreadable
-from ..data.sources import images_of, labelled_images
+from ..data.datasets import is_flat_tree
+from ..data.sources import class_mapping, images_of, labelled_images, relabel
 from ..data.stream import default_workers
 from ..deploy.inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
-from .checkpoint import model_from_checkpoint
+from .checkpoint import check_architecture, model_from_checkpoint
 from .metrics import Metrics, classification_metrics
 from .train import evaluate_split, predict_logits, resolve_device
 
@@ -60,15 +61,22 @@ def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
     """The model of ``checkpoint`` and its data; a dataset with other classes or channels is refused."""
     model, ckpt = model_from_checkpoint(checkpoint)
     cfg = ckpt["config"]
+    flat = data is not None and is_flat_tree(Path(data))  # class folders only: every image is evaluated
     dataset = load_data(data or cfg["data"], root=data_root or cfg.get("data_root"),
-                        image_size=ckpt["image_size"], val_size=cfg.get("val_size"), stream=cfg.get("stream"),
-                        crop_size=ckpt.get("crop_size"))
+                        image_size=ckpt["image_size"], val_size=0 if flat else cfg.get("val_size"),
+                        stream=cfg.get("stream"), crop_size=ckpt.get("crop_size"))
+    if flat:
+        dataset.test = dataset.train
+        dataset.splits["test"] = f"every image of {data} ({len(dataset.test)} images)"
     if dataset.classes != ckpt["classes"]:
-        def show(c: list[str]) -> str:
-            return f"{len(c)} classes ({', '.join(c[:4])}{', ...' if len(c) > 4 else ''})"
+        mapping = class_mapping(dataset.classes, ckpt["classes"], ckpt.get("wnids"))
+        if mapping is None:
+            def show(c: list[str]) -> str:
+                return f"{len(c)} classes ({', '.join(c[:4])}{', ...' if len(c) > 4 else ''})"
 
-        raise ResnetsError(f"checkpoint {checkpoint} was trained on {show(ckpt['classes'])}, "
-                           f"but the data has {show(dataset.classes)}")
+            raise ResnetsError(f"checkpoint {checkpoint} was trained on {show(ckpt['classes'])}, "
+                               f"but the data has {show(dataset.classes)}")
+        relabel(dataset, mapping, ckpt["classes"])
     if dataset.in_chans != ckpt["in_chans"]:
         raise ResnetsError(f"checkpoint expects {ckpt['in_chans']}-channel images, the data has {dataset.in_chans}")
     aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
@@ -213,7 +221,9 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,
-                 mode: str = "auto") -> None:
+                 mode: str = "auto", architecture: str | None = None) -> None:
+        if architecture is not None:  # weights named with the network they must be for
+            check_architecture(checkpoint, architecture)
         model, ckpt = model_from_checkpoint(checkpoint)
         self.device = resolve_device(device)
         self.model = model  # float32, eval mode, on the CPU: for gradients (Grad-CAM) and export
@@ -240,13 +250,22 @@ class Predictor:
 
     def predict_tensor(self, images: torch.Tensor, topk: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k ``(class, probability)`` for a uint8 batch ``(N, C, H, W)``."""
+        return [[(c, q) for _, c, q in row] for row in self.predict_indexed(images, topk)]
+
+    def predict_indexed(self, images: torch.Tensor, topk: int = 5) -> list[list[tuple[int, str, float]]]:
+        """Top-k ``(class index, class, probability)`` for a uint8 batch (names alone can repeat: ImageNet has
+        two "crane" classes)."""
         probs = predict_logits(self.forward, images, self.aug, device=self.device, tta_flip=self.tta_flip).softmax(1)
-        return self.top_classes(probs, topk)
+        return self.top(probs, topk)
+
+    def top(self, probs: torch.Tensor, topk: int) -> list[list[tuple[int, str, float]]]:
+        """Top-k ``(class index, class, probability)`` of each row of class probabilities ``(N, classes)``."""
+        p, idx = probs.topk(min(topk, len(self.classes)), dim=1)
+        return [[(j, self.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
 
     def top_classes(self, probs: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
         """Top-k ``(class, probability)`` of each row of class probabilities ``(N, classes)``."""
-        p, idx = probs.topk(min(topk, len(self.classes)), dim=1)
-        return [[(self.classes[j], float(q)) for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
+        return [[(c, q) for _, c, q in row] for row in self.top(probs, topk)]
 
     def predict(self, images: ImageInput | Sequence[ImageInput], topk: int = 5,
                 batch_size: int = 64) -> list[list[tuple[str, float]]]:
