@@ -13,8 +13,17 @@ Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
+    import fnmatch
+
     from .models import get_model_spec, list_models
 
+    if args.weights:
+        from .models.pretrained import PRETRAINED, describe
+
+        for name, weights in PRETRAINED.items():
+            if fnmatch.fnmatchcase(weights.model, args.pattern):
+                print(describe(weights))
+        return
     for name in list_models(args.pattern):
         spec = get_model_spec(name)
         print(f"{name:<20} {spec.family:<9} {spec.reference:<12} {spec.summary}")
@@ -58,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.add_argument("--weights", action="store_true", help="list the published ImageNet weights instead: tag, "
+                                                          "reported accuracy, preprocessing, source")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="stages, output shapes, parameters and MACs of a model")

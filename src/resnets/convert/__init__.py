@@ -20,7 +20,7 @@ from ..engine.checkpoint import save_weights
 from ..errors import CheckpointError
 from ..models import create_model
 from ..models.loading import extract_state_dict, load_state_dict_into, read_checkpoint
-from . import keras
+from ..models import keras
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TOLERANCE = 1e-4  # largest logit difference from the source graph, relative to the largest logit

@@ -38,7 +38,12 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from ..models.loading import shipped_weights
     from .server import ServeConfig, serve
 
-    source = args.model or args.checkpoint
+    if args.weights:
+        from ..engine.cli import weights_source
+
+        source = weights_source(args.weights, args.model)
+    else:
+        source = args.model or args.checkpoint
     if source is None:
         shipped = shipped_weights()
         if not shipped:
@@ -74,7 +79,9 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", help="HTTP prediction service with a web page (FastAPI on uvicorn)")
     p.add_argument("checkpoint", nargs="?", help="training checkpoint or weights file")
-    p.add_argument("--model", help="shipped weights name, e.g. resnet20_cifar10 (the default when one ships)")
+    p.add_argument("--weights", help="a weights file or published ImageNet weights (resnets list --weights)")
+    p.add_argument("--model", help="with --weights: the architecture they are for (checked); without: a shipped "
+                                   "weights name, e.g. resnet20_cifar10 (the default when one ships)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=32, help="images run together at most")

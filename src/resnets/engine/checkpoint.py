@@ -10,7 +10,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..files import atomic_write
-from ..models.loading import read_checkpoint, resolve_weights
+from ..models.loading import META_KEY, read_checkpoint, resolve_weights, save_described
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -31,21 +31,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-META_KEY = "resnets"  # the safetensors metadata entry that holds a checkpoint's description (JSON)
 META_FIELDS = ("config", "classes", "mean", "std", "in_chans", "image_size", "crop_size")
 
 
 def save_weights(path: str | Path, ckpt: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
     """A training checkpoint's model weights as safetensors, described (architecture, classes, input
     normalisation, ``extra``) in the file's metadata, so that it loads like the checkpoint itself."""
-    from safetensors.torch import save
-
     meta = {k: ckpt.get(k) for k in META_FIELDS}
     meta["config"] = {k: ckpt["config"].get(k) for k in ("model", "model_args", "data", "val_size")}
-    tensors = {k: v.contiguous() for k, v in ckpt["model"].items()}
-    data = save(tensors, metadata={META_KEY: json.dumps({**meta, **(extra or {})})})
-    atomic_write(path, lambda f: f.write(data))
-    return Path(path)
+    return save_described(path, ckpt["model"], {**meta, **(extra or {})})
 
 
 def weights_metadata(path: str | Path) -> dict[str, Any] | None:

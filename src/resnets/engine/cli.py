@@ -131,17 +131,27 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
 
 
+def weights_source(weights: str, model: str | None) -> str:
+    """What ``--weights W [--model M]`` names: a file, a shipped name, or published weights (``--weights
+    tv2_in1k --model resnet50``, or ``--weights resnet50.tv2_in1k``); checked against ``M`` when given."""
+
+    from ..models.pretrained import PRETRAINED
+    from .checkpoint import check_architecture
+
+    source = f"{model}.{weights}" if model and f"{model}.{weights}" in PRETRAINED and not Path(weights).exists() \
+        else weights
+    if model:
+        check_architecture(source, model)
+    return source
+
+
 def _checkpoint_of(args: argparse.Namespace) -> str:
     """``resnets eval``'s checkpoint: CHECKPOINT, or --weights checked against --model."""
     if bool(args.checkpoint) == bool(args.weights):
         raise ResnetsError("give a CHECKPOINT or --weights FILE (one of them)")
     if args.model and not args.weights:
         raise ResnetsError("--model goes with --weights (a CHECKPOINT names its architecture)")
-    if args.weights and args.model:
-        from .checkpoint import check_architecture
-
-        check_architecture(args.weights, args.model)
-    return args.checkpoint or args.weights
+    return weights_source(args.weights, args.model) if args.weights else args.checkpoint
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -166,13 +176,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.topk < 1 or args.batch_size < 1:
         raise ResnetsError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
     if args.weights:
-        checkpoint, images = args.weights, args.inputs
+        checkpoint, images = weights_source(args.weights, args.model), args.inputs
     else:
         checkpoint, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
     if not images:
         raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --weights FILE IMAGE...)")
-    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode,
-                          architecture=args.model if args.weights else None)
+    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode)
     files = find_images(images)
     for start in range(0, len(files), args.batch_size):
         loaded, names = [], []
@@ -263,8 +272,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy, per-class metrics and confusion matrix of a checkpoint",
                        usage="resnets eval (CHECKPOINT | --weights FILE [--model NAME]) [--data DATA] [options]")
     p.add_argument("checkpoint", nargs="?", help="a training checkpoint or weights file (or give --weights)")
-    p.add_argument("--weights", help="weights file (e.g. made by resnets convert) or shipped name, instead of CHECKPOINT")
-    p.add_argument("--model", help="with --weights: the architecture they must be for (checked)")
+    p.add_argument("--weights", help="a weights file (e.g. made by resnets convert), a shipped name, or published "
+                                     "ImageNet weights (resnets list --weights), instead of CHECKPOINT")
+    p.add_argument("--model", help="with --weights: the architecture they are for (checked)")
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -286,8 +296,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
                        usage="resnets predict (CHECKPOINT | --model NAME) IMAGE_OR_FOLDER... [options]")
     p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE",
                    help="a checkpoint (unless --weights or --model), then images")
-    p.add_argument("--weights", help="weights file (e.g. made by resnets convert) or shipped name, instead of CHECKPOINT")
-    p.add_argument("--model", help="with --weights: the architecture they must be for (checked); without: a shipped "
+    p.add_argument("--weights", help="a weights file (e.g. made by resnets convert), a shipped name, or published "
+                                     "ImageNet weights (resnets list --weights), instead of CHECKPOINT")
+    p.add_argument("--model", help="with --weights: the architecture they are for (checked); without: a shipped "
                                    "weights name (resnet20_cifar10) or weights file, instead of CHECKPOINT")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)

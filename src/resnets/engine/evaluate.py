@@ -18,7 +18,7 @@ from ..data.stream import default_workers
 from ..deploy.inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
-from .checkpoint import check_architecture, model_from_checkpoint
+from .checkpoint import model_from_checkpoint
 from .metrics import Metrics, classification_metrics
 from .train import evaluate_split, predict_logits, resolve_device
 
@@ -221,9 +221,7 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,
-                 mode: str = "auto", architecture: str | None = None) -> None:
-        if architecture is not None:  # weights named with the network they must be for
-            check_architecture(checkpoint, architecture)
+                 mode: str = "auto") -> None:
         model, ckpt = model_from_checkpoint(checkpoint)
         self.device = resolve_device(device)
         self.model = model  # float32, eval mode, on the CPU: for gradients (Grad-CAM) and export

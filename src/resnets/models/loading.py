@@ -16,6 +16,21 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # weights shipped inside the package
+META_KEY = "resnets"  # the safetensors metadata entry that holds a weights file's description (JSON)
+
+
+def save_described(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping) -> Path:
+    """Weights as safetensors with their description (architecture, classes, input normalisation ...) in the
+    file's metadata, written atomically."""
+    import json
+
+    from safetensors.torch import save
+
+    from ..files import atomic_write
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={META_KEY: json.dumps(dict(meta))})
+    atomic_write(path, lambda f: f.write(data))
+    return Path(path)
 
 
 def shipped_weights() -> dict[str, Path]:
@@ -24,9 +39,17 @@ def shipped_weights() -> dict[str, Path]:
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
-    """A shipped weights name (``resnet20_cifar10``) or a local file path, as a path."""
+    """A shipped weights name (``resnet20_cifar10``), a published weights name (``resnet50.tv2_in1k``: fetched
+    once, then cached with its description) or a local file path, as a path."""
+    from .pretrained import PRETRAINED, described_file
+
+    name = str(name_or_path)
     shipped = shipped_weights()
-    return shipped[str(name_or_path)] if str(name_or_path) in shipped else Path(name_or_path)
+    if name in shipped:
+        return shipped[name]
+    if name in PRETRAINED and not Path(name).exists():
+        return described_file(PRETRAINED[name])
+    return Path(name_or_path)
 
 
 def read_checkpoint(path: str | Path) -> dict:

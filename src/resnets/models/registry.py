@@ -61,32 +61,43 @@ def create_model(
     name: str,
     num_classes: int | None = None,
     in_chans: int = 3,
-    pretrained: str | Path | None = None,
+    pretrained: str | Path | bool | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
+    weights: str | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered network by name.
 
     Args:
-        name: a name from ``list_models()``.
-        num_classes: classifier size; defaults to the family's (1000 ImageNet, 10 CIFAR).
+        name: a name from ``list_models()``, optionally with a weights tag (``"resnet50.a1_in1k"``).
+        num_classes: classifier size; defaults to the family's (1000 ImageNet, 10 CIFAR). Pretrained weights
+            for another class count keep everything but the classifier.
         in_chans: input channels (pretrained stem weights are adapted when they differ).
-        pretrained: a local ``.pth``/``.pt``/``.safetensors`` file to load (weights only).
+        pretrained: ``True``: the published ImageNet weights of the name's tag, else the model's default
+            (``resnets list --weights``); or a local ``.pth``/``.pt``/``.safetensors`` file (weights only).
         features_only: return a ``FeatureExtractor`` that gives the stage outputs.
         out_indices: which stages a feature extractor returns.
+        weights: a weights tag to load (``"tv_in1k"``), as ``pretrained=True`` with that tag.
         **overrides: any ``ResNet`` argument, e.g. ``shortcut="B"``, ``drop_path_rate=0.1``.
     """
-    from .loading import load_pretrained
+    from .loading import load_pretrained, load_state_dict_into
+    from .pretrained import get_weights, load_weights, split_name
     from .resnet import FeatureExtractor
 
+    name, tag = split_name(name)
+    published = get_weights(name, weights or tag) if pretrained is True or weights is not None else None
+    if published is not None:
+        overrides = {**published.model_args, **overrides}  # e.g. Keras' ResNet50 is v1 (stride in the 1x1)
     spec = get_model_spec(name)
     _check_settings(name, spec.builder, overrides)
     args = {**spec.args, **overrides, "in_chans": in_chans}
     if num_classes is not None:
         args["num_classes"] = num_classes
     model = spec.builder(**args)
-    if pretrained is not None:
+    if published is not None:
+        load_state_dict_into(model, load_weights(published))
+    elif pretrained not in (None, False, True):
         load_pretrained(model, pretrained)
     if features_only:
         return FeatureExtractor(model, out_indices)

@@ -1,0 +1,92 @@
+"""Published weights: fetched from a local HTTP server, verified by sha256, cached, used offline; clear errors."""
+import hashlib
+from dataclasses import replace
+
+import pytest
+import torch
+
+import resnets
+from resnets.errors import CheckpointError, ConfigError
+from resnets.hub import fetch
+from resnets.models import pretrained
+from resnets.models.loading import resolve_weights
+from resnets.cli import main
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RESNETS_OFFLINE", raising=False)
+    return tmp_path / "home" / "weights"
+
+
+@pytest.fixture
+def served(tmp_path, http_root):
+    """A torchvision-layout resnet18 state dict served on 127.0.0.1, with its sha256."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    state = resnets.create_model("resnet18").state_dict()
+    torch.save(state, folder / "resnet18-test.pth")
+    digest = hashlib.sha256((folder / "resnet18-test.pth").read_bytes()).hexdigest()
+    return http_root(folder), digest, state, folder
+
+
+def test_fetch_verifies_caches_and_then_works_offline(home, served, monkeypatch):
+    url, digest, _, folder = served
+    path = fetch([f"{url}/resnet18-test.pth"], digest, progress=False)
+    assert path == home / "resnet18-test.pth" and path.is_file()
+    (folder / "resnet18-test.pth").unlink()  # the server no longer has it: the cache serves
+    monkeypatch.setenv("RESNETS_OFFLINE", "1")
+    assert fetch([f"{url}/resnet18-test.pth"], digest[:8], progress=False) == path  # a publisher's prefix works
+
+
+def test_a_checksum_mismatch_is_refused_and_nothing_is_cached(home, served):
+    url, digest, _, _ = served
+    with pytest.raises(CheckpointError, match="does not match its sha256.*refused"):
+        fetch([f"{url}/resnet18-test.pth"], "0" * 64, progress=False)
+    assert not list(home.glob("*"))  # no partial or wrong file left behind
+
+
+def test_no_network_offline_and_a_damaged_cache_each_say_the_fix(home, served, monkeypatch):
+    url, digest, _, _ = served
+    with pytest.raises(CheckpointError, match=r"cannot download http://127.0.0.1:9/x.pth .*download .* yourself"):
+        fetch(["http://127.0.0.1:9/x.pth"], digest, progress=False)
+    monkeypatch.setenv("RESNETS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="not in the cache and RESNETS_OFFLINE=1"):
+        fetch([f"{url}/resnet18-test.pth"], digest, progress=False)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "resnet18-test.pth").write_bytes(b"half a file")
+    with pytest.raises(CheckpointError, match="cached .* does not match its sha256.*delete it"):
+        fetch([f"{url}/resnet18-test.pth"], digest, progress=False)
+
+
+def test_a_mirror_is_tried_when_the_first_url_fails(home, served):
+    url, digest, _, _ = served
+    assert fetch(["http://127.0.0.1:9/resnet18-test.pth", f"{url}/resnet18-test.pth"], digest, progress=False)
+
+
+def test_tags_load_through_create_model_and_as_described_weights(home, served, monkeypatch):
+    url, digest, state, _ = served
+    tag = replace(pretrained.PRETRAINED["resnet18.tv_in1k"], tag="test_in1k", urls=(f"{url}/resnet18-test.pth",),
+                  sha256=digest)
+    monkeypatch.setitem(pretrained.PRETRAINED, "resnet18.test_in1k", tag)
+    model = resnets.create_model("resnet18.test_in1k", pretrained=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    head = resnets.create_model("resnet18", weights="test_in1k", num_classes=10)  # a new head, the rest loaded
+    assert head.fc.out_features == 10 and torch.equal(head.conv1.weight, state["conv1.weight"])
+    described = resolve_weights("resnet18.test_in1k")
+    predictor = resnets.Predictor(described, mode="fused")
+    assert len(predictor.classes) == 1000 and predictor.classes[130] == "flamingo" and predictor.image_size == 256
+
+
+def test_unknown_tags_and_models_without_weights_are_named_errors():
+    with pytest.raises(ConfigError, match="unknown weights resnet50.tv3_in1k; did you mean tv_in1k"):
+        resnets.create_model("resnet50", weights="tv3_in1k")
+    with pytest.raises(ConfigError, match="no published ImageNet weights for resnet20"):
+        resnets.create_model("resnet20", pretrained=True)
+
+
+def test_list_weights_shows_tags_with_accuracy_and_source(capsys):
+    assert main(["list", "--weights", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet50.tv2_in1k" in out and "80.9" in out and "resnet50.keras_in1k" in out and "npmjs" in out
