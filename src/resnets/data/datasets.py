@@ -20,7 +20,7 @@ from .cifar import CIFAR, load_cifar
 from .digits import load_digits_set
 from .folder import FolderContents, is_archive, read_image_folder
 from .shards import is_shard_dataset
-from .sources import held_in_memory, stream_wanted, streamed_folder, streamed_shards
+from .sources import finish_data, held_in_memory, stream_wanted, streamed_folder, streamed_shards
 from .types import ImageData, ImageSet, channel_stats, holdout_size, split_off
 
 log = logging.getLogger("resnets")
@@ -182,7 +182,4 @@ def load_data(
 
 def _finish(name: str, classes: list[str], train: ImageSet, val: ImageSet, test: ImageSet | None,
             splits: dict[str, str], skipped: list[str]) -> ImageData:
-    mean, std = channel_stats(train.images)
-    sizes = {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0}
-    splits = {k: f"{v} ({sizes[k]} images)" for k, v in splits.items()}
-    return ImageData(name, classes, train, val, test, mean, std, splits, skipped)
+    return finish_data(name, classes, train, val, test, splits, channel_stats(train.images), skipped)

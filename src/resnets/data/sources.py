@@ -61,18 +61,10 @@ def _size(image_size: int | None, crop: int | None, first: Callable[[], int]) ->
 
 
 def _stats(train: StreamSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Channel statistics of up to ``STATS_SAMPLE`` training images spread over the split (seed 0)."""
+    """Channel statistics of up to ``STATS_SAMPLE`` training images spread over the split (seed 0), at 32 px."""
     index = np.random.default_rng(0).permutation(len(train))[:STATS_SAMPLE]
     sample = train.subset(torch.from_numpy(np.sort(index))) if isinstance(train.source, FileList) else train
-    loader = StreamLoader(replace(sample, image_size=32, crop=None), SampleTransform(32), 256, shuffle=False)
-    images, n = [], 0
-    for x, _ in loader.batches():
-        images.append(x)
-        n += len(x)
-        if n >= STATS_SAMPLE:
-            break
-    loader.close()
-    return channel_stats(torch.cat(images))
+    return channel_stats(images_of(replace(sample, image_size=32, crop=None), STATS_SAMPLE))
 
 
 def streamed_folder(path: Path, image_size: int | None, crop: int | None, val_size: float | None) -> ImageData:
@@ -97,7 +89,7 @@ def streamed_folder(path: Path, image_size: int | None, crop: int | None, val_si
         names["val"] = f"{held} held out of train (seed 0)"
     test = make(*splits["test"]) if "test" in splits else None
     names["test"] = f"{path.name}: test/" if test else "none"
-    return _finish(path.name, classes, train, val, test, names, _stats(train))
+    return finish_data(path.name, classes, train, val, test, names, _stats(train))
 
 
 def streamed_shards(source: str, image_size: int | None, crop: int | None,
@@ -119,14 +111,16 @@ def streamed_shards(source: str, image_size: int | None, crop: int | None,
     name = str(source).rstrip("/").removesuffix("/dataset.json").rsplit("/", 1)[-1]
     names = {split: f"{name}: {split} shards" for split in ("train", "val", "test") if split in sets}
     names.setdefault("val", "none")
-    return _finish(name, index.classes, train, val, sets.get("test"), names, stats), index
+    return finish_data(name, index.classes, train, val, sets.get("test"), names, stats), index
 
 
-def _finish(name: str, classes: list[str], train: StreamSet, val: StreamSet, test: StreamSet | None,
-            names: dict[str, str], stats: tuple) -> ImageData:
+def finish_data(name: str, classes: list[str], train: ImageSet | StreamSet, val: ImageSet | StreamSet,
+                test: ImageSet | StreamSet | None, splits: dict[str, str], stats: tuple,
+                skipped: list[str] | None = None) -> ImageData:
+    """``ImageData`` whose split descriptions end with their image counts."""
     sizes = {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0}
-    names = {k: f"{v} ({sizes[k]} images)" for k, v in names.items()}
-    return ImageData(name, classes, train, val, test, *stats, names)
+    splits = {k: f"{v} ({sizes[k]} images)" for k, v in splits.items()}
+    return ImageData(name, classes, train, val, test, *stats, splits, list(skipped or []))
 
 
 def held_in_memory(data: ImageData) -> ImageData:
