@@ -18,7 +18,9 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import RESULTS, write_result
-from resnets.bench import cpu_matmuls, time_interleaved, train_step
+from resnets.benchmark.peaks import cpu_matmuls
+from resnets.benchmark.speed import train_step
+from resnets.timing import time_interleaved
 from resnets.machine import machine_info
 
 BATCH, SIZE = 128, 32

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resnets.bench import run_bench
+from resnets.benchmark import run_bench
 from resnets.files import atomic_write
 
 OUT = Path(__file__).resolve().parent / "results" / "bench.json"

@@ -1,7 +1,6 @@
 import functools
 import http.server
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -13,22 +12,39 @@ import resnets
 SHARED = Path(os.environ.get("RESNETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", help="also run the tests marked slow (CI runs everything)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default run leaves out the tests marked slow (end-to-end training runs, subprocess jobs); ``--all``
+    or an explicit ``-m`` expression takes them in."""
+    if config.getoption("--all") or config.getoption("-m"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --all")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
 @pytest.fixture(scope="session")
-def shared_reference():
-    """``(reference json, fill module)`` from ../shared/reference, or skip where it is absent (a user's clone)."""
-    ref = SHARED / "reference"
-    if not (ref / "resnet_reference.json").is_file():
-        pytest.skip(f"parity reference not found at {ref} (it lives in the project's shared/ folder)")
+def parity_reference():
+    """``(reference json, fill module)``: torchvision's and timm's keys, shapes and logits (tests/fixtures)."""
+    import importlib.util
     import json
 
-    sys.path.insert(0, str(ref))
-    import fill
-
+    ref = FIXTURES / "parity"
+    spec = importlib.util.spec_from_file_location("parity_fill", ref / "fill.py")
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
     return json.loads((ref / "resnet_reference.json").read_text()), fill
 
 

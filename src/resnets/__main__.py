@@ -1,3 +1,4 @@
+"""``python -m resnets``: the command line, as the ``resnets`` script runs it."""
 import sys
 
 from .cli import main

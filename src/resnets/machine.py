@@ -35,6 +35,13 @@ def int8_saturates() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and not cpu_has_vnni()
 
 
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 convolutions run natively (AVX512-BF16/AMX on the CPU, or a CUDA GPU)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def machine_info() -> dict[str, object]:
     cpu = _cpuinfo("model name") or platform.processor() or platform.machine()
     info: dict[str, object] = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,

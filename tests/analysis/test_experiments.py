@@ -50,4 +50,4 @@ def test_bad_experiment_inputs(tmp_path, capsys):
     assert set(EXPERIMENTS) == {"degradation", "shortcuts", "preact", "depth"}
     # every run's settings are checked before any trains: nothing is written for a bad one
     assert main(["experiment", "degradation", "--epochs", "0", "--out", str(tmp_path / "bad")]) == 2
-    assert "epochs must be > 0, got 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert "setting 'epochs' must be > 0, got 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()

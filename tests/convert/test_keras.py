@@ -168,6 +168,7 @@ def imagenet_samples(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_published_keras_resnet50_classifies_imagenet_photos(published_tfjs, imagenet_samples, tmp_path):
     weights = tmp_path / "resnet50_keras.safetensors"
     result = convert(published_tfjs, weights)

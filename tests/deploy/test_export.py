@@ -7,7 +7,7 @@ import torch
 from resnets import ResnetsError
 from resnets.cli import main
 from resnets.deploy.export import FORMATS, TOLERANCE, export_checkpoint, exported_format, load_exported, read_metadata
-from resnets.deploy.inference import onnxruntime_available
+from resnets.inference import onnxruntime_available
 from resnets.engine.checkpoint import model_from_checkpoint
 
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime is not installed")

@@ -1,4 +1,6 @@
 """The CIFAR-10 ResNet-20 that ships inside the package works by name, with no download."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -35,6 +37,19 @@ def test_create_model_takes_the_shipped_name():
         torch.testing.assert_close(model(x), predictor.model(x))
 
 
+def test_shipped_accuracy_on_original_cifar10_test_images():
+    """200 images of the CIFAR-10 test set (20 a class, in tests/fixtures): top-1 within three standard errors
+    of the 10,000-image figure the weights' description reports; the float32 fast path agrees with eager."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "cifar10-test-200"
+    reported = weights_metadata(shipped_weights()["resnet20_cifar10"])["test_top1"]
+    fused = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="fused")
+    eager = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="eager")
+    se = 100 * (reported / 100 * (1 - reported / 100) / 200) ** 0.5
+    assert fused.n == 200 and abs(fused.top1 - reported) < 3 * se
+    assert fused.top1 == eager.top1 and fused.confusion == eager.confusion
+
+
+@pytest.mark.slow
 def test_shipped_accuracy_on_real_images(cifar10_jpeg):
     metrics = resnets.evaluate("resnet20_cifar10", str(cifar10_jpeg), split="test", mode="fused")
     assert metrics.n == 10000 and metrics.top1 == pytest.approx(weights_metadata(

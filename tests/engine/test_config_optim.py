@@ -18,6 +18,46 @@ def test_shipped_recipes_load_and_validate():
         make_config(name)
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"epochs": "ten"}, "setting 'epochs' must be a number, got 'ten'"),
+    ({"batch_size": 12.5}, "setting 'batch_size' must be a whole number, got 12.5"),
+    ({"hflip": "no"}, "setting 'hflip' must be true or false, got 'no'"),
+    ({"seed": True}, "setting 'seed' must be a whole number, got True"),
+    ({"schedule": "cosin"}, "setting 'schedule' must be one of cosine, linear, step, multistep, constant"),
+    ({"rrc_scale": [0.08, "all"]}, "setting 'rrc_scale' must be a list of numbers"),
+    ({"rrc_scale": [0.5, 0.1]}, "setting 'rrc_scale' must be two numbers 0 < low <= high <= 1"),
+    ({"model_args": ["drop_path_rate"]}, "setting 'model_args' must be a mapping of names to values"),
+    ({"lr": 0}, r"setting 'lr' must be in \(0, 10\], got 0"),
+    ({"workers": -1}, "setting 'workers' must be >= 0, got -1"),
+])
+def test_every_setting_is_checked_on_creation_with_one_line_naming_it(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)  # from Python
+    with pytest.raises(ConfigError, match=message):
+        make_config(None, **settings)  # as the command line and recipes make it
+
+
+def test_a_recipe_with_a_wrong_type_is_refused_and_yaml_exponents_are_numbers(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: ten\n")
+    with pytest.raises(ConfigError, match="setting 'epochs' must be a number, got 'ten'"):
+        make_config(str(path))
+    path.write_text("lr: 1e-3\nweight_decay: 5E-4\nepochs: 3\n")  # YAML 1.1 alone reads these as strings
+    cfg = make_config(str(path))
+    assert (cfg.lr, cfg.weight_decay, cfg.epochs) == (1e-3, 5e-4, 3)
+
+
+def test_whole_numbers_are_numbers_and_nothing_is_converted():
+    cfg = TrainConfig(epochs=3, lr=1, val_size=500)
+    assert (cfg.epochs, cfg.lr, cfg.val_size) == (3, 1, 500) and type(cfg.epochs) is int
+
+
+def test_every_setting_has_a_help_text_for_the_command_line():
+    from dataclasses import fields
+
+    assert all(len(f.metadata.get("help", "")) > 5 for f in fields(TrainConfig))
+
+
 def test_paper_recipe_is_the_paper():
     cfg = make_config("cifar10-resnet56-paper")
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.momentum) == ("resnet56", 128, 0.1, 1e-4, 0.9)
@@ -39,10 +79,10 @@ def test_recipe_from_a_yaml_file(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"batch_size": 0}, "batch size"), ({"lr": -1.0}, "learning rate"), ({"lr": 100.0}, "learning rate"),
-    ({"epochs": 0}, "epochs"), ({"ema_decay": 1.5}, "EMA"), ({"precision": "fp8"}, "precision"),
-    ({"label_smoothing": 1.0}, "label smoothing"), ({"lerning_rate": 0.1}, "unknown setting 'lerning_rate'"),
-    ({"lookahead_every": -1}, "lookahead interval"), ({"lookahead_decay": 1.0}, "lookahead decay"),
+    ({"batch_size": 0}, "'batch_size'"), ({"lr": -1.0}, "'lr'"), ({"lr": 100.0}, "'lr'"),
+    ({"epochs": 0}, "'epochs'"), ({"ema_decay": 1.5}, "'ema_decay'"), ({"precision": "fp8"}, "'precision'"),
+    ({"label_smoothing": 1.0}, "'label_smoothing'"), ({"lerning_rate": 0.1}, "unknown setting 'lerning_rate'"),
+    ({"lookahead_every": -1}, "'lookahead_every'"), ({"lookahead_decay": 1.0}, "'lookahead_decay'"),
 ])
 def test_out_of_range_settings_are_named(kwargs, match):
     with pytest.raises(ConfigError, match=match):

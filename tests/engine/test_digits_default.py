@@ -1,5 +1,8 @@
 """The default job (`resnets train` with no arguments) reaches the promised accuracy on the digits."""
+import pytest
 import resnets
+
+pytestmark = pytest.mark.slow  # the whole default training run
 
 
 def test_default_recipe_reaches_97_percent_on_the_digits_test_split(tmp_path):

@@ -22,6 +22,7 @@ def _train(tmp_path, name, nproc, extra=()):
     return load_training_checkpoint(out / "last.pt"), done
 
 
+@pytest.mark.slow  # a torchrun job
 def test_two_processes_match_one(tmp_path):
     # One step matches to float rounding (about 1e-7 in the weights); early training on 128 images
     # amplifies rounding (about 10x a step at lr 0.01), so the run is short and its learning rate small.
@@ -44,6 +45,7 @@ def test_two_processes_match_one(tmp_path):
             torch.testing.assert_close(double["model"][key], value, rtol=0, atol=2e-3, msg=key)
 
 
+@pytest.mark.slow  # a torchrun job
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """SIGKILL in the middle of training, then --resume auto: the weights of an uninterrupted run."""
     import signal
@@ -85,6 +87,7 @@ def _workers(marker: str, attempt: int = 0) -> dict[int, int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker processes through /proc")
+@pytest.mark.slow  # a torchrun job
 def test_elastic_restart_after_a_killed_worker_resumes_to_the_same_weights(tmp_path):
     """--max-restarts: one of two workers is killed mid-run; torchrun restarts both, they resume from
     last.pt, and the run ends with the weights of an uninterrupted one."""

@@ -81,7 +81,7 @@ def test_predictor_resizes_any_image(tree_run):
 
 
 def test_compare_modes_measures_each_mode_against_float32(tree_run, tmp_path):
-    from resnets.deploy.inference import TOLERANCE
+    from resnets.inference.modes import TOLERANCE
     from resnets.engine.evaluate import compare_modes, format_modes
 
     _, best, result = tree_run
@@ -116,7 +116,7 @@ def test_compare_modes_refuses_an_unknown_mode(tree_run):
 
 
 def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
-    from resnets.deploy.inference import fastest_mode
+    from resnets.inference import fastest_mode
 
     _, best, _ = tree_run
     assert resnets.evaluate(best, split="test").top1 == resnets.evaluate(best, split="test", mode="fused").top1

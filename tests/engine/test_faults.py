@@ -1,3 +1,4 @@
+import pytest
 """Faults: a process killed while it writes a checkpoint, and resident memory over thousands of steps."""
 import os
 import signal
@@ -51,6 +52,7 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
+@pytest.mark.slow
 def test_memory_soak_of_thousands_of_training_steps():
     """The training step (augment, forward, backward, SGD, EMA) at a tiny size, 2,000 times: resident
     memory after warm-up does not grow by more than a few percent."""

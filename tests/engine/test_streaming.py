@@ -32,6 +32,7 @@ def _weights(path):
     return load_training_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(shards, tmp_path, monkeypatch):
     whole = resnets.train(resnets.make_config(None, data=str(shards), out=str(tmp_path / "whole"), **FAST))
     steps = whole.history[-1]["step"]
@@ -124,6 +125,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_localhost_read_disjoint_parts_of_shards_over_http(shards, http_root, tmp_path):
     url, port = http_root(shards), _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")

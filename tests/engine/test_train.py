@@ -8,7 +8,7 @@ import torch
 import resnets
 from resnets import CheckpointError, ConfigError, DataError
 from resnets.engine.checkpoint import load_training_checkpoint
-from resnets.engine.train import TrainingDiverged, train
+from resnets.engine.train import TrainingDiverged, end_epoch, report, setup, train, train_epoch, train_step
 from tests.conftest import make_cifar_batches
 
 
@@ -16,6 +16,30 @@ def _cfg(tmp_path, **kw):
     base = dict(model="resnet20", data="digits", subset=256, epochs=2, batch_size=64, lr=0.05,
                 out=str(tmp_path / "run"), progress=False, tensorboard=False)
     return resnets.make_config(None, **{**base, **kw})
+
+
+def test_the_loop_in_its_parts_setup_step_epoch_end_and_report(tmp_path):
+    from tqdm import tqdm
+
+    run = setup(_cfg(tmp_path, subset=64, epochs=1, batch_size=32, precision="fp32"))
+    assert (run.steps_per_epoch, run.total_steps, run.step, run.epoch) == (2, 2, 0, 0)
+    assert run.data.num_classes == 10 and next(run.model.parameters()).dtype == torch.float32
+
+    x, y = next(iter(run.loader.batches(0, 0)))
+    before = [p.detach().clone() for p in run.model.parameters()]
+    loss, logits, target, labels = train_step(run, x, y, 0, per_process=False)
+    assert torch.isfinite(loss) and logits.shape == (32, 10) and torch.equal(labels, y)
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters()))  # one SGD step was taken
+
+    run.step = 0  # the epoch starts from its first batch again
+    bar = tqdm(disable=True)
+    totals = train_epoch(run, bar)
+    assert run.step == 2 and totals.seen == 64 and 0 <= totals.correct <= 64 and totals.seconds > 0
+    row = end_epoch(run, totals, bar, runlog=None)
+    assert row["epoch"] == 1 == run.best_epoch and row["train_loss"] == totals.loss_sum / 64
+    assert (run.out / "best.pt").is_file() and load_training_checkpoint(run.out / "last.pt")["step"] == 2
+    result = report(run)
+    assert result.test.n == 360 and result.best_epoch == 1 and (run.out / "report.json").is_file()
 
 
 def test_training_writes_checkpoints_metrics_curves_and_report(tmp_path):
@@ -35,6 +59,7 @@ def test_training_writes_checkpoints_metrics_curves_and_report(tmp_path):
     assert ckpt["ema"] is not None and ckpt["in_chans"] == 1
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     kw = dict(epochs=3, drop_path_rate=None, model_args={"drop_path_rate": 0.1}, mixup=0.2, ema_decay=0.9,
               lookahead_every=3, alternate_flips=True)
@@ -119,7 +144,7 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
 
 
 def test_tta_views_are_weighted_shifts_and_flips():
-    from resnets.engine.train import tta_views
+    from resnets.engine.predict import tta_views
 
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
     views = tta_views(x, flip=True, translate=True)

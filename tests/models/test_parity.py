@@ -9,13 +9,13 @@ def _ours(ref_name: str) -> str:
     return ref_name.split(":", 1)[1]
 
 
-def test_reference_covers_torchvision_and_timm(shared_reference):
-    ref, _ = shared_reference
+def test_reference_covers_torchvision_and_timm(parity_reference):
+    ref, _ = parity_reference
     assert any(k.startswith("tv:") for k in ref) and any(k.startswith("timm:") for k in ref)
 
 
-def test_every_reference_model_has_identical_keys_and_shapes(shared_reference):
-    ref, _ = shared_reference
+def test_every_reference_model_has_identical_keys_and_shapes(parity_reference):
+    ref, _ = parity_reference
     for ref_name, entry in ref.items():
         model = resnets.create_model(_ours(ref_name))
         ours = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -25,8 +25,8 @@ def test_every_reference_model_has_identical_keys_and_shapes(shared_reference):
 
 
 @pytest.mark.parametrize("ref_name", ["tv:resnet18", "tv:resnet50"])
-def test_logits_match_the_reference_implementation_in_float64(shared_reference, ref_name):
-    ref, fill = shared_reference
+def test_logits_match_the_reference_implementation_in_float64(parity_reference, ref_name):
+    ref, fill = parity_reference
     model = resnets.create_model(_ours(ref_name)).double().eval()
     model.load_state_dict(fill.fill_state_dict(model.state_dict()), strict=True)
     with torch.no_grad():

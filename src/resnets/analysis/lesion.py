@@ -153,7 +153,7 @@ def analyze_lesion(checkpoints: dict[str, str | Path], out: str | Path, *, split
 
     from ..data import take
     from ..engine.evaluate import load_checkpoint_and_data, split_of
-    from ..engine.train import evaluate_split
+    from ..engine.predict import evaluate_split
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.imagenet import imagenet_names, imagenet_wnids
+from ..models.imagenet import imagenet_names, imagenet_wnids
 from ..engine.checkpoint import save_weights
 from ..errors import CheckpointError
 from ..models import create_model

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +125,7 @@ def load_data(
             are streamed. Streamed images are stored at ``image_size`` (default: ``crop_size / 0.875``).
         crop_size: the evaluation crop of streamed images.
     """
-    skipped: list[str] = []
-    name = str(source)
-    path = Path(source)
+    name, path = str(source), Path(source)
     cifar_kind = next((k for k, v in CIFAR.items() if path.name == v[0]), None) if path.is_dir() else None
     if is_shard_dataset(name):
         data, _ = streamed_shards(name, image_size, crop_size, val_size)
@@ -135,51 +134,78 @@ def load_data(
         raise DataError(f"streaming reads an image folder or shards, not {source!r}" + (
             f" (make shards of it with: resnets shard {source} DEST)" if is_archive(path) else ""))
     if name == "digits":
-        everything, classes = load_digits_set()
-        rest, test = split_off(everything, DIGITS_TEST, seed=0)
-        train_full, val_default = rest, DIGITS_VAL
-        splits = {"train": "sklearn digits minus val/test", "val": f"{DIGITS_VAL} held out of train (seed 0)",
-                  "test": f"{DIGITS_TEST} held out (seed 0)"}
+        found = _digits()
     elif name in CIFAR or cifar_kind:
         kind = name if name in CIFAR else cifar_kind
         base = Path(root) if root is not None and name in CIFAR else (path if cifar_kind else cache_dir() / "data")
-        train_full, test, classes = load_cifar(kind, base, download)
-        name, val_default = kind, CIFAR_VAL
-        splits = {"train": "official train minus val", "val": f"{CIFAR_VAL} held out of official train (seed 0)",
-                  "test": "official test"}
+        found = _cifar(kind, base, download)
     elif path.exists() and (path.is_dir() or is_archive(path)):
         if stream or (stream is None and path.is_dir() and stream_wanted(path, image_size)):
             return streamed_folder(path, image_size, crop_size, val_size)
-        contents = read_image_folder_cached(path, image_size, strict, cache)
-        classes, skipped = contents.classes, contents.skipped
-        train_full = contents.sets.get("train", contents.sets.get(None))
-        test = contents.sets.get("test")
-        val_default = 0.1
-        name = path.name.split(".")[0]
-        splits = {"train": f"{path.name}: train/", "test": f"{path.name}: test/" if test else "none"}
-        if "val" in contents.sets and val_size is None:
-            val = contents.sets["val"]
-            splits["val"] = f"{path.name}: val/"
-            return _finish(name, classes, train_full, val, test, splits, skipped)
+        found = _folder(path, image_size, strict, cache, val_size)
     else:
         raise DataError(f"data not found: {source!r} (expected 'digits', 'cifar10', 'cifar100', "
                         "an image folder, or a .tar/.tar.gz archive)")
-    if train_full is None or len(train_full) < 2:
+    if found.train is None or len(found.train) < 2:
         raise DataError(f"{source}: not enough training images")
-    if val_size == 0:  # no validation split: train on everything, with fixed hyper-parameters
-        train, val = train_full, train_full.subset(torch.zeros(0, dtype=torch.long))
+    return _with_validation(found, val_size)
+
+
+@dataclass
+class _Found:
+    """A source's images before the validation split: its training set (all of it), test set, the validation
+    split it brings (a val/ folder) or the default size of the one held out of train, and their descriptions."""
+
+    name: str
+    classes: list[str]
+    train: ImageSet | None
+    test: ImageSet | None
+    splits: dict[str, str]
+    val_default: float
+    val: ImageSet | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def _digits() -> _Found:
+    everything, classes = load_digits_set()
+    rest, test = split_off(everything, DIGITS_TEST, seed=0)
+    return _Found("digits", classes, rest, test, {
+        "train": "sklearn digits minus val/test", "val": f"{DIGITS_VAL} held out of train (seed 0)",
+        "test": f"{DIGITS_TEST} held out (seed 0)"}, DIGITS_VAL)
+
+
+def _cifar(kind: str, base: Path, download: bool) -> _Found:
+    train, test, classes = load_cifar(kind, base, download)
+    return _Found(kind, classes, train, test, {
+        "train": "official train minus val", "val": f"{CIFAR_VAL} held out of official train (seed 0)",
+        "test": "official test"}, CIFAR_VAL)
+
+
+def _folder(path: Path, image_size: int | None, strict: bool, cache: bool, val_size: float | None) -> _Found:
+    contents = read_image_folder_cached(path, image_size, strict, cache)
+    test = contents.sets.get("test")
+    found = _Found(path.name.split(".")[0], contents.classes, contents.sets.get("train", contents.sets.get(None)),
+                   test, {"train": f"{path.name}: train/", "test": f"{path.name}: test/" if test else "none"}, 0.1,
+                   skipped=contents.skipped)
+    if "val" in contents.sets and val_size is None:  # the tree's own validation split
+        found.val, found.splits["val"] = contents.sets["val"], f"{path.name}: val/"
+    return found
+
+
+def _with_validation(found: _Found, val_size: float | None) -> ImageData:
+    """The data set with its validation split: the source's own, none (``val_size`` 0: train on everything,
+    with fixed hyper-parameters), or held out of train with a fixed seed."""
+    train, val, splits = found.train, found.val, found.splits
+    if val is None and val_size == 0:
+        val = train.subset(torch.zeros(0, dtype=torch.long))
         splits["train"] = splits["train"].replace(" minus val/test", " minus test").replace(" minus val", "")
         splits["val"] = "none"
-    else:
+    elif val is None:
         try:
-            held = holdout_size(len(train_full), val_default if val_size is None else val_size)
+            held = holdout_size(len(train), found.val_default if val_size is None else val_size)
         except ValueError as e:
             raise DataError(str(e)) from None
-        train, val = split_off(train_full, held, seed=0)
+        train, val = split_off(train, held, seed=0)
         splits.setdefault("val", f"{held} held out of train (seed 0)")
-    return _finish(name, classes, train, val, test, splits, skipped)
-
-
-def _finish(name: str, classes: list[str], train: ImageSet, val: ImageSet, test: ImageSet | None,
-            splits: dict[str, str], skipped: list[str]) -> ImageData:
-    return finish_data(name, classes, train, val, test, splits, channel_stats(train.images), skipped)
+    return finish_data(found.name, found.classes, train, val, found.test, splits, channel_stats(train.images),
+                       found.skipped)

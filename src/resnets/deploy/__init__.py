@@ -1,5 +1,6 @@
-"""Deployment: batch-norm folding, fast inference modes, export."""
-from .fuse import fuse_bn
-from .inference import MODES, fastest_mode, native_bf16, prepare_inference
+"""Deployment of a trained checkpoint: export (ONNX, TorchScript, exported programs, safetensors), int8
+quantization with its measured cost, and a prediction server with a web page."""
+from .export import export_checkpoint, export_model
+from .quantize import quantize_checkpoint
 
-__all__ = ["MODES", "fastest_mode", "fuse_bn", "native_bf16", "prepare_inference"]
+__all__ = ["export_checkpoint", "export_model", "quantize_checkpoint"]

@@ -17,41 +17,16 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..engine.checkpoint import model_from_checkpoint, save_weights
 from ..errors import ResnetsError
+from ..files import atomic_write
+from ..inference.onnx import export_onnx, onnx_runner, set_onnx_metadata
 
 GRAPH_FORMATS = ("onnx", "torchscript", "exported-program")
 FORMATS = (*GRAPH_FORMATS, "safetensors")  # safetensors: the weights and their description, for this library
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2", "safetensors": ".safetensors"}
 META_FILE = "resnets.json"
 TOLERANCE = 1e-4  # float32 exports agree with PyTorch to this (max absolute difference of the logits)
-
-
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 18) -> Path:
-    """Write ``model`` (eval mode) as ONNX with input ``images`` and output ``logits``; batch size is dynamic."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                              dynamo=False)
-        except Exception as e:  # missing onnx package, unsupported operator, ...
-            raise ResnetsError(f"ONNX export failed: {type(e).__name__}: {e}") from None
-    return path
-
-
-def set_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> None:
-    """Store ``meta`` (JSON values) in an ONNX file's ``metadata_props``, one entry per key."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    _atomic_bytes(Path(path), proto.SerializeToString())
 
 
 def exported_format(path: str | Path) -> str:
@@ -81,8 +56,6 @@ def load_exported(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from normalised float32 images to logits that runs an exported file."""
     fmt = exported_format(path)
     if fmt == "onnx":
-        from .inference import onnx_runner
-
         return onnx_runner(path)
     module = torch.export.load(str(path)).module() if fmt == "exported-program" else torch.jit.load(str(path))
 
@@ -141,8 +114,6 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Te
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    from ..files import atomic_write
-
     atomic_write(path, lambda f: f.write(data))
 
 
@@ -159,8 +130,6 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     """Export a training checkpoint's model with its metadata (see ``export_model``); ``out`` defaults to
     the checkpoint's name with the format's suffix. ``safetensors`` writes the weights with the
     checkpoint's description (and ``extra``), which every ``resnets`` command loads like the checkpoint."""
-    from ..engine.checkpoint import model_from_checkpoint, save_weights
-
     if fmt not in FORMATS:
         raise ResnetsError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     model, ckpt = model_from_checkpoint(checkpoint)

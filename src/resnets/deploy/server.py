@@ -98,16 +98,50 @@ def explain(predictor: Predictor, image: torch.Tensor, topk: int) -> dict[str, A
             "heatmap_png": base64.b64encode(png_bytes(overlay(result.picture, result.cam), size=256)).decode()}
 
 
+class Rejected(Exception):
+    """A request refused with an HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+def check_topk(topk: int) -> int:
+    if not 1 <= topk <= 100:
+        raise Rejected(400, f"topk must be between 1 and 100, got {topk}")
+    return topk
+
+
+async def read_images(files: list[Any], predictor: Predictor, cfg: ServeConfig) -> list[tuple[str, torch.Tensor]]:
+    """The uploaded files as ``(name, uint8 image)``, each within the size limit and decodable."""
+    limit = int(cfg.max_upload_mb * 2**20)
+    if not files:
+        raise Rejected(400, "no image: send multipart form data with one or more 'files'")
+    if len(files) > cfg.max_files:
+        raise Rejected(413, f"{len(files)} files in one request; the limit is {cfg.max_files}")
+    out = []
+    for f in files:
+        if not hasattr(f, "read"):
+            raise Rejected(400, "the form fields must be files")
+        data = await f.read(limit + 1)
+        if len(data) > limit:
+            raise Rejected(413, f"{f.filename}: larger than the {cfg.max_upload_mb:g} MB limit")
+        try:
+            out.append((f.filename or "image", predictor.load(data)))
+        except Exception as e:
+            raise Rejected(415, f"{f.filename}: {unreadable(e)}") from None
+    return out
+
+
 def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str = "model") -> Any:
-    """The FastAPI application serving ``predictor``."""
+    """The FastAPI application serving ``predictor``: the page, ``/health``, ``/info``, ``/predict`` and
+    ``/explain``, with requests over the limits refused before they are read."""
     try:
-        from fastapi import FastAPI, Request, UploadFile
-        from fastapi.responses import HTMLResponse, JSONResponse
+        from fastapi import FastAPI, Request
+        from fastapi.responses import JSONResponse
     except ImportError:
         raise ResnetsError("the server needs FastAPI and uvicorn: pip install 'resnets[serve]'") from None
 
     cfg = cfg or ServeConfig()
-    limit = int(cfg.max_upload_mb * 2**20)
     state: dict[str, Any] = {"started": time.time(), "requests": 0, "errors": 0}
     batcher = Batcher(predictor, cfg.max_batch, cfg.max_wait_ms / 1e3)
 
@@ -118,10 +152,6 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
 
     app = FastAPI(title="resnets", lifespan=lifespan)
 
-    class Rejected(Exception):
-        def __init__(self, status: int, message: str) -> None:
-            self.status, self.message = status, message
-
     @app.exception_handler(Rejected)
     async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
         state["errors"] += 1
@@ -130,33 +160,19 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
     @app.middleware("http")
     async def _size_guard(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit * cfg.max_files + 2**16:
+        if length is not None and length.isdigit() and int(length) > cfg.max_upload_mb * 2**20 * cfg.max_files + 2**16:
             state["errors"] += 1
             return JSONResponse({"error": f"request of {int(length)} bytes is over the limit"}, status_code=413)
         return await call_next(request)
 
-    async def read_images(files: list[Any]) -> list[tuple[str, torch.Tensor]]:
-        if not files:
-            raise Rejected(400, "no image: send multipart form data with one or more 'files'")
-        if len(files) > cfg.max_files:
-            raise Rejected(413, f"{len(files)} files in one request; the limit is {cfg.max_files}")
-        out = []
-        for f in files:
-            if not hasattr(f, "read"):
-                raise Rejected(400, "the form fields must be files")
-            data = await f.read(limit + 1)
-            if len(data) > limit:
-                raise Rejected(413, f"{f.filename}: larger than the {cfg.max_upload_mb:g} MB limit")
-            try:
-                out.append((f.filename or "image", predictor.load(data)))
-            except Exception as e:
-                raise Rejected(415, f"{f.filename}: {unreadable(e)}") from None
-        return out
+    _add_routes(app, predictor, cfg, batcher, state, name)
+    return app
 
-    def check_topk(topk: int) -> int:
-        if not 1 <= topk <= 100:
-            raise Rejected(400, f"topk must be between 1 and 100, got {topk}")
-        return topk
+
+def _add_routes(app: Any, predictor: Predictor, cfg: ServeConfig, batcher: Batcher, state: dict[str, Any],
+                name: str) -> None:
+    from fastapi import Request, UploadFile
+    from fastapi.responses import HTMLResponse
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -178,7 +194,7 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
     async def predict(request: Request, topk: int = cfg.topk) -> dict[str, Any]:
         check_topk(topk)
         form = await request.form(max_files=cfg.max_files + 1)
-        images = await read_images(form.getlist("files") + form.getlist("file"))
+        images = await read_images(form.getlist("files") + form.getlist("file"), predictor, cfg)
         tops = await asyncio.gather(*(batcher.predict(img, topk) for _, img in images))
         state["requests"] += 1
         return {"predictions": [{"file": n, "top": [{"class": c, "prob": round(p, 6)} for c, p in top]}
@@ -187,12 +203,10 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
     @app.post("/explain")
     async def explain_route(file: UploadFile, topk: int = cfg.topk) -> dict[str, Any]:
         check_topk(topk)
-        ((fname, image),) = await read_images([file])
+        ((fname, image),) = await read_images([file], predictor, cfg)
         result = await asyncio.get_running_loop().run_in_executor(None, explain, predictor, image, topk)
         state["requests"] += 1
         return {"file": fname, **result}
-
-    return app
 
 
 def serve(source: str, host: str = "127.0.0.1", port: int = 8000, cfg: ServeConfig | None = None,

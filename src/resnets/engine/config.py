@@ -1,12 +1,15 @@
-"""Training configuration: one flat dataclass, filled from defaults, then a recipe (YAML), then overrides."""
+"""Training configuration: one flat, typed dataclass, filled from defaults, then a recipe (YAML), then overrides,
+and checked on creation (types, ranges, choices) with one line naming the setting."""
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, field, fields
+import re
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
@@ -16,111 +19,113 @@ Schedule = Literal["cosine", "linear", "step", "multistep", "constant"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
+def option(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A setting with its help text, which ``resnets train --help`` shows (``factory``: a mutable default)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on. Epoch counts may be fractional; schedules step every iteration."""
+    """Everything a training run depends on, checked when it is made (from Python, a recipe or the command
+    line alike): a wrong type, a value out of range or an unknown choice raises ``ConfigError`` naming the
+    setting. Epoch counts may be fractional; schedules step every iteration."""
 
     # what to train
-    model: str = "resnet20"
-    model_args: dict[str, Any] = field(default_factory=dict)  # extra ResNet arguments, e.g. drop_path_rate
-    pretrained: str | None = None  # weights to start from (fine-tuning); a new class count gets a new head
-    freeze_stages: int | None = None  # freeze the stem and this many stages (batch-norm statistics too)
-    unfreeze_every: float | None = None  # gradual unfreezing: one more stage (deepest first) every N epochs
-    head_lr_mult: float = 1.0  # learning-rate multiplier of the classifier
+    model: str = option("resnet20", "the architecture, a registered name (resnets list)")
+    model_args: dict[str, Any] = option(factory=dict, help="extra ResNet arguments, e.g. drop_path_rate")
+    pretrained: str | None = option(None, "weights to start from (fine-tuning): a file, a shipped name or a "
+                                          "published tag; a new class count gets a new head")
+    freeze_stages: int | None = option(None, "freeze the stem and this many stages (batch-norm statistics too)")
+    unfreeze_every: float | None = option(None, "gradual unfreezing: one more stage (deepest first) every N epochs")
+    head_lr_mult: float = option(1.0, "learning-rate multiplier of the classifier")
     # data
-    data: str = "digits"  # digits | cifar10 | cifar100 | path to an image tree, .tar(.gz) or CIFAR batches
-    data_root: str | None = None  # where the CIFAR batches are
-    download: bool = False
-    image_size: int | None = None  # stored image size for image trees
-    val_size: float | None = None  # held-out part of train (fraction or count); None: the dataset's default; 0: none
-    subset: int | None = None  # train on N training images only, class-balanced (quick runs)
-    strict: bool = False  # fail on an unreadable image instead of skipping it
-    stream: bool | None = None  # read image folders and shards from disk as training uses them; None: when the decoded set would take over a quarter of memory
-    workers: int | None = None  # worker processes that decode streamed data; None: the cores less one per training process
+    data: str = option("digits", "digits | cifar10 | cifar100 | an image folder, .tar(.gz), CIFAR batches, "
+                                 "shards or a URL")
+    data_root: str | None = option(None, "where the CIFAR batches are (or are downloaded to)")
+    download: bool = option(False, "download CIFAR-10/100 if they are not in --data-root")
+    image_size: int | None = option(None, "stored image size for image folders (default: the data's own)")
+    val_size: float | None = option(None, "validation split held out of train (fraction or count); none: the "
+                                          "data set's default; 0: no validation")
+    subset: int | None = option(None, "train on N training images only, class-balanced (quick runs)")
+    strict: bool = option(False, "fail on an unreadable image instead of skipping it")
+    stream: bool | None = option(None, "read image folders and shards from disk as training uses them; none: "
+                                       "when the decoded set would take over a quarter of memory")
+    workers: int | None = option(None, "worker processes that decode streamed data; none: the cores less one "
+                                       "per training process")
     # optimisation
-    epochs: float = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    no_decay_norm_bias: bool = False  # exempt norm and bias parameters from weight decay
-    norm_lr_mult: float = 1.0  # lr multiplier of batch-norm parameters; their weight decay is divided by it
-    label_smoothing: float = 0.0
-    schedule: Schedule = "cosine"
-    final_lr_factor: float = 0.0  # "linear": the lr falls linearly from lr to lr * this at the end
-    milestones: list[float] = field(default_factory=list)  # epochs, for "multistep"
-    step_size: float = 30  # epochs, for "step"
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_constant: bool = False  # constant lr * warmup_factor during warm-up (the paper's ResNet-110), else linear
-    warmup_factor: float = 0.1
-    clip_grad: float | None = None  # max gradient norm
-    ema_decay: float | None = None  # e.g. 0.999; the EMA weights are evaluated and saved when set
-    lookahead_every: int = 0  # airbench's lookahead: every N steps the weights restart from their slow average; 0 = off
-    lookahead_decay: float = 0.95**5  # the slow average's decay at the end (it rises as progress**3 from 0)
-    lr_reference_batch: int | None = None  # linear scaling: lr * batch_size / this (batch_size is the global one)
-    sync_bn: bool = False  # distributed: batch-norm statistics of the global batch
+    epochs: float = option(30, "training epochs (may be fractional)")
+    batch_size: int = option(128, "images per step (the global batch over all processes)")
+    lr: float = option(0.1, "peak learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(False, "Nesterov momentum")
+    weight_decay: float = option(1e-4, "L2 weight decay")
+    no_decay_norm_bias: bool = option(False, "exempt norm and bias parameters from weight decay")
+    norm_lr_mult: float = option(1.0, "lr multiplier of batch-norm parameters; their weight decay is divided by it")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss")
+    schedule: Schedule = option("cosine", "learning-rate schedule")
+    final_lr_factor: float = option(0.0, '"linear": the lr falls linearly from lr to lr * this at the end')
+    milestones: list[float] = option(factory=list, help='epochs at which "multistep" multiplies the lr by gamma')
+    step_size: float = option(30, 'epochs between the lr steps of "step"')
+    gamma: float = option(0.1, 'lr factor of each "step"/"multistep" step')
+    warmup_epochs: float = option(0.0, "epochs of learning-rate warm-up")
+    warmup_constant: bool = option(False, "constant lr * warmup_factor during warm-up (the paper's ResNet-110), "
+                                          "else linear")
+    warmup_factor: float = option(0.1, "the warm-up's starting lr, as a factor of lr")
+    clip_grad: float | None = option(None, "clip the gradient norm to this")
+    ema_decay: float | None = option(None, "keep an exponential moving average of the weights (e.g. 0.999); it is "
+                                           "evaluated and saved")
+    lookahead_every: int = option(0, "airbench's lookahead: every N steps the weights restart from their slow "
+                                     "average; 0: off")
+    lookahead_decay: float = option(0.95**5, "the slow average's decay at the end (it rises as progress**3 from 0)")
+    lr_reference_batch: int | None = option(None, "linear scaling: lr * batch_size / this")
+    sync_bn: bool = option(False, "distributed: batch-norm statistics of the global batch")
     # augmentation
-    crop_padding: int = 4
-    pad_mode: Literal["zeros", "reflect"] = "zeros"  # how random crops pad the image
-    hflip: bool = True
-    alternate_flips: bool = False  # with hflip: each image mirrored in every other epoch (a random half from the first)
-    rrc_scale: list[float] | None = None
-    crop_size: int | None = None
-    jitter: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    crop_padding: int = option(4, "random crops from the image padded by this many pixels")
+    pad_mode: Literal["zeros", "reflect"] = option("zeros", "how random crops pad the image")
+    hflip: bool = option(True, "random horizontal flips")
+    alternate_flips: bool = option(False, "with hflip: each image mirrored in every other epoch (a random half "
+                                          "from the first)")
+    rrc_scale: list[float] | None = option(None, "random-resized crops with this area range, e.g. 0.08 1")
+    crop_size: int | None = option(None, "train on crops of this size (evaluation: centre crops)")
+    jitter: float = option(0.0, "colour jitter strength")
+    mixup: float = option(0.0, "mixup alpha; 0: off")
+    cutmix: float = option(0.0, "cutmix alpha; 0: off")
     # speed and reproducibility
-    precision: Precision = "auto"  # autocast dtype; auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively
-    channels_last: bool = True
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
+    precision: Precision = option("auto", "autocast dtype; auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU "
+                                          "runs it natively")
+    channels_last: bool = option(True, "NHWC memory layout")
+    compile: bool = option(False, "torch.compile the model")
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    seed: int = option(0, "seed of the initialisation, the data order and the augmentation")
+    deterministic: bool = option(False, "deterministic algorithms only (slower on a GPU)")
     # outputs
-    out: str = "runs/{model}-{data}"
-    checkpoint_every: int = 0  # also write last.pt every N steps, to resume mid-epoch exactly; 0: at epoch ends only
-    eval_test: bool = True  # evaluate the best checkpoint on the test split once, at the end
-    tta_flip: bool = False
-    tta_translate: bool = False  # also average over one-pixel shifts (up-left and down-right), airbench-style
-    progress: bool = True
-    tensorboard: bool = True
+    out: str = option("runs/{model}-{data}", "output folder ({model} and {data} are filled in)")
+    checkpoint_every: int = option(0, "also write last.pt every N steps, to resume mid-epoch exactly; 0: at "
+                                      "epoch ends only")
+    eval_test: bool = option(True, "evaluate the best checkpoint on the test split once, at the end")
+    tta_flip: bool = option(False, "test-time augmentation: average with the mirrored image")
+    tta_translate: bool = option(False, "also average over one-pixel shifts (up-left and down-right)")
+    progress: bool = option(True, "show a progress bar")
+    tensorboard: bool = option(True, "write TensorBoard logs")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> "TrainConfig":
-        checks = [
-            (self.epochs > 0, f"epochs must be > 0, got {self.epochs:g}"),
-            (1 <= self.batch_size <= 65536, f"batch size must be in [1, 65536], got {self.batch_size}"),
-            (0 < self.lr <= 10, f"learning rate must be in (0, 10], got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.ema_decay is None or 0 < self.ema_decay < 1, f"EMA decay must be in (0, 1), got {self.ema_decay}"),
-            (self.lookahead_every >= 0, f"lookahead interval must be >= 0 steps, got {self.lookahead_every}"),
-            (0 <= self.lookahead_decay < 1, f"lookahead decay must be in [0, 1), got {self.lookahead_decay}"),
-            (self.clip_grad is None or self.clip_grad > 0, f"gradient clip must be > 0, got {self.clip_grad}"),
-            (self.schedule in ("cosine", "linear", "step", "multistep", "constant"),
-             f"unknown schedule {self.schedule!r}"),
-            (0 <= self.final_lr_factor <= 1, f"final lr factor must be in [0, 1], got {self.final_lr_factor}"),
-            (self.norm_lr_mult > 0, f"norm lr multiplier must be > 0, got {self.norm_lr_mult}"),
-            (self.pad_mode in ("zeros", "reflect"), f"pad mode must be zeros or reflect, got {self.pad_mode!r}"),
-            (self.val_size is None or self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"),
-             f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
-            (self.subset is None or self.subset >= 1, f"subset must be >= 1, got {self.subset}"),
-            (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
-            (self.checkpoint_every >= 0, f"checkpoint interval must be >= 0 steps, got {self.checkpoint_every}"),
-            (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
-            (self.lr_reference_batch is None or self.lr_reference_batch >= 1,
-             f"lr reference batch must be >= 1, got {self.lr_reference_batch}"),
-            (self.head_lr_mult > 0, f"head learning-rate multiplier must be > 0, got {self.head_lr_mult}"),
-            (self.unfreeze_every is None or self.unfreeze_every > 0,
-             f"unfreeze interval must be > 0 epochs, got {self.unfreeze_every}"),
-            (not self.out_dir().is_file(), f"output folder {self.out_dir()} is a file"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        """Check every setting's type, then the ranges; the first problem raises ``ConfigError``."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in fields(self):
+            problem = type_problem(getattr(self, f.name), hints[f.name])
+            if problem:
+                raise ConfigError(f"setting {f.name!r} must be {problem}, got {getattr(self, f.name)!r}")
+        for name, (ok, allowed) in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise ConfigError(f"setting {name!r} must be {allowed}, got {value!r}")
+        if self.out_dir().is_file():
+            raise ConfigError(f"output folder {self.out_dir()} is a file: choose another --out")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,8 +136,82 @@ class TrainConfig:
         return Path(self.out.format(model=self.model, data=data))
 
 
+# The allowed range of each number (None is always allowed where the type allows it).
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v > 0, "> 0"),
+    "batch_size": (lambda v: 1 <= v <= 65536, "in [1, 65536]"),
+    "lr": (lambda v: 0 < v <= 10, "in (0, 10]"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ema_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "lookahead_every": (lambda v: v >= 0, ">= 0 steps"),
+    "lookahead_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "clip_grad": (lambda v: v > 0, "> 0"),
+    "final_lr_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "norm_lr_mult": (lambda v: v > 0, "> 0"),
+    "head_lr_mult": (lambda v: v > 0, "> 0"),
+    "val_size": (lambda v: v >= 0, ">= 0 (a fraction below 1, or a count)"),
+    "subset": (lambda v: v >= 1, ">= 1"),
+    "workers": (lambda v: v >= 0, ">= 0"),
+    "checkpoint_every": (lambda v: v >= 0, ">= 0 steps"),
+    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "lr_reference_batch": (lambda v: v >= 1, ">= 1"),
+    "unfreeze_every": (lambda v: v > 0, "> 0 epochs"),
+    "freeze_stages": (lambda v: v >= 0, ">= 0"),
+    "crop_padding": (lambda v: v >= 0, ">= 0"),
+    "crop_size": (lambda v: v >= 1, ">= 1"),
+    "image_size": (lambda v: v >= 8, ">= 8"),
+    "step_size": (lambda v: v > 0, "> 0 epochs"),
+    "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "jitter": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "mixup": (lambda v: v >= 0, ">= 0"),
+    "cutmix": (lambda v: v >= 0, ">= 0"),
+    "rrc_scale": (lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "two numbers 0 < low <= high <= 1"),
+    "milestones": (lambda v: all(m > 0 for m in v), "epochs > 0"),
+}
+
+
+def type_problem(value: Any, tp: Any) -> str | None:
+    """What ``value`` must be to have type ``tp`` ("a whole number", "one of a, b"), or None if it has it.
+    Nothing is converted: 12.5 is not a batch size and "no" is not a boolean."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if args and type(None) in args:  # X | None
+        return None if value is None else type_problem(value, next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return None if value in args else f"one of {', '.join(map(str, args))}"
+    if origin is list:
+        if not isinstance(value, list) or any(type_problem(v, args[0]) for v in value):
+            return f"a list of {_NAMES[args[0]]}s"
+        return None
+    if origin is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        return None if ok else "a mapping of names to values"
+    if tp is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if tp is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if tp is str:
+        return None if isinstance(value, str) else "text"
+    return None
+
+
+_NAMES = {int: "whole number", float: "number", str: "text"}
+
+
 def _field_names() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML as people write numbers: ``1e-3`` is a float (YAML 1.1 reads it as a string without a dot)."""
+
+
+_RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                    list("-+0123456789."))
 
 
 def list_recipes() -> list[str]:
@@ -151,7 +230,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
             raise ConfigError(f"unknown recipe {name_or_path!r}{hint}")
         text = resources.files("resnets.recipes").joinpath(f"{name_or_path}.yaml").read_text()
     try:
-        settings = yaml.safe_load(text) or {}
+        settings = yaml.load(text, Loader=_RecipeLoader) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {name_or_path} is not valid YAML: {e}") from None
     if not isinstance(settings, dict):

@@ -15,12 +15,12 @@ from ..data.folder import IMAGE_EXTS, decode_image, unreadable
 from ..data.datasets import is_flat_tree
 from ..data.sources import class_mapping, images_of, labelled_images, relabel
 from ..data.stream import default_workers
-from ..deploy.inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
+from ..inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
 from .checkpoint import model_from_checkpoint
 from .metrics import Metrics, classification_metrics
-from .train import evaluate_split, predict_logits, resolve_device
+from .predict import evaluate_split, predict_logits, resolve_device
 
 ImageInput = str | Path | bytes | Image.Image  # one image: a path, encoded bytes or a PIL image
 
@@ -110,7 +110,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     """Top-1/top-5, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint on a split.
 
     ``data`` defaults to the dataset the checkpoint was trained on, split the same way.
-    ``mode`` is an inference mode (``deploy.inference.MODES``) or "auto", the fastest float32 one (ONNX Runtime
+    ``mode`` is an inference mode (``inference.MODES``) or "auto", the fastest float32 one (ONNX Runtime
     where installed, else batch norm folded): the float32 numbers. With ``out``, writes
     ``metrics_<split>.json`` and ``confusion_<split>.png`` there.
     """
@@ -215,8 +215,8 @@ class Predictor:
     """Classify images with a training checkpoint, a described weights file or a shipped weights name:
     ``Predictor("runs/x/best.pt").predict(["cat.jpg"])``, ``Predictor("resnet20_cifar10")``.
 
-    ``mode`` is an inference mode (``deploy.inference.MODES``, int8 aside: it needs calibration images, see
-    ``resnets quantize``); "auto" is ``deploy.inference.fastest_mode``: bfloat16 where the device runs it
+    ``mode`` is an inference mode (``inference.MODES``, int8 aside: it needs calibration images, see
+    ``resnets quantize``); "auto" is ``inference.fastest_mode``: bfloat16 where the device runs it
     natively (AVX512-BF16/AMX, CUDA), else ONNX Runtime's float32 where installed, else batch norm folded.
     """
 

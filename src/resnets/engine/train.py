@@ -1,16 +1,15 @@
-"""The training loop, top to bottom: data, model, optimiser, then epochs of augment-forward-backward-step,
-validation, checkpoints; at the end the best checkpoint is evaluated once on the test split."""
+"""The training loop, top to bottom: ``setup`` makes the data, model and optimiser; each epoch runs
+``train_step`` over the batches (augment, forward, backward, step) and ``end_epoch`` validates and writes the
+checkpoints; ``report`` evaluates the best checkpoint once on the test split."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,20 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import AugmentConfig, BatchAugment, BatchLoader, ImageData, ImageSet, batch_generator, load_data, take
+from ..data import BatchAugment, BatchLoader, ImageData, batch_generator, take
 from ..data.sources import images_of
-from ..data.stream import StreamLoader, StreamSet, default_workers
-from ..data.transforms import SampleTransform
-from ..deploy.inference import native_bf16
+from ..data.stream import StreamLoader
 from ..errors import CheckpointError, ResnetsError
+from ..files import atomic_write
+from ..machine import native_bf16
 from ..models import create_model
 from ..models.loading import load_state_dict_into
+from .batches import augment_config, make_loader, prepare_data, workers
 from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import Dist, convert_sync_batchnorm, init_distributed
 from .ema import Lookahead, ModelEma
-from .metrics import Metrics, classification_metrics
+from .metrics import Metrics
 from .optim import frozen_stages_at, lr_factor, make_optimizer, set_lr
+from .predict import autocast, evaluate_split, resolve_device
 from .runlog import RunLog
 
 log = logging.getLogger("resnets")
@@ -52,145 +53,61 @@ class TrainResult:
     seconds: float
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ResnetsError("CUDA was asked for but is not available")
-    return torch.device(name)
+@dataclass
+class Run:
+    """A training run: its parts, made once by ``setup``, and its progress, which the loop advances and every
+    ``last.pt`` records."""
 
+    cfg: TrainConfig
+    device: torch.device
+    dist: Dist
+    data: ImageData
+    aug: BatchAugment
+    model: nn.Module
+    forward: nn.Module  # the model as the steps call it: DDP-wrapped and compiled where configured
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: ModelEma | None
+    lookahead: Lookahead | None
+    loader: BatchLoader | StreamLoader
+    out: Path
+    meta: dict[str, Any]  # what every checkpoint says about the data and the configuration
+    start_time: float
+    epoch: int = 0
+    step: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: list[float] | None = None  # the running totals of an epoch that a mid-epoch checkpoint interrupted
 
-def autocast(device: torch.device, precision: str) -> Any:
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
 
+    @property
+    def total_steps(self) -> int:
+        return max(1, round(self.cfg.epochs * self.steps_per_epoch))
 
-def augment_config(cfg: TrainConfig, streamed: bool = False) -> AugmentConfig:
-    """The augmentation of batches. Streamed with random-resized crops, the workers crop and flip each image
-    (``stream_transform``), and batches are only jittered, mixed and normalised."""
-    if streamed and cfg.rrc_scale:
-        return AugmentConfig(crop_padding=0, hflip=False, jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
-    return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode,
-                         hflip=cfg.hflip and not cfg.alternate_flips,  # alternate flips: done by the loader
-                         rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
-                         jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+    @property
+    def lr(self) -> float:
+        """The peak learning rate, linearly scaled with the batch size where the recipe asks for it."""
+        cfg = self.cfg
+        return cfg.lr * (cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0)
 
+    def eval_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(batch_size=max(self.cfg.batch_size, 256), device=self.device, precision=self.cfg.precision,
+                      channels_last=self.cfg.channels_last, dist=self.dist)
+        if self.data.streamed:
+            kwargs["workers"] = workers(self.cfg)
+        return kwargs
 
-def stream_transform(cfg: TrainConfig, data: StreamSet) -> SampleTransform:
-    """What the workers do to each streamed training image: random-resized crops and flips where the recipe
-    asks for them, else the stored form (the batch augmentation then crops and flips)."""
-    if cfg.rrc_scale:
-        return SampleTransform(data.image_size, cfg.crop_size or data.image_size, scale=tuple(cfg.rrc_scale),
-                               flip=cfg.hflip, seed=cfg.seed)
-    return SampleTransform(data.image_size)
-
-
-def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: Dist) -> BatchLoader | StreamLoader:
-    """The training batches: slices of the images in memory (global batches), or streamed (this process's)."""
-    if not data.streamed:
-        return BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                           seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips)
-    local, n = cfg.batch_size // dist.world, len(data.train)
-    loader = StreamLoader(data.train, stream_transform(cfg, data.train), local, shuffle=True,
-                          drop_last=n // dist.world > local, seed=cfg.seed, rank=dist.rank, world=dist.world,
-                          workers=workers(cfg), device=device, strict=cfg.strict)
-    log.info("process %d of %d: %d batches of %d of the %d training images per epoch, streamed with %d worker(s)",
-             dist.rank, dist.world, len(loader), local, n, workers(cfg))
-    return loader
-
-
-def workers(cfg: TrainConfig) -> int:
-    """The data-loading workers of each process: as configured, else the cores less one, shared on this machine."""
-    return cfg.workers if cfg.workers is not None else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
-def tta_views(x: torch.Tensor, flip: bool, translate: bool) -> list[tuple[torch.Tensor, float]]:
-    """Test-time views of a batch with their weights: the images, with ``translate`` also shifted by one pixel
-    up-left and down-right (reflected borders; half the weight), and with ``flip`` each view mirrored too."""
-    views = [(x, 1.0)]
-    if translate:
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        views = [(x, 0.5), (padded[..., :-2, :-2], 0.25), (padded[..., 2:, 2:], 0.25)]
-    if flip:
-        views = [(v.flip(3), w / 2) for v, w in views] + [(v, w / 2) for v, w in views]
-    return views
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                   aug: BatchAugment, *, batch_size: int = 256, device: torch.device | str = "cpu",
-                   precision: str = "fp32", tta_flip: bool = False, tta_translate: bool = False,
-                   channels_last: bool = False, dist: Dist | None = None) -> torch.Tensor:
-    """Logits for uint8 images, batch by batch (averaged over the ``tta_views`` of each batch).
-
-    ``model`` is a module (run in eval mode, under ``precision`` autocast) or any function from
-    normalised images to logits, such as a ``deploy.prepare_inference`` runner. With ``dist``, each
-    process computes its share of the images and every process gets all the logits.
-    """
-    if dist is not None and dist.world > 1:
-        local = predict_logits(model, dist.share(images), aug, batch_size=batch_size, device=device,
-                               precision=precision, tta_flip=tta_flip, tta_translate=tta_translate,
-                               channels_last=channels_last)
-        return dist.gather_shares(local, len(images))
-    device = torch.device(device)
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = aug.eval(images[i:i + batch_size].to(device))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            y = sum(w * model(v).float() for v, w in tta_views(x, tta_flip, tta_translate))
-        out.append(y.cpu())
-    if was_training:
-        model.train()
-    return torch.cat(out) if out else torch.zeros(0, 0)
-
-
-def stream_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: StreamSet, aug: BatchAugment, *,
-                  workers: int = 0, dist: Dist | None = None, batch_size: int = 256,
-                  **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of a streamed split; with ``dist``, each process reads its part and all get all."""
-    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
-    loader = StreamLoader(data, data.eval_transform(), batch_size, shuffle=False, rank=rank, world=world,
-                          workers=workers)
-    logits, labels = [], []
-    try:
-        for x, y in loader.batches():
-            logits.append(predict_logits(model, x, aug, batch_size=batch_size, **kwargs))
-            labels.append(y)
-    finally:
-        loader.close()
-    logits_t = torch.cat(logits) if logits else torch.zeros(0, 0)
-    labels_t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    if dist is not None and dist.world > 1:
-        return dist.concat(logits_t), dist.concat(labels_t)
-    return logits_t, labels_t
-
-
-def evaluate_split(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: ImageSet | StreamSet,
-                   classes: list[str], aug: BatchAugment, split: str, *, workers: int = 0, **kwargs: Any) -> Metrics:
-    if isinstance(data, StreamSet):
-        return classification_metrics(*stream_logits(model, data, aug, workers=workers, **kwargs), classes, split)
-    return classification_metrics(predict_logits(model, data.images, aug, **kwargs), data.labels, classes, split)
-
-
-def _prepare_data(cfg: TrainConfig) -> ImageData:
-    data = load_data(cfg.data, root=cfg.data_root, download=cfg.download, image_size=cfg.image_size,
-                     val_size=cfg.val_size, strict=cfg.strict, stream=cfg.stream, crop_size=cfg.crop_size)
-    if data.skipped:
-        log.warning("%d unreadable image(s) skipped (listed in report.json)", len(data.skipped))
-    if cfg.subset is not None and cfg.subset < len(data.train):
-        data.train = take(data.train, cfg.subset)
-        data.splits["train"] += f", {cfg.subset} of them used (class-balanced, seed 0)"
-    if cfg.crop_size is not None and cfg.crop_size > data.image_size:
-        raise ResnetsError(f"crop size {cfg.crop_size} is larger than the stored images ({data.image_size})")
-    if data.streamed and cfg.alternate_flips:
-        raise ResnetsError("alternate flips need the data in memory: leave out --alternate-flips or add --in-memory")
-    return data
+    def state(self, **extra: Any) -> dict[str, Any]:
+        """A ``last.pt``: everything needed to go on exactly from here."""
+        return {**self.meta, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
+                "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step,
+                "best_val_acc": self.best_acc, "best_epoch": self.best_epoch, "history": self.history, **extra}
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -201,21 +118,8 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None,
-          on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data``; checkpoints, metrics, curves and a report go to ``cfg.out_dir()``.
-
-    ``resume`` continues from a ``last.pt`` checkpoint exactly where it stopped (its config is used).
-    ``on_epoch_end`` is called with each epoch's metrics row, after that epoch's checkpoints are written.
-    """
-    ckpt = None
-    if resume is not None:
-        ckpt = load_training_checkpoint(resume)
-        if "optimizer" not in ckpt:
-            raise CheckpointError(f"{resume} has no optimizer state: resume from a run's last.pt")
-        cfg = TrainConfig(**ckpt["config"])
-    cfg.validate()
-    start_time = time.perf_counter()
+def _placement(cfg: TrainConfig) -> tuple[TrainConfig, torch.device, Dist]:
+    """The device and the process group; "auto" precision resolved for that device."""
     device = resolve_device(cfg.device)
     dist = init_distributed(device)
     if dist.world > 1:
@@ -228,10 +132,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
             raise ResnetsError("gradual unfreezing is not supported with distributed training")
     if cfg.precision == "auto":
         cfg = dataclasses.replace(cfg, precision="bf16" if native_bf16(device) else "fp32")
-    _seed_everything(cfg.seed, cfg.deterministic)
-    data = _prepare_data(cfg)
+    return cfg, device, dist
 
-    aug = BatchAugment(augment_config(cfg, data.streamed), data.mean, data.std, data.num_classes)
+
+def _model(cfg: TrainConfig, data: ImageData, aug: BatchAugment, device: torch.device, dist: Dist,
+           fresh: bool) -> nn.Module:
+    """The model on ``device``, its stages frozen as configured; ``fresh`` (neither pretrained nor resumed):
+    initialised from the data where the architecture asks for it (e.g. a whitening stem)."""
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                          pretrained=cfg.pretrained, **cfg.model_args)
     if cfg.sync_bn and dist.world > 1:
@@ -241,158 +148,214 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
         model = model.to(memory_format=torch.channels_last)
     if cfg.freeze_stages is not None:
         model.freeze(cfg.freeze_stages)
-    if hasattr(model, "init_from_data") and cfg.pretrained is None and resume is None:
+    if hasattr(model, "init_from_data") and fresh:
         sample = images_of(take(data.train, 5000), 5000)  # class-balanced: trees are stored class by class
-        model.init_from_data(aug.eval(sample.to(device)))  # e.g. the whitening stem
-    optimizer = make_optimizer(model, cfg)
-    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
-    lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
-    loader = make_loader(cfg, data, device, dist)
-    steps_per_epoch = len(loader)
-    read_every = 1 if device.type == "cpu" else 25  # reading a GPU's numbers waits for its queue
-    has_val = len(data.val) > 0
-    total_steps = max(1, round(cfg.epochs * steps_per_epoch))
+        model.init_from_data(aug.eval(sample.to(device)))
+    return model
+
+
+def _wrapped(model: nn.Module, cfg: TrainConfig, device: torch.device, dist: Dist) -> nn.Module:
     forward = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = torch.compile(forward) if cfg.compile else forward
-    lr = cfg.lr * (cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0)
-    eval_kwargs = dict(batch_size=max(cfg.batch_size, 256), device=device, precision=cfg.precision,
-                       channels_last=cfg.channels_last, dist=dist)
-    if data.streamed:
-        eval_kwargs["workers"] = workers(cfg)
+    return torch.compile(forward) if cfg.compile else forward
 
-    out = cfg.out_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"config": cfg.to_dict(), "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
-            "in_chans": data.in_chans, "image_size": data.image_size, "crop_size": cfg.crop_size,
-            "splits": data.splits, "format": "resnets-train-v1"}
-    epoch, step, best_acc, best_epoch, history = 0, 0, -1.0, -1, []
-    partial = None  # the running totals of an epoch that a mid-epoch checkpoint interrupted
+
+def setup(cfg: TrainConfig, resume: str | Path | None = None) -> Run:
+    """Everything a run needs, in a fixed order (the random numbers depend on it); with ``resume``, the
+    configuration, weights, optimiser, random state and progress of that ``last.pt``."""
+    ckpt = None
+    if resume is not None:
+        ckpt = load_training_checkpoint(resume)
+        if "optimizer" not in ckpt:
+            raise CheckpointError(f"{resume} has no optimizer state: resume from a run's last.pt")
+        cfg = TrainConfig(**ckpt["config"])
+    cfg.validate()
+    start_time = time.perf_counter()
+    cfg, device, dist = _placement(cfg)
+    _seed_everything(cfg.seed, cfg.deterministic)
+    data = prepare_data(cfg)
+    aug = BatchAugment(augment_config(cfg, data.streamed), data.mean, data.std, data.num_classes)
+    model = _model(cfg, data, aug, device, dist, fresh=cfg.pretrained is None and resume is None)
+    optimizer = make_optimizer(model, cfg)
+    run = Run(cfg, device, dist, data, aug, model, model, optimizer,
+              scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda"),
+              ema=ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None,
+              lookahead=Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None,
+              loader=make_loader(cfg, data, device, dist), out=cfg.out_dir(), start_time=start_time,
+              meta={"config": cfg.to_dict(), "classes": data.classes, "mean": list(data.mean),
+                    "std": list(data.std), "in_chans": data.in_chans, "image_size": data.image_size,
+                    "crop_size": cfg.crop_size, "splits": data.splits, "format": "resnets-train-v1"})
+    run.forward = _wrapped(model, cfg, device, dist)
+    run.out.mkdir(parents=True, exist_ok=True)
     if ckpt is not None:
-        load_state_dict_into(model, ckpt["model"], adapt=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        if lookahead is not None:
-            lookahead.load_state_dict(ckpt["lookahead"])
-        scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        epoch, step, best_acc, best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best_val_acc"], ckpt["best_epoch"]
-        history, partial = list(ckpt["history"]), ckpt.get("epoch_totals")
-        log.info("resumed from %s at epoch %d (step %d)", resume, epoch + (partial is not None), step)
-    runlog = RunLog(out, cfg.tensorboard, history) if dist.main else None
-    per_process = getattr(loader, "per_process", False)  # streamed batches are already this process's
+        _restore(run, ckpt)
+        log.info("resumed from %s at epoch %d (step %d)", resume, run.epoch + (run.partial is not None), run.step)
+    return run
 
-    def training_state(**extra: Any) -> dict[str, Any]:
-        return {**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "lookahead": lookahead.state_dict() if lookahead is not None else None,
-                "scaler": scaler.state_dict(), "rng": rng_state(), "step": step, "best_val_acc": best_acc,
-                "best_epoch": best_epoch, "history": history, **extra}
 
+def _restore(run: Run, ckpt: dict[str, Any]) -> None:
+    load_state_dict_into(run.model, ckpt["model"], adapt=False)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.ema is not None:
+        run.ema.load_state_dict(ckpt["ema"])
+    if run.lookahead is not None:
+        run.lookahead.load_state_dict(ckpt["lookahead"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    run.epoch, run.step, run.best_acc, run.best_epoch = ckpt["epoch"], ckpt["step"], ckpt["best_val_acc"], \
+        ckpt["best_epoch"]
+    run.history, run.partial = list(ckpt["history"]), ckpt.get("epoch_totals")
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, per_process: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on batch ``i`` of the epoch: augment, forward, backward, step (then lookahead and
+    EMA). Returns the loss, the logits, the (possibly mixed) targets and this process's labels."""
+    cfg = run.cfg
+    set_lr(run.optimizer, run.lr * lr_factor(cfg, run.step / run.steps_per_epoch))
+    x, target = run.aug.train(x, y, batch_generator(cfg.seed, run.epoch, i))
+    if not per_process:
+        x, target, y = run.dist.share(x), run.dist.share(target), run.dist.share(y)  # this process's part
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(run.device, cfg.precision):
+        logits = run.forward(x)
+    loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if cfg.clip_grad is not None:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.lookahead is not None:
+        run.lookahead.update(run.model, run.step + 1, run.total_steps)
+    if run.ema is not None:
+        run.ema.update(run.model)
+    return loss, logits, target, y
+
+
+@dataclass
+class EpochTotals:
+    loss_sum: float
+    correct: float
+    seen: float
+    seconds: float  # training time of the epoch (this process's part since a resume)
+    waited: float  # of which waiting for the data
+
+
+def _begin_epoch(run: Run, bar: Any) -> tuple[torch.Tensor, int]:
+    """Unfreeze what the schedule says, and the epoch's running totals: loss sum, correct count and first
+    non-finite step (on the device, read only every few steps), and images seen."""
+    cfg, model = run.cfg, run.model
+    if cfg.freeze_stages is not None and model.frozen_stages != frozen_stages_at(cfg, run.epoch):
+        model.freeze(frozen_stages_at(cfg, run.epoch))
+        log.info("epoch %d: %s", run.epoch + 1, "all stages trainable" if model.frozen_stages is None
+                 else f"stem and {model.frozen_stages} stage(s) frozen")
+    model.train()
+    bar.set_description(f"epoch {run.epoch + 1}/{math.ceil(run.total_steps / run.steps_per_epoch)}")
+    if run.partial is not None:
+        totals, seen = torch.tensor(run.partial[:3], dtype=torch.float64, device=run.device), int(run.partial[3])
+        run.partial = None
+        return totals, seen
+    return torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64, device=run.device), 0
+
+
+def train_epoch(run: Run, bar: Any) -> EpochTotals:
+    """The rest of the current epoch: its steps, the progress bar, and mid-epoch checkpoints where configured."""
+    cfg, dist = run.cfg, run.dist
+    read_every = 1 if run.device.type == "cpu" else 25  # reading a GPU's numbers waits for its queue
+    per_process = getattr(run.loader, "per_process", False)  # streamed batches are already this process's
+    totals, seen = _begin_epoch(run, bar)
+    start = run.step - run.epoch * run.steps_per_epoch
+    t0 = time.perf_counter()
+    waited, t_ready = 0.0, t0  # time spent waiting for the data
+    for i, (x, y) in enumerate(run.loader.batches(run.epoch, start), start=start):
+        waited += time.perf_counter() - t_ready
+        if run.step >= run.total_steps:
+            break
+        loss, logits, target, y = train_step(run, x, y, i, per_process)
+        hard = target if target.dim() == 1 else target.argmax(1)
+        bad = torch.where((totals[2] < 0) & ~torch.isfinite(loss), run.step, totals[2])
+        totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == hard).sum().double(),
+                               bad - totals[2]])
+        run.step += 1
+        seen += len(y)
+        bar.update(1)
+        if run.step % read_every == 0:
+            loss_sum, correct, all_seen = _read_totals(totals, seen, dist, run.out, run.epoch)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_sum / all_seen:.3f}", acc=f"{100 * correct / all_seen:.1f}",
+                            img_s=f"{all_seen / elapsed:.0f}", data=f"{100 * waited / elapsed:.0f}%")
+        if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and run.step % run.steps_per_epoch:
+            if dist.main:
+                save_checkpoint(run.out / "last.pt", run.state(epoch=run.epoch, epoch_totals=totals.tolist() + [seen]))
+            dist.barrier()
+        t_ready = time.perf_counter()
+    seconds = time.perf_counter() - t0
+    return EpochTotals(*_read_totals(totals, seen, dist, run.out, run.epoch), seconds, waited)
+
+
+def end_epoch(run: Run, totals: EpochTotals, bar: Any, runlog: RunLog | None) -> dict[str, Any]:
+    """Close the epoch: validate (the EMA weights where kept), record its metrics row, write ``best.pt`` when
+    validation improved and ``last.pt`` always. Returns the row."""
+    run.epoch += 1
+    eval_model = run.ema.module if run.ema is not None else run.model
+    val = evaluate_split(eval_model, run.data.val, run.data.classes, run.aug, "val",
+                         **run.eval_kwargs()) if len(run.data.val) else None
+    seen = max(totals.seen, 1)
+    row = {"epoch": run.epoch, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
+           "train_loss": totals.loss_sum / seen, "train_acc": 100 * totals.correct / seen,
+           "val_loss": val and val.loss, "val_acc": val and val.top1, "val_top5": val and val.top5,
+           "images_per_s": totals.seen / totals.seconds, "train_seconds": totals.seconds,
+           "data_wait_share": totals.waited / totals.seconds, "seconds": time.perf_counter() - run.start_time}
+    run.history.append(row)
+    is_best = val is None or val.top1 > run.best_acc  # without validation, the last epoch is kept
+    if is_best:
+        run.best_acc, run.best_epoch = (val.top1 if val else run.best_acc), run.epoch
+    if run.dist.main:
+        if is_best:
+            save_checkpoint(run.out / "best.pt", {**run.meta, "model": eval_model.state_dict(), "epoch": run.epoch,
+                                                  "val_acc": val and val.top1})
+        save_checkpoint(run.out / "last.pt", run.state(epoch=run.epoch))
+        if runlog is not None:
+            runlog.append(row)
+    run.dist.barrier()  # every process sees the new checkpoints before going on
+    if run.dist.main:
+        val_text = f" | val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}" if val else ""
+        bar.write(f"epoch {run.epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%{val_text}")
+    return row
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None,
+          on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; checkpoints, metrics, curves and a report go to ``cfg.out_dir()``.
+
+    ``resume`` continues from a ``last.pt`` checkpoint exactly where it stopped (its config is used).
+    ``on_epoch_end`` is called with each epoch's metrics row, after that epoch's checkpoints are written.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress and dist.main else True, unit="step",
-               dynamic_ncols=True)
+    run = setup(cfg, resume)
+    runlog = RunLog(run.out, run.cfg.tensorboard, run.history) if run.dist.main else None
+    bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True,
+               disable=None if run.cfg.progress and run.dist.main else True)
     try:
-        while step < total_steps:
-            if cfg.freeze_stages is not None and model.frozen_stages != frozen_stages_at(cfg, epoch):
-                model.freeze(frozen_stages_at(cfg, epoch))
-                log.info("epoch %d: %s", epoch + 1, "all stages trainable" if model.frozen_stages is None
-                         else f"stem and {model.frozen_stages} stage(s) frozen")
-            model.train()
-            bar.set_description(f"epoch {epoch + 1}/{math.ceil(total_steps / steps_per_epoch)}")
-            # loss sum, correct count, first non-finite step: kept on the device and read every
-            # `read_every` steps, so that a GPU's queue is not drained at every step
-            totals, seen = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64, device=device), 0
-            if partial is not None:
-                totals, seen = torch.tensor(partial[:3], dtype=torch.float64, device=device), int(partial[3])
-                partial = None
-            start = step - epoch * steps_per_epoch
-            t0 = time.perf_counter()
-            waited, t_ready = 0.0, t0  # time spent waiting for the data
-            for i, (x, y) in enumerate(loader.batches(epoch, start), start=start):
-                waited += time.perf_counter() - t_ready
-                if step >= total_steps:
-                    break
-                set_lr(optimizer, lr * lr_factor(cfg, step / steps_per_epoch))
-                x, target = aug.train(x, y, batch_generator(cfg.seed, epoch, i))
-                if not per_process:
-                    x, target, y = dist.share(x), dist.share(target), dist.share(y)  # this process's part
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, cfg.precision):
-                    logits = forward(x)
-                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.clip_grad is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                if lookahead is not None:
-                    lookahead.update(model, step + 1, total_steps)
-                if ema is not None:
-                    ema.update(model)
-                hard = target if target.dim() == 1 else target.argmax(1)
-                bad = torch.where((totals[2] < 0) & ~torch.isfinite(loss), step, totals[2])
-                totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == hard).sum().double(),
-                                       bad - totals[2]])
-                step += 1
-                seen += len(y)
-                bar.update(1)
-                if step % read_every == 0:
-                    loss_sum, correct, all_seen = _read_totals(totals, seen, dist, out, epoch)
-                    elapsed = time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{loss_sum / all_seen:.3f}", acc=f"{100 * correct / all_seen:.1f}",
-                                    img_s=f"{all_seen / elapsed:.0f}", data=f"{100 * waited / elapsed:.0f}%")
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
-                    if dist.main:
-                        save_checkpoint(out / "last.pt", training_state(
-                            epoch=epoch, epoch_totals=totals.tolist() + [seen]))
-                    dist.barrier()
-                t_ready = time.perf_counter()
-            train_time = time.perf_counter() - t0
-            loss_sum, correct, seen = _read_totals(totals, seen, dist, out, epoch)
-            epoch += 1
-
-            eval_model = ema.module if ema is not None else model
-            val = evaluate_split(eval_model, data.val, data.classes, aug, "val", **eval_kwargs) if has_val else None
-            row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
-                   "val_loss": val and val.loss, "val_acc": val and val.top1, "val_top5": val and val.top5,
-                   "images_per_s": seen / train_time, "train_seconds": train_time,
-                   "data_wait_share": waited / train_time, "seconds": time.perf_counter() - start_time}
-            history.append(row)
-            is_best = val is None or val.top1 > best_acc  # without validation, the last epoch is kept
-            if is_best:
-                best_acc, best_epoch = (val.top1 if val else best_acc), epoch
-            if dist.main:
-                if is_best:
-                    save_checkpoint(out / "best.pt", {**meta, "model": eval_model.state_dict(), "epoch": epoch,
-                                                      "val_acc": val and val.top1})
-                save_checkpoint(out / "last.pt", training_state(epoch=epoch))
-                runlog.append(row)
-            dist.barrier()  # every process sees the new checkpoints before going on
-            if dist.main:
-                val_text = f" | val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}" if val else ""
-                bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%{val_text}")
+        while run.step < run.total_steps:
+            row = end_epoch(run, train_epoch(run, bar), bar, runlog)
             if on_epoch_end is not None:
                 on_epoch_end(row)
     finally:
         bar.close()
-        if isinstance(loader, StreamLoader):
-            loader.close()
-            data.skipped += loader.skipped
+        if isinstance(run.loader, StreamLoader):
+            run.loader.close()
+            run.data.skipped += run.loader.skipped
         if runlog is not None:
             runlog.close()
-
-    return _finish(cfg, out, data, aug, eval_kwargs, history, best_epoch, best_acc, start_time)
+    return report(run)
 
 
 def _read_totals(totals: torch.Tensor, seen: int, dist: Dist, out: Path, epoch: int) -> tuple[float, float, float]:
@@ -407,10 +370,12 @@ def _read_totals(totals: torch.Tensor, seen: int, dist: Dist, out: Path, epoch: 
     return loss_sum, correct, seen
 
 
-def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eval_kwargs: dict[str, Any],
-            history: list[dict[str, Any]], best_epoch: int, best_acc: float, start_time: float) -> TrainResult:
+def report(run: Run) -> TrainResult:
     """Evaluate the best checkpoint (validation, and the test split once), write the report and curves."""
     from ..plots import plot_curves, plot_confusion
+
+    cfg, out, data, aug, eval_kwargs = run.cfg, run.out, run.data, run.aug, run.eval_kwargs()
+    history, best_epoch, best_acc, start_time = run.history, run.best_epoch, run.best_acc, run.start_time
 
     best = load_training_checkpoint(out / "best.pt")
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model_args)
@@ -428,7 +393,7 @@ def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eva
     if test is not None:
         plot_confusion(test.confusion, data.classes, out / "confusion_test.png", f"{cfg.model}: test split")
     plot_curves(history, out / "curves.png", f"{cfg.model} on {data.name}")
-    report = {
+    summary = {
         "model": cfg.model, "data": data.name, "splits": data.splits, "best_epoch": best_epoch,
         "val": val and val.summary(), "test": test.summary() if test else None, "tta_flip": cfg.tta_flip,
         "tta_translate": cfg.tta_translate,
@@ -437,7 +402,7 @@ def _finish(cfg: TrainConfig, out: Path, data: ImageData, aug: BatchAugment, eva
                  "no validation split: the last epoch's weights, fixed hyper-parameters")
         + "; the test split was used once, at the end",
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    atomic_write(out / "report.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     test_line = f", test top-1 {test.top1:.2f}% ({test.n} images)" if test else ""
     val_line = f"val top-1 {val.top1:.2f}% ({val.n} images)" if val else "no validation split"
     log.info("best epoch %d: %s%s; outputs in %s", best_epoch, val_line, test_line, out)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -68,9 +70,11 @@ def read_checkpoint(path: str | Path) -> dict:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(_unpickling_message(path, str(e))) from None
+        raise CheckpointError(_unpickling_message(path, str(e), _pickled_globals(path))) from None
     except Exception as e:  # damaged zip, truncated file, bad safetensors header, ...
         first = str(e).strip().split("\n")[0].split(". ")[0]  # torch's advice paragraphs add nothing here
         raise CheckpointError(f"cannot read checkpoint {path}: damaged ({type(e).__name__}: {first})") from None
@@ -91,13 +95,39 @@ def _not_a_torch_file(path: Path) -> str | None:
     return "not a PyTorch weights file (neither a zip archive nor a pickle)"
 
 
-def _unpickling_message(path: Path, text: str) -> str:
-    """One line from torch's long weights-only refusal: code in the file, or not a checkpoint at all."""
+def _pickled_globals(path: Path) -> list[str]:
+    """The Python names a plain pickle file refers to (read with ``pickletools``, which runs nothing); empty for
+    a zip archive (torch's own format, whose refusal names them)."""
+    import pickletools
+
+    data = path.read_bytes()
+    if data[:2] == b"PK":
+        return []
+    names, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a damaged pickle: what was read so far
+        pass
+    return [n for n in names if not n.startswith("torch.") and n != "collections.OrderedDict"]
+
+
+def _unpickling_message(path: Path, text: str, globals_: list[str]) -> str:
+    """One line from torch's long weights-only refusal: objects that could run code, or not a checkpoint."""
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if code or globals_:
+        return (f"refused to load {path}: it holds Python objects that a weights file must not "
+                f"({code[1] if code else ', '.join(dict.fromkeys(globals_))}), and "
+                "loading them could run code; nothing in it was run. If you trust its source, save the weights "
+                "alone where it was made (torch.save(model.state_dict(), PATH) or safetensors) and load that")
     detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
-    if "Unsupported global" in detail:
-        what = detail.split("GLOBAL", 1)[-1].split(" was not")[0].strip()
-        return f"refused to load {path}: it is not a weights-only checkpoint (it references {what}, code is never run)"
-    return f"cannot read checkpoint {path}: not a PyTorch weights file ({detail or 'unpickling failed'})"
+    what = "a plain Python pickle, not what torch.save writes" if "operand" in detail else detail or "unpickling failed"
+    return f"cannot read checkpoint {path}: not a PyTorch weights file ({what})"
 
 
 def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:

@@ -151,7 +151,7 @@ def described_file(weights: PretrainedWeights, progress: bool = True) -> Path:
     preprocessing), which ``resnets predict / eval / serve`` and ``Predictor`` take like any checkpoint."""
     from dataclasses import asdict
 
-    from ..data.imagenet import imagenet_names, imagenet_wnids
+    from .imagenet import imagenet_names, imagenet_wnids
     from ..hub import weights_home
     from .loading import save_described
 

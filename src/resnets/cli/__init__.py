@@ -1,0 +1,142 @@
+"""The ``resnets`` command line. Each subcommand parses its options and calls the library; any
+``ResnetsError`` (bad input) is printed as one line, without a traceback, and exits with status 2."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from typing import Callable, Sequence
+
+from ..errors import ResnetsError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    import fnmatch
+
+    from ..models import get_model_spec, list_models
+
+    if args.weights:
+        from ..models.pretrained import PRETRAINED, describe
+
+        for name, weights in PRETRAINED.items():
+            if fnmatch.fnmatchcase(weights.model, args.pattern):
+                print(describe(weights))
+        return
+    for name in list_models(args.pattern):
+        spec = get_model_spec(name)
+        print(f"{name:<20} {spec.family:<9} {spec.reference:<12} {spec.summary}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from ..models import create_model, get_model_spec
+    from ..models.profile import format_profile, profile_model
+
+    spec = get_model_spec(args.model)
+    size = args.input_size or spec.input_size
+    if size < 32:
+        raise ResnetsError(f"--input-size must be at least 32, got {size}")
+    model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
+    print(format_profile(args.model, profile_model(model, size), size))
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..benchmark import run_bench
+    from ..files import atomic_write
+
+    report = run_bench(quick=args.quick, compile=not args.no_compile, device=args.device)
+    if args.out:
+        atomic_write(Path(args.out), lambda f: f.write(report.to_json().encode() + b"\n"))
+        print(f"wrote {args.out}")
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from ..convert import convert, describe, summary_json
+
+    result = convert(args.src, args.dest, args.model)
+    print(summary_json(result) if args.json else describe(result))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnets", description="Residual networks: models, training, analysis and deployment.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.add_argument("--weights", action="store_true", help="list the published ImageNet weights instead: tag, "
+                                                          "reported accuracy, preprocessing, source")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="stages, output shapes, parameters and MACs of a model")
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's own)")
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("bench", help="speed of each inference and training mode against the naive baseline")
+    p.add_argument("--quick", action="store_true", help="one small configuration of each part")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile modes")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the suite")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("convert", help="ImageNet weights from TensorFlow.js, Keras, torchvision or timm as a "
+                                       "described .safetensors file")
+    p.add_argument("src", help="a TF.js layers model.json, a Keras .h5, or a torchvision/timm .pth/.safetensors")
+    p.add_argument("dest", help="the .safetensors file to write")
+    p.add_argument("--model", default="resnet50", help="the architecture the weights are for")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=_cmd_convert)
+
+    from .engine import add_engine_commands
+
+    add_engine_commands(sub)
+
+    from .deploy import add_deploy_commands
+
+    add_deploy_commands(sub)
+
+    from .analysis import add_analysis_commands
+
+    add_analysis_commands(sub)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("resnets: %(message)s"))
+    logger = logging.getLogger("resnets")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings():  # libraries' warnings (deprecations, pickle protocols) are not the user's
+            warnings.simplefilter("ignore")
+            return int(args.func(args) or 0)
+    except ResnetsError as e:
+        print(f"resnets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused: an output path that is a file, no permission, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"resnets {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"resnets {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:  # a caller's (or a test's) logging is left as it was
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""``resnets experiment NAME`` and ``resnets analyze gradients|lesion|explain``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..analysis.experiments import EXPERIMENTS
+
+
+def _cmd_experiment(args: argparse.Namespace) -> None:
+    from ..analysis.experiments import run_experiment
+
+    extra = {"batch_size": args.batch_size} if args.batch_size else {}
+    result = run_experiment(args.name, args.out or f"runs/experiment-{args.name}", data=args.data,
+                            data_root=args.data_root, epochs=args.epochs, subset=args.subset,
+                            depths=tuple(args.depth) if args.depth else None, seed=args.seed,
+                            progress=not args.no_progress, **extra)
+    for r in result["runs"]:
+        test = f"test error {r['test_error']:.2f}%" if r["test_error"] is not None else ""
+        print(f"{r['label']:<32} {r['params']:>10,} params  training error {r['train_error']:6.2f}%  "
+              f"validation error {r['val_error']:6.2f}%  {test}  {r['seconds']:.0f} s")
+    print(f"report: {result['out']}/report.md")
+
+
+def _cmd_gradients(args: argparse.Namespace) -> None:
+    from ..analysis.gradients import analyze_gradients
+
+    out = args.out or f"runs/analyze-gradients-{args.depth}"
+    summary = analyze_gradients(out, depth=args.depth, data=args.data, data_root=args.data_root, steps=args.steps,
+                                batch_size=args.batch_size)
+    for label, s in summary.items():
+        print(f"{label:<14} first/last layer gradient norm: at init {s['init']['first_over_last']:.3g}, "
+              f"after training {s['trained']['first_over_last']:.3g}")
+    print(f"report: {out}/report.md")
+
+
+def _cmd_lesion(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..analysis.lesion import analyze_lesion
+
+    checkpoints = {Path(args.checkpoint).parent.name or "model": args.checkpoint}
+    if args.compare:
+        checkpoints[Path(args.compare).parent.name or "compare"] = args.compare
+    out = args.out or str(Path(args.checkpoint).parent / "lesion")
+    results = analyze_lesion(checkpoints, out, split=args.split, samples=args.samples, images=args.images,
+                             data=args.data, data_root=args.data_root)
+    for label, r in results.items():
+        singles = [s["accuracy"] for s in r["single"] if s["accuracy"] is not None]
+        print(f"{label}: intact {r['intact']:.2f}%, one block deleted: mean {sum(singles) / len(singles):.2f}%, "
+              f"worst {min(singles):.2f}%")
+    print(f"report: {out}/report.md")
+
+
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from ..analysis.gradcam import explain_image
+
+    result = explain_image(args.checkpoint, args.image, args.out, target=args.target, topk=args.topk)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(", ".join(f"{c} {p:.3f}" for c, p in result["top"]))
+    print(f"Grad-CAM for {result['explained']!r}: {result['file']}")
+
+
+def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="the paper's experiments: " + ", ".join(EXPERIMENTS))
+    p.add_argument("name", choices=list(EXPERIMENTS))
+    p.add_argument("--data", default="cifar10", help="cifar10 (python batches), an image tree or a .tar.gz of one")
+    p.add_argument("--data-root")
+    p.add_argument("--epochs", type=float, help="epochs per network (default: the recipe's 10)")
+    p.add_argument("--subset", type=int, help="train on N images (class-balanced) for a reduced scale")
+    p.add_argument("--depth", type=int, nargs="+", help="the depths to compare (6n+2), instead of the paper's")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default runs/experiment-NAME); a rerun resumes there")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_experiment)
+
+    p = sub.add_parser("analyze", help="gradient flow, lesion study, Grad-CAM")
+    what = p.add_subparsers(dest="analysis", required=True)
+    g = what.add_parser("gradients", help="per-layer gradient norms, plain against residual, at init and trained")
+    g.add_argument("--depth", type=int, default=56)
+    g.add_argument("--data", default="digits")
+    g.add_argument("--data-root")
+    g.add_argument("--steps", type=int, default=300)
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--out")
+    g.set_defaults(func=_cmd_gradients)
+
+    g = what.add_parser("lesion", help="delete residual blocks at test time (the ensemble view)")
+    g.add_argument("checkpoint")
+    g.add_argument("--compare", help="a second checkpoint, e.g. the plain twin, on the same figures")
+    g.add_argument("--split", default="val", choices=["train", "val", "test"])
+    g.add_argument("--samples", type=int, default=10, help="random draws per number of deleted blocks")
+    g.add_argument("--images", type=int, help="use N images of the split (class-balanced), for speed")
+    g.add_argument("--data", help="dataset (default: the checkpoint's)")
+    g.add_argument("--data-root")
+    g.add_argument("--out", help="output folder (default: lesion/ beside the checkpoint)")
+    g.set_defaults(func=_cmd_lesion)
+
+    g = what.add_parser("explain", help="Grad-CAM heatmap over an image, with the top classes")
+    g.add_argument("checkpoint", help="checkpoint, weights file or shipped weights name")
+    g.add_argument("image")
+    g.add_argument("--target", help="class to explain (default: the predicted one)")
+    g.add_argument("--topk", type=int, default=5)
+    g.add_argument("--out", help="folder for the PNG (default: beside the image)")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=_cmd_explain)

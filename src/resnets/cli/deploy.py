@@ -1,0 +1,91 @@
+"""The deployment commands: ``resnets export``, ``resnets quantize`` and ``resnets serve``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..deploy.export import FORMATS
+from ..inference.onnx import CALIBRATION_METHODS
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from ..deploy.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check)
+    checked = (f"; checked against PyTorch at batch {' and '.join(map(str, result['checked_batches']))}: "
+               f"max |difference| {result['max_abs_diff']:.1e}") if "max_abs_diff" in result else ""
+    print(f"wrote {result['path']} ({result['format']}, {len(result['metadata']['classes'])} classes){checked}")
+
+
+def _cmd_quantize(args: argparse.Namespace) -> None:
+    from ..deploy.quantize import quantize_checkpoint
+
+    r = quantize_checkpoint(args.checkpoint, args.out, calibration=args.calibration, method=args.method,
+                            split=args.split, data=args.data, data_root=args.data_root, reduce_range=args.reduce_range)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"wrote {r['out']} (int8, {r['weights']}, calibrated on {r['calibration_images']} training images, "
+          f"{r['method']})")
+    print(f"{r['split']} top-1 on {r['images']} images: float32 {r['float32']['top1']:.2f}%  "
+          f"int8 {r['int8']['top1']:.2f}%  ({r['top1_delta']:+.2f} points)")
+    print(f"speed: float32 {r['float32']['images_per_s']:.0f} images/s, int8 {r['int8']['images_per_s']:.0f} "
+          f"images/s (x{r['speedup']:.2f}); size {r['size_mb']['float32']:.2f} -> {r['size_mb']['int8']:.2f} MB")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from ..errors import ResnetsError
+    from ..models.loading import shipped_weights
+    from ..deploy.server import ServeConfig, serve
+
+    if args.weights:
+        from .engine import weights_source
+
+        source = weights_source(args.weights, args.model)
+    else:
+        source = args.model or args.checkpoint
+    if source is None:
+        shipped = shipped_weights()
+        if not shipped:
+            raise ResnetsError("give a CHECKPOINT or --model NAME (no weights ship with this install)")
+        source = next(iter(shipped))
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0:
+        raise ResnetsError("--max-batch must be >= 1, --max-wait-ms >= 0 and --max-upload-mb > 0")
+    cfg = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb)
+    serve(source, args.host, args.port, cfg, mode=args.mode)
+
+
+def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--out", help="output file (default: the checkpoint's name with .onnx, .pt or .pt2)")
+    p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("quantize", help="int8 post-training quantization (ONNX Runtime), accuracy and speed")
+    p.add_argument("checkpoint")
+    p.add_argument("--calibration", type=int, default=512, help="training images used to calibrate")
+    p.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--out", help="int8 ONNX file (default: beside the checkpoint, *.int8.onnx)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="val", help="split to measure top-1 on")
+    p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                   help="7-bit weights, which x86 CPUs without VNNI need against saturation (default: on where "
+                        "this CPU lacks VNNI; say it for a file meant for another machine)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser("serve", help="HTTP prediction service with a web page (FastAPI on uvicorn)")
+    p.add_argument("checkpoint", nargs="?", help="training checkpoint or weights file")
+    p.add_argument("--weights", help="a weights file or published ImageNet weights (resnets list --weights)")
+    p.add_argument("--model", help="with --weights: the architecture they are for (checked); without: a shipped "
+                                   "weights name, e.g. resnet20_cifar10 (the default when one ships)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="images run together at most")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest accepted file")
+    p.add_argument("--mode", default="auto", help="inference mode (see resnets.deploy.MODES)")
+    p.set_defaults(func=_cmd_serve)

@@ -1,0 +1,319 @@
+"""``resnets train``, ``finetune``, ``eval``, ``predict``, ``features``, ``shard`` and ``recipes``; the training
+options are ``TrainConfig``'s fields, with their types, choices and help texts."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..inference import MODES
+from ..errors import ConfigError, ResnetsError
+from ..engine.config import TrainConfig, list_recipes, load_recipe, make_config
+
+log = logging.getLogger("resnets")
+
+
+def _option_kwargs(tp: Any) -> dict[str, Any] | None:
+    """argparse settings for a config field's type (None for fields set only through recipes)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
+        return {"choices": list(args)}
+    if tp in (int, float, str):
+        return {"type": tp}
+    if args and type(None) in args:  # X | None
+        inner = [a for a in args if a is not type(None)][0]
+        return _option_kwargs(inner)
+    if origin is list:
+        return {"type": args[0], "nargs": "+"}
+    return None
+
+
+def _parse_model_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML file")
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue a run from its last.pt; 'auto': from the output folder's last.pt if there is one")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine (starts torchrun)")
+    p.add_argument("--max-restarts", type=int, default=0,
+                   help="with --nproc: restart the processes this many times after a failure (they resume)")
+    p.add_argument("--model-arg", action="append", type=_parse_model_arg, default=[], metavar="KEY=VALUE",
+                   help="extra model argument, e.g. drop_path_rate=0.1 or shortcut=B (repeatable)")
+    p.add_argument("--in-memory", dest="stream", action="store_const", const=False, default=argparse.SUPPRESS,
+                   help="decode the whole data set into memory, however large (the opposite of --stream)")
+    hints, defaults = typing.get_type_hints(TrainConfig), TrainConfig()
+    for f in fields(TrainConfig):
+        kwargs = _option_kwargs(hints[f.name])
+        if kwargs is not None:  # unset options stay out of the namespace: the recipe's values stand
+            text = f.metadata["help"].replace("%", "%%")
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
+                           help=f"{text} (default: {getattr(defaults, f.name)!r})", **kwargs)
+
+
+def _strip(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        elif not any(a.startswith(o + "=") for o in options):
+            out.append(a)
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int | None:
+    import os
+
+    from ..engine.train import train
+
+    if args.nproc < 1 or args.max_restarts < 0:
+        raise ConfigError(f"--nproc must be >= 1 and --max-restarts >= 0, got {args.nproc} and {args.max_restarts}")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the job; each process runs this command
+        from ..engine.distributed import launch
+
+        argv = _strip(args.argv, ("--nproc", "--max-restarts"))
+        if args.max_restarts > 0 and args.resume is None:
+            argv += ["--resume", "auto"]  # a restarted process continues from the last checkpoint
+        return launch(args.nproc, argv, args.max_restarts)
+    if args.resume and args.resume != "auto":
+        result = train(TrainConfig(), resume=args.resume)
+    else:
+        overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+        recipe = args.recipe
+        if getattr(args, "source", None) is not None:  # resnets finetune --from
+            from ..transfer import finetune_config_args
+
+            recipe = recipe or "finetune"
+            found = finetune_config_args(args.source, overrides.get("model"))
+            overrides.update(model=found["model"], pretrained=found["pretrained"])
+            if found["model_args"] and not args.model_arg:
+                overrides["model_args"] = found["model_args"]
+        elif recipe is None and overrides.get("data") in (None, "digits"):
+            recipe = "digits"
+        if args.model_arg:
+            base = load_recipe(recipe).get("model_args", {}) if recipe else {}
+            overrides["model_args"] = {**base, **dict(args.model_arg)}
+        cfg = make_config(recipe, **overrides)
+        last = cfg.out_dir() / "last.pt"
+        result = train(cfg, resume=last if args.resume == "auto" and last.exists() else None)
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    test = f"  test top-1 {result.test.top1:.2f}% ({result.test.n} images)" if result.test else ""
+    val = f"val top-1 {result.val.top1:.2f}% ({result.val.n} images)" if result.val else "no validation split"
+    print(f"best epoch {result.best_epoch}: {val}{test}"
+          f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
+
+
+def weights_source(weights: str, model: str | None) -> str:
+    """What ``--weights W [--model M]`` names: a file, a shipped name, or published weights (``--weights
+    tv2_in1k --model resnet50``, or ``--weights resnet50.tv2_in1k``); checked against ``M`` when given."""
+
+    from ..models.pretrained import PRETRAINED
+    from ..engine.checkpoint import check_architecture
+
+    source = f"{model}.{weights}" if model and f"{model}.{weights}" in PRETRAINED and not Path(weights).exists() \
+        else weights
+    if model:
+        check_architecture(source, model)
+    return source
+
+
+def _checkpoint_of(args: argparse.Namespace) -> str:
+    """``resnets eval``'s checkpoint: CHECKPOINT, or --weights checked against --model."""
+    if bool(args.checkpoint) == bool(args.weights):
+        raise ResnetsError("give a CHECKPOINT or --weights FILE (one of them)")
+    if args.model and not args.weights:
+        raise ResnetsError("--model goes with --weights (a CHECKPOINT names its architecture)")
+    return weights_source(args.weights, args.model) if args.weights else args.checkpoint
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from ..engine.evaluate import compare_modes, evaluate, format_modes
+    from ..engine.metrics import format_metrics
+
+    if args.compare_modes is not None:
+        rows = compare_modes(_checkpoint_of(args), args.compare_modes, args.data, split=args.split,
+                             batch_size=args.batch_size, data_root=args.data_root, out=args.out)
+        print(json.dumps([vars(r) for r in rows]) if args.json else format_modes(rows))
+        return
+    m = evaluate(_checkpoint_of(args), args.data, split=args.split, tta_flip=args.tta_flip,
+                 tta_translate=args.tta_translate, batch_size=args.batch_size,
+                 device=args.device, data_root=args.data_root, out=args.out, mode=args.mode)
+    print(json.dumps(m.summary()) if args.json else format_metrics(m))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from ..data.folder import unreadable
+    from ..engine.evaluate import Predictor, find_images
+
+    if args.topk < 1 or args.batch_size < 1:
+        raise ResnetsError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+    if args.weights:
+        checkpoint, images = weights_source(args.weights, args.model), args.inputs
+    else:
+        checkpoint, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
+    if not images:
+        raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --weights FILE IMAGE...)")
+    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode)
+    files = find_images(images)
+    for start in range(0, len(files), args.batch_size):
+        loaded, names = [], []
+        for f in files[start:start + args.batch_size]:
+            try:
+                loaded.append(predictor.load(f))
+                names.append(f)
+            except Exception as e:
+                if args.strict:
+                    raise ResnetsError(f"cannot read image {f}: {unreadable(e)}") from None
+                log.warning("skipped %s: %s", f, unreadable(e))
+        if not loaded:
+            continue
+        import torch
+
+        for f, top in zip(names, predictor.predict_indexed(torch.stack(loaded), args.topk)):
+            if args.json:
+                print(json.dumps({"file": str(f), "top": [{"class": c, "index": i, "prob": round(p, 6)}
+                                                          for i, c, p in top]}))
+            else:
+                print(f"{f}: " + ", ".join(f"{c} {p:.3f}" for _, c, p in top))
+            sys.stdout.flush()
+
+
+def _cmd_features(args: argparse.Namespace) -> None:
+    from ..transfer import features
+
+    result = features(args.checkpoint, args.data, args.out, model=args.model, stage=args.stage,
+                      probe=args.linear_probe, subset=args.subset, data_root=args.data_root, val_size=args.val_size)
+    print(json.dumps(result, indent=2))
+
+
+def _cmd_shard(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from ..data.make_shards import make_shards, parse_size
+
+    size = parse_size(args.shard_size)
+    with tqdm(unit="img", disable=None, dynamic_ncols=True, desc="shards") as bar:
+        counts = make_shards(args.src, args.dest, shard_size=size, resize_short=args.resize_short,
+                             quality=args.quality, val_size=args.val_size, seed=args.seed, strict=args.strict,
+                             progress=bar.update)
+    print(f"wrote {', '.join(f'{n} {split}' for split, n in counts.items())} images as shards in {args.dest} "
+          f"(train with: resnets train --data {args.dest})")
+
+
+def add_engine_commands(sub: argparse._SubParsersAction) -> None:
+    _add_training(sub)
+    _add_data(sub)
+    _add_eval(sub)
+    _add_predict(sub)
+
+
+def _add_training(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (default: ResNet-20 on the embedded digits)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained network on new data (a new classifier head)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--from", dest="source", required=True, metavar="CHECKPOINT",
+                   help="this project's checkpoint, or a torchvision/timm state dict file (then also --model)")
+    add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="pooled embeddings of every image, and an optional linear probe")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--data-root")
+    p.add_argument("--model", help="architecture of a plain state dict (this project's checkpoints name theirs)")
+    p.add_argument("--out", help="features file (.npz or .safetensors) with labels and file names")
+    p.add_argument("--stage", type=int, help="save this stage's feature maps (0-based) instead of pooled features")
+    p.add_argument("--linear-probe", action="store_true", help="fit a logistic regression and report its accuracy")
+    p.add_argument("--subset", type=int, help="use N training images (class-balanced)")
+    p.add_argument("--val-size", type=float)
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("shard", help="write an image folder (or a tar of one) as WebDataset shards for streaming",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("src", help="an ImageFolder tree: <split>/<class>/<image> or <class>/<image>, or a .tar(.gz) of one")
+    p.add_argument("dest", help="a new folder for <split>-000000.tar ... and dataset.json")
+    p.add_argument("--shard-size", default="256MB", help="about this many bytes per shard (e.g. 256MB, 1GB)")
+    p.add_argument("--resize-short", type=int, help="re-encode as JPEG with the shorter side at most N pixels")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+    p.add_argument("--val-size", type=float, default=0.1,
+                   help="without a val/ folder: the validation split held out of train/ (fraction or count; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the order of the samples across the shards")
+    p.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    p.set_defaults(func=_cmd_shard)
+
+    p = sub.add_parser("recipes", help="list the shipped training recipes")
+    p.set_defaults(func=lambda a: print("\n".join(list_recipes())))
+
+
+
+def _add_weights_option(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("--weights", help="a weights file (e.g. made by resnets convert), a shipped name, or published "
+                                     "ImageNet weights (resnets list --weights), instead of CHECKPOINT")
+    p.add_argument("--model", help=model_help)
+
+
+def _add_mode_options(p: argparse.ArgumentParser, auto: str) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--mode", default="auto", choices=["auto", *MODES], help=f"inference mode; auto: {auto}")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy, per-class metrics and confusion matrix of a checkpoint",
+                       usage="resnets eval (CHECKPOINT | --weights FILE [--model NAME]) [--data DATA] [options]")
+    p.add_argument("checkpoint", nargs="?", help="a training checkpoint or weights file (or give --weights)")
+    _add_weights_option(p, "with --weights: the architecture they are for (checked)")
+    p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--tta-translate", action="store_true", help="also average over one-pixel shifts")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", help="folder for metrics JSON and the confusion-matrix PNG")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_mode_options(p, "the fastest float32 one (ONNX Runtime where installed, else batch norm folded), which "
+                         "gives the float32 numbers")
+    p.add_argument("--compare-modes", nargs="*", choices=MODES, metavar="MODE",
+                   help="top-1 in each of these inference modes against float32 eager, on the CPU (no MODE: "
+                        "the float32, bfloat16 and ONNX Runtime ones); with --out, writes modes_<split>.json")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-k classes of images or folders of images",
+                       usage="resnets predict (CHECKPOINT | --model NAME) IMAGE_OR_FOLDER... [options]")
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE",
+                   help="a checkpoint (unless --weights or --model), then images")
+    _add_weights_option(p, "with --weights: the architecture they are for (checked); without: a shipped weights "
+                           "name (resnet20_cifar10) or weights file, instead of CHECKPOINT")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tta-flip", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_mode_options(p, "bfloat16 where the CPU or GPU runs it natively, else ONNX Runtime's float32 where "
+                         "installed, else batch norm folded")
+    p.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    p.set_defaults(func=_cmd_predict)

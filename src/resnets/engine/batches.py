@@ -1,0 +1,72 @@
+"""A training run's data: loaded and checked against the configuration, then turned into batches of
+augmented images, sliced from memory or streamed from disk by worker processes."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from ..data import AugmentConfig, BatchLoader, ImageData, load_data, take
+from ..data.stream import StreamLoader, StreamSet, default_workers
+from ..data.transforms import SampleTransform
+from ..errors import ResnetsError
+from .config import TrainConfig
+from .distributed import Dist
+
+log = logging.getLogger("resnets")
+
+
+def augment_config(cfg: TrainConfig, streamed: bool = False) -> AugmentConfig:
+    """The augmentation of batches. Streamed with random-resized crops, the workers crop and flip each image
+    (``stream_transform``), and batches are only jittered, mixed and normalised."""
+    if streamed and cfg.rrc_scale:
+        return AugmentConfig(crop_padding=0, hflip=False, jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+    return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode,
+                         hflip=cfg.hflip and not cfg.alternate_flips,  # alternate flips: done by the loader
+                         rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
+                         jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+
+
+def stream_transform(cfg: TrainConfig, data: StreamSet) -> SampleTransform:
+    """What the workers do to each streamed training image: random-resized crops and flips where the recipe
+    asks for them, else the stored form (the batch augmentation then crops and flips)."""
+    if cfg.rrc_scale:
+        return SampleTransform(data.image_size, cfg.crop_size or data.image_size, scale=tuple(cfg.rrc_scale),
+                               flip=cfg.hflip, seed=cfg.seed)
+    return SampleTransform(data.image_size)
+
+
+def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: Dist) -> BatchLoader | StreamLoader:
+    """The training batches: slices of the images in memory (global batches), or streamed (this process's)."""
+    if not data.streamed:
+        return BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
+                           seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips)
+    local, n = cfg.batch_size // dist.world, len(data.train)
+    loader = StreamLoader(data.train, stream_transform(cfg, data.train), local, shuffle=True,
+                          drop_last=n // dist.world > local, seed=cfg.seed, rank=dist.rank, world=dist.world,
+                          workers=workers(cfg), device=device, strict=cfg.strict)
+    log.info("process %d of %d: %d batches of %d of the %d training images per epoch, streamed with %d worker(s)",
+             dist.rank, dist.world, len(loader), local, n, workers(cfg))
+    return loader
+
+
+def workers(cfg: TrainConfig) -> int:
+    """The data-loading workers of each process: as configured, else the cores less one, shared on this machine."""
+    return cfg.workers if cfg.workers is not None else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def prepare_data(cfg: TrainConfig) -> ImageData:
+    """The configured data set, with its training subset taken, checked against the augmentation."""
+    data = load_data(cfg.data, root=cfg.data_root, download=cfg.download, image_size=cfg.image_size,
+                     val_size=cfg.val_size, strict=cfg.strict, stream=cfg.stream, crop_size=cfg.crop_size)
+    if data.skipped:
+        log.warning("%d unreadable image(s) skipped (listed in report.json)", len(data.skipped))
+    if cfg.subset is not None and cfg.subset < len(data.train):
+        data.train = take(data.train, cfg.subset)
+        data.splits["train"] += f", {cfg.subset} of them used (class-balanced, seed 0)"
+    if cfg.crop_size is not None and cfg.crop_size > data.image_size:
+        raise ResnetsError(f"crop size {cfg.crop_size} is larger than the stored images ({data.image_size})")
+    if data.streamed and cfg.alternate_flips:
+        raise ResnetsError("alternate flips need the data in memory: leave out --alternate-flips or add --in-memory")
+    return data

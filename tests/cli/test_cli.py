@@ -1,0 +1,136 @@
+import pytest
+"""The command line: listing, model info, one-line errors."""
+import subprocess
+import sys
+
+from resnets.cli import build_parser, main
+
+
+def test_list_filters(capsys):
+    assert main(["list", "resnet5*"]) == 0
+    out = capsys.readouterr().out.split("\n")
+    assert [line.split()[0] for line in out if line] == ["resnet50", "resnet50d", "resnet56"]
+
+
+def test_info_counts_come_from_the_model(capsys):
+    assert main(["info", "resnet20"]) == 0
+    out = capsys.readouterr().out
+    assert "269,722" in out and "64x8x8" in out and "0.041 GMACs" in out
+    assert main(["info", "resnet18", "--in-chans", "1", "--num-classes", "10", "--input-size", "32"]) == 0
+    assert "11,175,370" in capsys.readouterr().out
+
+
+def test_unknown_model_is_one_line_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "resnets", "info", "resnt18"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "resnets info: error: unknown model 'resnt18'; did you mean resnet18, resnet152, resnet110?"
+
+
+def test_train_options_explain_themselves(capsys):
+    """Each option's help is its config field's help text and default; an unset option leaves the recipe's value."""
+    try:
+        main(["train", "--help"])
+    except SystemExit:
+        pass
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--val-size VAL_SIZE validation split held out of train (fraction or count)" in text
+    assert "--epochs EPOCHS training epochs (may be fractional) (default: 30)" in text and "--lookahead-every LOOKAHEAD_EVERY airbench's lookahead" in text
+    args = build_parser().parse_args(["train", "--recipe", "cifar10-fast", "--lr", "0.5"])
+    assert args.lr == 0.5 and not hasattr(args, "epochs")
+
+
+def _run(*args, cwd=None, env=None):
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "resnets", *args], capture_output=True, text=True, cwd=cwd,
+                          env=full_env)
+
+
+def _one_clean_error_line(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert "Traceback" not in proc.stderr
+    assert any(all(f in line for f in fragments) for line in lines), proc.stderr
+    assert sum("error:" in line for line in lines) == 1
+
+
+def test_train_bad_inputs_are_one_line_each(tmp_path):
+    _one_clean_error_line(_run("train", "--data", str(tmp_path / "missing")), "data not found")
+    _one_clean_error_line(_run("train", "--lr", "100"), "setting 'lr' must be in (0, 10], got 100.0")
+    _one_clean_error_line(_run("train", "--batch-size", "0"), "setting 'batch_size' must be in")
+    _one_clean_error_line(_run("train", "--nproc", "0"), "--nproc must be >= 1")
+    _one_clean_error_line(_run("train", "--model", "resnet21"), "unknown model 'resnet21'", "did you mean")
+    _one_clean_error_line(_run("train", "--recipe", "cifar10-resnet56-papr"), "did you mean cifar10-resnet56-paper")
+    (tmp_path / "ten.yaml").write_text("epochs: ten\n")
+    _one_clean_error_line(_run("train", "--recipe", str(tmp_path / "ten.yaml")), "setting 'epochs' must be a number")
+    (tmp_path / "empty").mkdir()
+    _one_clean_error_line(_run("train", "--data", str(tmp_path / "empty")), "no class folders")
+    _one_clean_error_line(_run("train", "--data", "cifar10", "--data-root", str(tmp_path)), "cifar10 not found")
+    (tmp_path / "file").write_text("kept")
+    _one_clean_error_line(_run("train", "--out", str(tmp_path / "file")), "output folder", "is a file")
+    # the file system refusing (here: a folder inside a file) is one line too, naming the path
+    _one_clean_error_line(_run("train", "--epochs", "1", "--subset", "64", "--out", str(tmp_path / "file" / "run")),
+                          str(tmp_path / "file" / "run"), "Not a directory")
+    assert (tmp_path / "file").read_text() == "kept"
+
+
+@pytest.mark.slow
+def test_train_eval_predict_from_the_command_line(tmp_path, image_tree):
+    out = tmp_path / "run"
+    env = {"RESNETS_CACHE": str(tmp_path / "cache")}
+    proc = _run("train", "--data", str(image_tree), "--val-size", "3", "--epochs", "1", "--batch-size", "8",
+                "--out", str(out), "--no-progress", "--model-arg", "drop_path_rate=0.05", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "best epoch 1" in proc.stdout and (out / "best.pt").is_file()
+    proc = _run("eval", str(out / "best.pt"), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads(proc.stdout)["n"] == 24
+    proc = _run("eval", str(out / "best.pt"), "--compare-modes", "fused", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["mode"] for r in json.loads(proc.stdout)] == ["eager", "fused"]
+    (image_tree / "test" / "cat" / "broken.jpg").write_bytes(b"xx")
+    proc = _run("predict", str(out / "best.pt"), str(image_tree / "test" / "cat"), "--topk", "2", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 8 and len(rows[0]["top"]) == 2 and "broken.jpg" in proc.stderr
+    _one_clean_error_line(_run("predict", str(out / "best.pt"), str(image_tree / "test" / "cat"), "--strict",
+                               env=env), "broken.jpg")
+    # a checkpoint for another architecture, a corrupt checkpoint, a file that is not an image
+    torch_file = tmp_path / "weights.pth"
+    import torch
+
+    torch.save(resnets_state(), torch_file)
+    _one_clean_error_line(_run("eval", str(torch_file)), "not a resnets training checkpoint")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    _one_clean_error_line(_run("predict", str(tmp_path / "bad.pt"), str(image_tree)), "cannot read checkpoint")
+    _one_clean_error_line(_run("predict", str(out / "best.pt"), str(tmp_path / "nope.jpg")), "no such file")
+    # nothing already written was lost
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+
+
+def resnets_state():
+    import resnets
+
+    return resnets.create_model("resnet20").state_dict()
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_json(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--no-compile", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    modes = [r["mode"] for r in report["inference"]]
+    assert modes[0] == "eager" and "fused" in modes and all(r["agrees"] for r in report["inference"])
+    from resnets.machine import native_bf16
+
+    memory_modes = ["naive", "bf16"] if native_bf16("cpu") else ["naive"]
+    assert [(r["mode"], r["checkpointed_stages"]) for r in report["memory"]] == [
+        (mode, k) for mode in memory_modes for k in range(4)]
+    for rows in (report["memory"][i:i + 4] for i in range(0, len(report["memory"]), 4)):
+        assert rows[2]["activation_mb_per_image"] < 0.5 * rows[0]["activation_mb_per_image"]
+    assert "matmul peak" in capsys.readouterr().out

@@ -1,0 +1,90 @@
+"""Every inference mode agrees with the float32 baseline within its number format's tolerance."""
+import pytest
+import torch
+
+import resnets
+from resnets import ConfigError
+from resnets.inference import MODES, onnxruntime_available, prepare_inference
+from resnets.inference.modes import TOLERANCE
+from resnets.machine import native_bf16
+
+FAST_MODES = [m for m in MODES if not m.startswith("compile")]
+
+
+@pytest.fixture(scope="module")
+def model_and_input():
+    torch.manual_seed(0)
+    return resnets.create_model("resnet20").eval(), torch.randn(4, 3, 32, 32)
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_mode_agrees_with_float32(model_and_input, mode):
+    if mode in ("onnxruntime", "int8") and not onnxruntime_available():
+        pytest.skip("onnxruntime is not installed")
+    model, x = model_and_input
+    with torch.no_grad():
+        ref = model(x)
+    y = prepare_inference(model, mode, x)(x)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    assert ((y - ref).abs().max() / ref.abs().max()).item() <= max(TOLERANCE[mode], 1e-6)
+    assert torch.equal(y.argmax(1), ref.argmax(1)) or mode in ("bf16", "int8")
+
+
+@pytest.mark.slow
+def test_compiled_mode_agrees(model_and_input):
+    model, x = model_and_input
+    with torch.no_grad():
+        ref = model(x)
+    y = prepare_inference(model, "compile", x)(x)
+    assert ((y - ref).abs().max() / ref.abs().max()).item() <= TOLERANCE["compile"]
+
+
+def test_dynamic_batch_in_onnxruntime(model_and_input):
+    if not onnxruntime_available():
+        pytest.skip("onnxruntime is not installed")
+    model, x = model_and_input
+    run = prepare_inference(model, "onnxruntime", x)
+    with torch.no_grad():
+        torch.testing.assert_close(run(x[:1].repeat(7, 1, 1, 1)), model(x[:1].repeat(7, 1, 1, 1)),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_modes_leave_the_model_alone(model_and_input):
+    model, x = model_and_input
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepare_inference(model, "bf16", x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_unknown_mode():
+    with pytest.raises(ConfigError, match="unknown inference mode"):
+        prepare_inference(resnets.create_model("resnet20"), "int4")
+
+
+def test_native_bf16_is_a_bool():
+    assert isinstance(native_bf16(), bool)
+
+
+def test_available_modes_follow_the_machine(monkeypatch):
+    import resnets.inference.modes as inference
+
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": False)
+    assert not any("bf16" in m for m in inference.available_modes())
+    assert {"bf16", "compile_bf16"} <= set(inference.available_modes(emulated_bf16=True))
+    assert not any(m.startswith("compile") for m in inference.available_modes(compile=False))
+    assert ("int8" in inference.available_modes()) == onnxruntime_available()
+    assert not set(inference.ONNX_MODES) & set(inference.available_modes("cuda"))  # ONNX Runtime runs on the CPU here
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("ort", [True, False])
+def test_fastest_mode_follows_the_machine(monkeypatch, native, ort):
+    import resnets.inference.modes as inference
+
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": native)
+    monkeypatch.setattr(inference, "onnxruntime_available", lambda: ort)
+    float32 = "onnxruntime" if ort else "fused"  # ONNX Runtime: the fastest float32 mode in every bench row
+    assert inference.fastest_mode("cpu") == ("bf16" if native else float32)
+    assert inference.fastest_mode("cpu", float32=True) == float32
+    assert inference.fastest_mode("cuda", float32=True) == "fused"  # ONNX Runtime runs on the CPU here
