@@ -90,3 +90,48 @@ def test_list_weights_shows_tags_with_accuracy_and_source(capsys):
     assert main(["list", "--weights", "resnet50"]) == 0
     out = capsys.readouterr().out
     assert "resnet50.tv2_in1k" in out and "80.9" in out and "resnet50.keras_in1k" in out and "npmjs" in out
+
+
+@pytest.fixture
+def test_tag(served, monkeypatch):
+    """``resnet18.test_in1k``: published-weights metadata (ImageNet classes, preprocessing) for the served file."""
+    url, digest, state, _ = served
+    tag = replace(pretrained.PRETRAINED["resnet18.tv_in1k"], tag="test_in1k", urls=(f"{url}/resnet18-test.pth",),
+                  sha256=digest)
+    monkeypatch.setitem(pretrained.PRETRAINED, "resnet18.test_in1k", tag)
+    return "resnet18.test_in1k", state
+
+
+def test_a_tag_name_works_wherever_a_checkpoint_does(home, test_tag, image_tree, tmp_path):
+    """Predictor, features (a linear probe) and fine-tuning all take the published weights' name."""
+    from resnets.transfer import features
+
+    name, state = test_tag
+    predictor = resnets.Predictor(name, mode="fused")
+    assert predictor.classes[1] == "goldfish" and predictor.image_size == 256
+    found = features(name, str(image_tree), probe=True, val_size=0, input_size=64)
+    assert found["model"] == "resnet18" and found["dim"] == 512 and 0 <= found["linear_probe_top1"]["test"] <= 100
+    cfg = resnets.make_config("finetune", model="resnet18", pretrained=name, data=str(image_tree), epochs=1,
+                              batch_size=8, out=str(tmp_path / "ft"), progress=False, tensorboard=False)
+    result = resnets.train(cfg)
+    model, _ = resnets.engine.checkpoint.model_from_checkpoint(result.out_dir / "best.pt")
+    assert model.fc.out_features == 3  # a new head for the tree's 3 classes, the backbone from the weights
+
+
+def test_the_server_page_answers_with_imagenet_class_names(home, test_tag, tmp_path):
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from resnets.deploy.server import create_app
+
+    name, _ = test_tag
+    photo = io.BytesIO()
+    Image.new("RGB", (320, 240), (200, 120, 40)).save(photo, format="JPEG")
+    with TestClient(create_app(resnets.Predictor(name, mode="fused"), name=name)) as client:
+        assert "<html" in client.get("/").text.lower()
+        info = client.get("/info").json()
+        assert info["model"] == name and len(info["classes"]) == 1000 and info["classes"][0] == "tench"
+        top = client.post("/predict", files={"files": ("photo.jpg", photo.getvalue(), "image/jpeg")}).json()
+        assert all(t["class"] in info["classes"] for t in top["predictions"][0]["top"])

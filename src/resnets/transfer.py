@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from .errors import ConfigError, ResnetsError
@@ -71,17 +72,22 @@ def input_stats(source: Source, data: ImageData) -> tuple[tuple[float, ...], tup
 
 @torch.no_grad()
 def extract_features(net: ResNet, images: torch.Tensor, aug: BatchAugment, stage: int | None = None,
-                     batch_size: int = 256) -> np.ndarray:
-    """Pooled embeddings (``stage=None``), or the feature maps of stage ``stage`` (0-based), for uint8 images."""
+                     batch_size: int = 256, input_size: int | None = None, bf16: bool = False) -> np.ndarray:
+    """Pooled embeddings (``stage=None``), or the feature maps of stage ``stage`` (0-based), for uint8 images;
+    ``input_size``: the normalised images resized (bilinear) to it first, e.g. CIFAR's 32 pixels to the 224 an
+    ImageNet network was trained at; ``bf16``: under bfloat16 autocast (fast where the CPU has it natively)."""
     if stage is not None and not 0 <= stage < net.num_stages:
         raise ConfigError(f"stage must be in 0..{net.num_stages - 1}, got {stage}")
     out = []
     for i in range(0, len(images), batch_size):
         x = aug.eval(images[i:i + batch_size])
-        if stage is None:
-            feats = net.forward_head(net.forward_features(x), pre_logits=True)
-        else:
-            feats = net.forward_intermediates(x, [stage])[0]
+        if input_size is not None and x.shape[-1] != input_size:
+            x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if stage is None:
+                feats = net.forward_head(net.forward_features(x), pre_logits=True)
+            else:
+                feats = net.forward_intermediates(x, [stage])[0]
         out.append(feats.float().numpy())
     return np.concatenate(out) if out else np.zeros((0, net.num_features), np.float32)
 
@@ -126,16 +132,20 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, evals: dict[str, tupl
 
 def features(checkpoint: str | Path, data: str, out: str | Path | None = None, *, model: str | None = None,
              stage: int | None = None, probe: bool = False, subset: int | None = None,
-             data_root: str | None = None, val_size: float | None = None) -> dict[str, Any]:
-    """Embeddings of every image of ``data`` from a pretrained network, saved to ``out``; with ``probe``,
-    the accuracy of a linear classifier trained on the training split's features."""
+             data_root: str | None = None, val_size: float | None = None, input_size: int | None = None,
+             bf16: bool = False) -> dict[str, Any]:
+    """Embeddings of every image of ``data`` from a pretrained network (a checkpoint, a weights file or
+    published weights such as ``resnet50.keras_in1k``), saved to ``out``; with ``probe``, the accuracy of a
+    linear classifier trained on the training split's features. ``input_size`` and ``bf16``: see
+    ``extract_features``."""
     source = describe_source(checkpoint, model)
     dataset = load_data(data, root=data_root, val_size=val_size, stream=False)  # the features are held in memory
     dataset.train = take(dataset.train, subset)
     net = load_backbone(source, dataset.in_chans)
     aug = BatchAugment(AugmentConfig(), *input_stats(source, dataset), dataset.num_classes)
     sets = {s: getattr(dataset, s) for s in ("train", "val", "test") if getattr(dataset, s) is not None}
-    feats = {s: extract_features(net, v.images, aug, stage) for s, v in sets.items()}
+    sets = {s: v for s, v in sets.items() if len(v)}
+    feats = {s: extract_features(net, v.images, aug, stage, input_size=input_size, bf16=bf16) for s, v in sets.items()}
     result: dict[str, Any] = {"model": source.model, "data": dataset.name, "dim": int(np.prod(feats["train"].shape[1:])),
                               "images": {s: len(v) for s, v in sets.items()}}
     if out is not None:

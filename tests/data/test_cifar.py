@@ -95,3 +95,66 @@ def test_archive_with_the_wrong_md5_is_refused(tmp_path):
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not the real archive")
     with pytest.raises(DataError, match="has MD5 .* expected c58f30108f718f92721af3b95e74349a"):
         load_data("cifar10", root=tmp_path)
+
+
+def _archive(tmp_path, suffix, kind="cifar10"):
+    import tarfile
+
+    folder = make_cifar_batches(tmp_path / f"src-{suffix}", n_train=100, n_test=20, kind=kind)
+    path = tmp_path / f"copy-{kind}{suffix}"
+    with tarfile.open(path, "w:" + {".tar.gz": "gz", ".tar.xz": "xz", ".tar": ""}[suffix]) as tf:
+        tf.add(folder, arcname=folder.name)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.xz", ".tar"])
+def test_an_archive_in_the_cifar_layout_is_read_directly_and_unpacked_once(tmp_path, suffix):
+    from resnets.data.datasets import cache_dir
+
+    path = _archive(tmp_path, suffix)
+    data = load_data(str(path), val_size=10)
+    assert data.name == "cifar10" and (len(data.train), len(data.val), len(data.test)) == (90, 10, 20)
+    unpacked = [p for p in (cache_dir() / "data").iterdir() if p.name.startswith("cifar10-")]
+    assert len(unpacked) == 1 and not [p for p in (cache_dir() / "data").iterdir() if p.name.startswith(".")]
+    stamp = (unpacked[0] / "cifar-10-batches-py" / "test_batch").stat().st_mtime_ns
+    again = load_data(str(path), val_size=10)  # the unpacked copy is reused
+    assert (unpacked[0] / "cifar-10-batches-py" / "test_batch").stat().st_mtime_ns == stamp
+    assert torch.equal(again.test.images, data.test.images)
+
+
+def test_cifar100_archive_and_an_official_name_with_another_md5(tmp_path):
+    assert load_data(str(_archive(tmp_path, ".tar.gz", kind="cifar100")), val_size=5).name == "cifar100"
+    renamed = _archive(tmp_path, ".tar.gz").rename(tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(DataError, match="not the official c58f30108f718f92721af3b95e74349a"):
+        load_data(str(renamed))
+
+
+def test_an_archive_that_escapes_its_folder_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    path = tmp_path / "evil.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for name in ("cifar-10-batches-py/batches.meta", "cifar-10-batches-py/../../escaped"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tf.addfile(info, io.BytesIO(b"data"))
+    with pytest.raises(DataError, match="cannot unpack .*evil.tar.gz"):
+        load_data(str(path))
+    assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.slow
+def test_the_lossless_cifar10_archive_is_the_official_data():
+    from tests.conftest import SHARED
+
+    path = SHARED / "data" / "cifar-10-lossless-python.tar.xz"
+    if not path.is_file():
+        pytest.skip(f"the lossless CIFAR-10 archive is not at {path}")
+    data = load_data(str(path), val_size=0)
+    assert (len(data.train), len(data.test)) == (50_000, 10_000)
+    assert data.train.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert data.test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    assert data.train.images[0, 0, 0, :6].tolist() == [59, 43, 50, 68, 98, 119]
+    assert data.test.images[0, 0, 0, :6].tolist() == [158, 159, 165, 166, 160, 156]
+    assert [round(m, 4) for m in data.mean] == [0.4914, 0.4822, 0.4465]

@@ -108,3 +108,10 @@ def test_every_model_exports(name):
                                            ("preact_resnet164", 1.7), ("preact_resnet1001", 10.2)])
 def test_wide_and_preact_sizes_match_their_papers(name, millions):
     assert n_params(resnets.create_model(name)) / 1e6 == pytest.approx(millions, rel=0.015)
+
+
+@pytest.mark.parametrize("name", ["fastresnet8", "fastplain8", "resnet20"])
+def test_profile_counts_every_network_of_the_zoo(name):
+    model = resnets.create_model(name)
+    rows = profile_model(model, 32)
+    assert sum(r.params for r in rows) == n_params(model) and rows[-1].output_shape == (10,)

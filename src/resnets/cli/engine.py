@@ -199,7 +199,8 @@ def _cmd_features(args: argparse.Namespace) -> None:
     from ..transfer import features
 
     result = features(args.checkpoint, args.data, args.out, model=args.model, stage=args.stage,
-                      probe=args.linear_probe, subset=args.subset, data_root=args.data_root, val_size=args.val_size)
+                      probe=args.linear_probe, subset=args.subset, data_root=args.data_root, val_size=args.val_size,
+                      input_size=args.input_size, bf16=args.bf16)
     print(json.dumps(result, indent=2))
 
 
@@ -241,7 +242,7 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="pooled embeddings of every image, and an optional linear probe")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint, a weights file, or published weights (resnet50.keras_in1k)")
     p.add_argument("--data", required=True)
     p.add_argument("--data-root")
     p.add_argument("--model", help="architecture of a plain state dict (this project's checkpoints name theirs)")
@@ -250,6 +251,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--linear-probe", action="store_true", help="fit a logistic regression and report its accuracy")
     p.add_argument("--subset", type=int, help="use N training images (class-balanced)")
     p.add_argument("--val-size", type=float)
+    p.add_argument("--input-size", type=int, help="resize the images to this first (e.g. 224 for ImageNet networks)")
+    p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("shard", help="write an image folder (or a tar of one) as WebDataset shards for streaming",

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import shutil
 import tarfile
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -102,6 +104,52 @@ def download_cifar(name: str, root: Path) -> Path:
     with tarfile.open(target) as tf:
         tf.extractall(root, filter="data")
     return root / folder
+
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2")
+
+
+def cifar_archive_kind(path: Path) -> str | None:
+    """Which CIFAR a ``.tar``/``.tar.gz``/``.tar.xz`` archive holds (its batches folder at the top), or None."""
+    if not path.is_file() or not path.name.endswith(ARCHIVE_SUFFIXES):
+        return None
+    try:
+        with tarfile.open(path) as tf:
+            first = tf.next()  # only the start of the archive is read
+    except (tarfile.TarError, OSError, EOFError):
+        return None
+    top = first.name.removeprefix("./").split("/")[0] if first is not None else ""
+    return next((kind for kind, spec in CIFAR.items() if top == spec[0]), None)
+
+
+def extract_cifar_archive(kind: str, archive: Path, cache: Path) -> Path:
+    """The batches folder of a CIFAR archive, unpacked once into ``cache`` (tarfile's "data" filter refuses
+    links and paths that leave the folder) and reused while the archive is unchanged. The official archive,
+    by its name, must have its published MD5."""
+    folder, official, md5 = CIFAR[kind][:3]
+    if archive.name == official:
+        digest = hashlib.md5(archive.read_bytes()).hexdigest()
+        if digest != md5:
+            raise DataError(f"{archive} has MD5 {digest}, not the official {md5}: download it again (or rename "
+                            "a copy you trust)")
+    stat = archive.stat()
+    key = hashlib.sha1(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    dest = cache / f"{kind}-{key}"
+    if find_cifar_root(kind, dest) is None:
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache, prefix=f".{kind}-"))
+        try:
+            with tarfile.open(archive) as tf:
+                tf.extractall(staging, filter="data")
+            if find_cifar_root(kind, staging) is None:
+                raise DataError(f"{archive} has no complete '{folder}' folder (missing batches)")
+            shutil.rmtree(dest, ignore_errors=True)
+            staging.rename(dest)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"cannot unpack {archive}: {e}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return find_cifar_root(kind, dest)
 
 
 def load_cifar(name: str, root: Path, download: bool = False) -> tuple[ImageSet, ImageSet, list[str]]:

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import DataError
 from ..files import atomic_write
-from .cifar import CIFAR, load_cifar
+from .cifar import CIFAR, cifar_archive_kind, extract_cifar_archive, load_cifar
 from .digits import load_digits_set
 from .folder import FolderContents, is_archive, read_image_folder
 from .shards import is_shard_dataset
@@ -112,7 +112,9 @@ def load_data(
 
     Args:
         source: ``"digits"`` (embedded), ``"cifar10"``/``"cifar100"`` (official python batches under
-            ``root``), or a path to an ImageFolder tree, a ``.tar``/``.tar.gz`` of one, or a CIFAR batches folder.
+            ``root``), or a path to an ImageFolder tree, a ``.tar``/``.tar.gz`` of one, a CIFAR batches folder,
+            or a CIFAR archive (``cifar-10-python.tar.gz`` or a ``.tar.xz`` in its layout: unpacked once into
+            the cache).
         root: where the CIFAR batches are (default ``<cache>/data``).
         download: fetch the official CIFAR archive when it is missing.
         image_size: size of the stored square images (default: the images' own size).
@@ -139,6 +141,8 @@ def load_data(
         kind = name if name in CIFAR else cifar_kind
         base = Path(root) if root is not None and name in CIFAR else (path if cifar_kind else cache_dir() / "data")
         found = _cifar(kind, base, download)
+    elif archived := cifar_archive_kind(path):  # the official archive, or a copy in its layout
+        found = _cifar(archived, extract_cifar_archive(archived, path, cache_dir() / "data"), False)
     elif path.exists() and (path.is_dir() or is_archive(path)):
         if stream or (stream is None and path.is_dir() and stream_wanted(path, image_size)):
             return streamed_folder(path, image_size, crop_size, val_size)

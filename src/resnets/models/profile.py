@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .resnet import ResNet
+from .resnet import StagedNet
 
 
 @dataclass
@@ -26,10 +26,11 @@ def _conv_linear_macs(module: nn.Module, out: torch.Tensor) -> int:
     return per_image * module.in_features
 
 
-def profile_model(model: ResNet, input_size: int = 224) -> list[StageStats]:
-    """Run one image of ``input_size`` through ``model`` and count each part: stem, each stage, head."""
+def profile_model(model: StagedNet, input_size: int = 224) -> list[StageStats]:
+    """Run one image of ``input_size`` through ``model`` (any network of the zoo) and count each part: stem, each
+    stage, head."""
     parts: list[tuple[str, list[nn.Module]]] = [
-        ("stem", [m for m in (model.conv1, model.bn1, model.maxpool) if m is not None]),
+        ("stem", model.stem_modules()),
         *[(f"layer{i + 1}", [s]) for i, s in enumerate(model.stages)],
         ("head", [m for m in (model.norm, model.fc) if m is not None]),
     ]
