@@ -135,3 +135,23 @@ def test_the_server_page_answers_with_imagenet_class_names(home, test_tag, tmp_p
         assert info["model"] == name and len(info["classes"]) == 1000 and info["classes"][0] == "tench"
         top = client.post("/predict", files={"files": ("photo.jpg", photo.getvalue(), "image/jpeg")}).json()
         assert all(t["class"] in info["classes"] for t in top["predictions"][0]["top"])
+
+
+def test_the_publishers_interpolation_is_applied(home, served, monkeypatch):
+    """timm's a1_in1k weights are evaluated with bicubic resizing: the Predictor resizes as the tag records."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    url, digest, _, _ = served
+    base = pretrained.PRETRAINED["resnet18.tv_in1k"]
+    tag = replace(base, tag="bicubic_in1k", urls=(f"{url}/resnet18-test.pth",), sha256=digest,
+                  preprocessing=replace(base.preprocessing, interpolation="bicubic"))
+    monkeypatch.setitem(pretrained.PRETRAINED, "resnet18.bicubic_in1k", tag)
+    predictor = resnets.Predictor("resnet18.bicubic_in1k", mode="fused")
+    assert predictor.interpolation == "bicubic"
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo, "PNG")
+    expected = Image.open(io.BytesIO(photo.getvalue())).resize((341, 256), Image.BICUBIC).crop((42, 0, 298, 256))
+    assert np.array_equal(predictor.load(photo.getvalue()).permute(1, 2, 0).numpy(), np.asarray(expected))

@@ -50,3 +50,42 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
     save_figure(fig, path)
+
+
+def plot_signal(deepest: dict[str, Any], final: dict[str, list[float]], depths: Sequence[int], path: Path) -> None:
+    """Signal propagation plots: the stream's variance and the gradient norm at every block of the deepest
+    stacks, and the final variance against depth, one line per kind of network (log scales)."""
+    fig, (ax_var, ax_grad, ax_depth) = plt.subplots(1, 3, figsize=(16, 4.5))
+    for label, signal in deepest.items():
+        ax_var.plot(signal.variance, label=label)
+        ax_grad.plot(signal.grad_norm, label=label)
+        ax_depth.plot(depths, final[label], "o-", label=label)
+    for ax, title, xlabel in ((ax_var, "variance of the stream at each block", "block"),
+                              (ax_grad, "norm of dL/dx at each block", "block"),
+                              (ax_depth, "variance at the last block, against depth", "blocks")):
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, which="both")
+    ax_depth.set_xscale("log", base=2)
+    ax_var.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_comparison(values: dict[str, list[float]], summaries: dict[str, Any], path: Path) -> None:
+    """Each configuration's accuracy per seed (dots, one line per seed across configurations: the pairing) and
+    its mean with the 95% interval."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(names) + 2), 4))
+    seeds = len(next(iter(values.values())))
+    for s in range(seeds):
+        ax.plot(range(len(names)), [values[n][s] for n in names], "o-", color="grey", alpha=0.35, lw=1)
+    for i, n in enumerate(names):
+        lo, hi = summaries[n].ci95
+        ax.errorbar(i + 0.12, summaries[n].mean, yerr=[[summaries[n].mean - lo], [hi - summaries[n].mean]],
+                    fmt="s", color="C0", capsize=5)
+    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{seeds} seeds each: per seed (grey, paired) and mean with 95% interval (blue)", fontsize=9)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""``resnets experiment NAME`` and ``resnets analyze gradients|lesion|explain``."""
+"""``resnets experiment NAME`` (the paper's experiments, signal propagation) and ``resnets analyze
+gradients|lesion|explain``."""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +8,23 @@ import json
 from ..analysis.experiments import EXPERIMENTS
 
 
+ANALYSES = ("signal",)  # experiments at initialisation: nothing is trained
+
+
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from ..analysis.experiments import run_experiment
 
+    out = args.out or f"runs/experiment-{args.name}"
+    if args.name == "signal":
+        from ..analysis.signal import run_signal
+
+        run_signal(out, quick=args.quick, seed=args.seed)
+        print(f"figure and numbers: {out}/signal.png, {out}/signal.json")
+        return
+    if args.quick:  # a few minutes on a laptop CPU
+        args.subset, args.epochs = args.subset or 2000, args.epochs or 2
     extra = {"batch_size": args.batch_size} if args.batch_size else {}
-    result = run_experiment(args.name, args.out or f"runs/experiment-{args.name}", data=args.data,
+    result = run_experiment(args.name, out, data=args.data,
                             data_root=args.data_root, epochs=args.epochs, subset=args.subset,
                             depths=tuple(args.depth) if args.depth else None, seed=args.seed,
                             progress=not args.no_progress, **extra)
@@ -63,9 +76,76 @@ def _cmd_explain(args: argparse.Namespace) -> None:
     print(f"Grad-CAM for {result['explained']!r}: {result['file']}")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from ..analysis.compare import compare
+
+    overrides = dict(args.set)
+    for key in ("data", "data_root", "epochs", "subset"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    report = compare(args.configs, args.seeds, args.out, overrides, log=(lambda s: None) if args.json else print)
+    if args.json:
+        print(json.dumps(report))
+        return
+    for name, s in report["summary"].items():
+        print(f"{name:<32} {s['mean']:6.2f} ± {s['std']:.2f}%  (95% interval {s['ci95'][0]:.2f} to "
+              f"{s['ci95'][1]:.2f}, {s['n']} seeds)")
+    key = next(k for k in report if k.startswith("paired_against_"))
+    for name, t in report[key].items():
+        wilcoxon = "n/a" if t["wilcoxon_p"] is None else f"{t['wilcoxon_p']:.3g}"
+        print(f"{name} - {key.removeprefix('paired_against_')}: {t['mean_difference']:+.2f} points, paired t-test "
+              f"p = {t['t_test_p']:.3g}, Wilcoxon p = {wilcoxon}, effect size d = {t['effect_size']:.2f}")
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> None:
+    from ..analysis.ensemble import ensemble
+
+    r = ensemble(args.checkpoints, args.data, args.split, args.data_root)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print("members: " + ", ".join(f"{a:.2f}%" for a in r["members_top1"]))
+    print("ensemble of the first k: " + ", ".join(f"{k + 1}: {a:.2f}%" for k, a in
+                                                  enumerate(r["ensemble_top1_by_size"])))
+    print(f"mean pairwise disagreement: {r['mean_pairwise_disagreement']:.2f}% of {r['images']} {r['split']} images")
+
+
+def _set(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiment", help="the paper's experiments: " + ", ".join(EXPERIMENTS))
-    p.add_argument("name", choices=list(EXPERIMENTS))
+    p = sub.add_parser("compare", help="train configurations over the same seeds: mean ± std, 95% interval, "
+                                       "paired t-test and Wilcoxon test")
+    p.add_argument("configs", nargs="+", metavar="RECIPE", help="shipped recipes or YAML files (two or more)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 for every configuration")
+    p.add_argument("--data")
+    p.add_argument("--data-root")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--subset", type=int)
+    p.add_argument("--set", action="append", type=_set, default=[], metavar="KEY=VALUE",
+                   help="a training setting for every configuration (repeatable)")
+    p.add_argument("--out", default="runs/compare", help="runs and compare.json/png (a rerun resumes)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("ensemble", help="average checkpoints' softmax outputs: accuracy by size, disagreement")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data", help="dataset (default: the first checkpoint's)")
+    p.add_argument("--data-root")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_ensemble)
+
+    p = sub.add_parser("experiment", help="the paper's experiments (" + ", ".join(EXPERIMENTS) + ") and signal "
+                                          "propagation at initialisation (signal)")
+    p.add_argument("name", choices=[*EXPERIMENTS, *ANALYSES])
+    p.add_argument("--quick", action="store_true", help="the reduced scale that runs in minutes on a CPU")
     p.add_argument("--data", default="cifar10", help="cifar10 (python batches), an image tree or a .tar.gz of one")
     p.add_argument("--data-root")
     p.add_argument("--epochs", type=float, help="epochs per network (default: the recipe's 10)")

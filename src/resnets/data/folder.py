@@ -33,8 +33,12 @@ def is_archive(path: Path) -> bool:
     return path.name.endswith((".tar", ".tar.gz", ".tgz"))
 
 
-def decode_image(data: bytes, size: int | None, channels: int = 3) -> np.ndarray:
-    """Decode one image file to uint8 ``(C, size, size)``: shorter side resized to ``size``, centre-cropped.
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def decode_image(data: bytes, size: int | None, channels: int = 3, interpolation: str = "bilinear") -> np.ndarray:
+    """Decode one image file to uint8 ``(C, size, size)``: shorter side resized to ``size`` (``interpolation``:
+    bilinear or bicubic), centre-cropped.
 
     ``size=None`` keeps a square image as it is (and centre-crops a non-square one to its shorter side).
     Raises ``ValueError`` (or PIL's errors) for anything that is not a readable image.
@@ -51,7 +55,7 @@ def decode_image(data: bytes, size: int | None, channels: int = 3) -> np.ndarray
         side = size or min(w, h)
         if min(w, h) != side:
             scale = side / min(w, h)
-            img = img.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)
+            img = img.resize((max(side, round(w * scale)), max(side, round(h * scale))), RESAMPLING[interpolation])
             w, h = img.size
         if (w, h) != (side, side):
             left, top = (w - side) // 2, (h - side) // 2

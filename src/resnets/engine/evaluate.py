@@ -228,6 +228,8 @@ class Predictor:
         self.classes: list[str] = ckpt["classes"]
         self.in_chans: int = ckpt["in_chans"]
         self.image_size: int = ckpt["image_size"]
+        # published weights record how their publisher resized (timm's a1_in1k: bicubic)
+        self.interpolation: str = (ckpt.get("preprocessing") or {}).get("interpolation", "bilinear")
         size = ckpt.get("crop_size") or self.image_size
         example = torch.zeros(1, self.in_chans, size, size) if mode in ("auto", "onnxruntime") else None
         self.forward, self.mode = _runner(model, mode, self.device, example)  # the mode "auto" chose
@@ -244,7 +246,7 @@ class Predictor:
             image.save(buf, format="PNG")
             image = buf.getvalue()
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
-        return torch.from_numpy(decode_image(data, self.image_size, self.in_chans))
+        return torch.from_numpy(decode_image(data, self.image_size, self.in_chans, self.interpolation))
 
     def predict_tensor(self, images: torch.Tensor, topk: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k ``(class, probability)`` for a uint8 batch ``(N, C, H, W)``."""

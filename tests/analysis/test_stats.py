@@ -1,0 +1,82 @@
+"""Statistics for comparisons (checked by hand and against scipy), ``resnets compare`` and ``resnets ensemble``."""
+import json
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from resnets.analysis.compare import compare
+from resnets.analysis.ensemble import ensemble
+from resnets.analysis.stats import paired, summarize
+from resnets.cli import main
+from resnets.errors import ConfigError
+
+
+def test_summary_is_mean_sample_std_and_a_t_interval():
+    s = summarize([1.0, 2.0, 3.0, 4.0])
+    assert s.mean == 2.5 and s.std == pytest.approx(math.sqrt(5 / 3))
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2  # t(0.975, 3 degrees of freedom) * s / sqrt(n)
+    assert s.ci95 == pytest.approx((2.5 - half, 2.5 + half))
+    assert summarize([7.0]).ci95 == (7.0, 7.0)
+
+
+def test_the_paired_t_test_by_hand_and_as_scipy_computes_it():
+    a, b = [91.2, 90.8, 91.9, 90.5, 91.4], [90.6, 90.9, 91.1, 89.8, 90.7]
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = sum(diffs) / 5
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 4)
+    r = paired(a, b)
+    assert r.mean_difference == pytest.approx(0.54) and r.t == pytest.approx(mean / (sd / math.sqrt(5)))
+    assert r.t_test_p == pytest.approx(2 * stats.t.sf(abs(r.t), 4))  # two-sided
+    assert r.wilcoxon_p == pytest.approx(stats.wilcoxon(a, b).pvalue) and r.effect_size == pytest.approx(mean / sd)
+
+
+def test_degenerate_comparisons():
+    same = paired([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert same.mean_difference == 0 and same.t_test_p == 1.0 and same.wilcoxon_p is None
+    with pytest.raises(ConfigError, match="two equally long lists"):
+        paired([1.0], [2.0])
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    plain = out / "plain20.yaml"
+    plain.write_text("model: plain20\nepochs: 1\n")
+    report = compare(["digits", str(plain)], 2, out, {"subset": 256, "epochs": 1, "tensorboard": False},
+                     log=lambda s: None)
+    return out, report
+
+
+def test_compare_trains_every_configuration_with_the_same_seeds(compared):
+    out, report = compared
+    assert report["seeds"] == [0, 1] and set(report["top1"]) == {"digits", "plain20"}
+    assert all(0 <= v <= 100 for vals in report["top1"].values() for v in vals)
+    test = report["paired_against_digits"]["plain20"]
+    assert test["mean_difference"] == pytest.approx(sum(report["top1"]["plain20"]) / 2
+                                                    - sum(report["top1"]["digits"]) / 2)
+    assert json.loads((out / "compare.json").read_text())["top1"] == report["top1"]
+    assert (out / "compare.png").stat().st_size > 5000
+    again = compare(["digits", str(out / "plain20.yaml")], 2, out, {"subset": 256, "epochs": 1},
+                    log=lambda s: None)  # finished runs are reused, not trained again
+    assert again["top1"] == report["top1"]
+
+
+def test_an_ensemble_of_two_seeds(compared):
+    out, _ = compared
+    ckpts = [str(out / "digits" / f"seed{s}" / "best.pt") for s in (0, 1)]
+    r = ensemble(ckpts)
+    assert r["images"] == 360 and len(r["members_top1"]) == 2
+    assert r["ensemble_top1_by_size"][0] == pytest.approx(r["members_top1"][0])
+    assert r["disagreement"][0][0] == 0 and r["disagreement"][0][1] == r["disagreement"][1][0]
+    assert r["mean_pairwise_disagreement"] == r["disagreement"][0][1]
+
+
+def test_bad_comparisons_are_one_line_errors(tmp_path, capsys):
+    assert main(["compare", "digits", "--seeds", "3", "--out", str(tmp_path)]) == 2
+    assert "at least two different configurations" in capsys.readouterr().err
+    assert main(["compare", "digits", "digitz", "--out", str(tmp_path)]) == 2
+    assert "unknown recipe 'digitz'" in capsys.readouterr().err
+    assert main(["ensemble", "resnet20_cifar10"]) == 2
+    assert "at least two checkpoints" in capsys.readouterr().err
