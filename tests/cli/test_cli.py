@@ -134,3 +134,14 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     for rows in (report["memory"][i:i + 4] for i in range(0, len(report["memory"]), 4)):
         assert rows[2]["activation_mb_per_image"] < 0.5 * rows[0]["activation_mb_per_image"]
     assert "matmul peak" in capsys.readouterr().out
+
+
+def test_every_command_explains_itself(capsys):
+    """``--help`` of the program and of every subcommand prints (a stray % in a help text breaks argparse)."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for argv in [[], *([name] for name in commands)]:
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--help"])
+        assert done.value.code == 0, argv
+    assert "compare" in capsys.readouterr().out

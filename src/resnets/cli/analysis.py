@@ -120,7 +120,12 @@ def _set(text: str) -> tuple[str, object]:
 
 
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="train configurations over the same seeds: mean ± std, 95% interval, "
+    _add_statistics(sub)
+    _add_experiments(sub)
+
+
+def _add_statistics(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="train configurations over the same seeds: mean ± std, 95%% interval, "
                                        "paired t-test and Wilcoxon test")
     p.add_argument("configs", nargs="+", metavar="RECIPE", help="shipped recipes or YAML files (two or more)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 for every configuration")
@@ -142,6 +147,8 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_ensemble)
 
+
+def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="the paper's experiments (" + ", ".join(EXPERIMENTS) + ") and signal "
                                           "propagation at initialisation (signal)")
     p.add_argument("name", choices=[*EXPERIMENTS, *ANALYSES])
