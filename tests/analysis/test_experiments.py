@@ -42,12 +42,21 @@ def test_other_experiments_tiny(tmp_path, name):
         assert params[0] < params[1] < params[2]  # A: none, B: projections where the shape changes, C: everywhere
 
 
+def test_highway_experiment_tiny_reports_the_gates(tmp_path):
+    result = run_experiment("highway", tmp_path, depths=(8,), **TINY)
+    assert [r["label"] for r in result["runs"]] == ["plain-8", "highway-8", "ResNet-8"]
+    gates = result["runs"][1]["gates"]
+    assert len(gates) == 3 and all(0 < g < 1 for g in gates)  # one per block, after training
+    assert result["runs"][0]["gates"] is None and (tmp_path / "gates.png").exists()
+    assert "transform-gate opening of highway-8" in (tmp_path / "report.md").read_text()
+
+
 def test_bad_experiment_inputs(tmp_path, capsys):
     with pytest.raises(ConfigError, match="6n\\+2"):
         run_experiment("depth", tmp_path, depths=(21,), **TINY)
     assert main(["experiment", "depth", "--depth", "21", "--out", str(tmp_path)]) == 2
     assert "6n+2" in capsys.readouterr().err
-    assert set(EXPERIMENTS) == {"degradation", "shortcuts", "preact", "depth"}
+    assert set(EXPERIMENTS) == {"degradation", "shortcuts", "preact", "depth", "highway"}
     # every run's settings are checked before any trains: nothing is written for a bad one
     assert main(["experiment", "degradation", "--epochs", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "setting 'epochs' must be > 0, got 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()

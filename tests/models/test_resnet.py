@@ -195,3 +195,26 @@ def test_model_pickles_and_deepcopies():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(clone.eval()(x), model.eval()(x))
+
+
+def test_highway_block_with_closed_gates_carries_its_input_and_with_open_gates_is_plain():
+    import torch.nn as nn
+
+    from resnets.models import BasicBlock, HighwayBlock
+
+    x = torch.rand(2, 16, 8, 8)  # the output of a ReLU: non-negative
+    closed = HighwayBlock(16, 16, 1, nn.Identity(), gate_bias=-100.0).eval()
+    torch.testing.assert_close(closed(x), x)  # T = 0: the block is its shortcut, the identity
+    opened = HighwayBlock(16, 16, 1, nn.Identity(), gate_bias=100.0).eval()
+    plain = BasicBlock(16, 16, 1, None).eval()
+    plain.load_state_dict({k: v for k, v in opened.state_dict().items() if not k.startswith("gate.")})
+    torch.testing.assert_close(opened(x), plain(x))  # T = 1: only the transform, no carry
+    assert 0 < HighwayBlock(16, 16, 1, nn.Identity())(x).min() + 1 and closed.openness < 1e-6
+
+
+def test_highway_networks_are_resnets_with_gates():
+    highway, residual = resnets.create_model("highway20"), resnets.create_model("resnet20")
+    gates = sum(p.numel() for n, p in highway.named_parameters() if ".gate." in n)
+    assert sum(p.numel() for p in highway.parameters()) == sum(p.numel() for p in residual.parameters()) + gates
+    with pytest.raises(resnets.ConfigError, match="needs a shortcut"):
+        resnets.create_model("highway20", shortcut=None)

@@ -8,6 +8,7 @@ figures, a CSV of the numbers and a markdown report.
 | `shortcuts`   | shortcut options A, B and C at one depth                              | He et al. Table 3  |
 | `preact`      | post- against pre-activation at one depth (option B shortcuts both)   | He et al. 2016     |
 | `depth`       | ResNet-20/32/44/56/110: accuracy and time against depth               | He et al. Table 6  |
+| `highway`     | plain, highway (gated shortcuts) and residual networks of one depth   | Srivastava 2015    |
 
 Every network trains in its own folder under the output folder; a run that was stopped resumes from
 its ``last.pt``, and a finished one is not trained again.
@@ -76,6 +77,11 @@ def _preact(depths: tuple[int, ...]) -> list[Run]:
     return runs
 
 
+def _highway(depths: tuple[int, ...]) -> list[Run]:
+    return [Run(f"{label}-{d}", *_cifar(kind, d)) for d in depths
+            for label, kind in (("plain", "plain"), ("highway", "highway"), ("ResNet", "resnet"))]
+
+
 def _depth(depths: tuple[int, ...]) -> list[Run]:
     return [Run(f"ResNet-{d}", *_cifar("resnet", d)) for d in depths]
 
@@ -100,6 +106,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     "depth": Experiment("Accuracy and cost against depth", (20, 32, 44, 56, 110), _depth,
                         "CIFAR-10 test error: ResNet-20 8.75%, 32 7.51%, 44 7.17%, 56 6.97%, 110 6.43% "
                         "(He et al. 2015, Table 6)"),
+    "highway": Experiment("Gated against identity shortcuts: highway and residual networks", (56,), _highway,
+                          "highway networks (transform gates T(x), carry 1 - T(x), gate biases starting negative) "
+                          "train at depths where plain networks fail (Srivastava et al. 2015, Fig. 1); residual "
+                          "networks are the gate-free case, T = 1 on the branch and 1 on the shortcut"),
 }
 
 
@@ -143,13 +153,32 @@ def _collect(run: Run, folder: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     model = create_model(run.model, **run.model_args)
     last = rows[-1]
-    return {"label": run.label, "model": run.model, "model_args": run.model_args,
+    gates = gate_openness(folder / "best.pt") if run.model.startswith("highway") else None
+    return {"label": run.label, "model": run.model, "model_args": run.model_args, "gates": gates,
             "params": sum(p.numel() for p in model.parameters()), "epochs": last["epoch"],
             "train_error": round(100 - last["train_acc"], 2), "val_error": round(100 - report["val"]["top1"], 2),
             "test_error": round(100 - report["test"]["top1"], 2) if report.get("test") else None,
             "seconds": round(report["seconds"], 1), "curve": [
                 {"step": r["step"], "train_error": 100 - r["train_acc"], "val_error": 100 - r["val_acc"]}
                 for r in rows]}
+
+
+def gate_openness(checkpoint: Path, images: int = 512) -> list[float]:
+    """The mean transform-gate value T(x) of each highway block of a trained checkpoint, over up to ``images``
+    validation images (test images where there is no validation split): 0 carries the input, 1 transforms it."""
+    import torch
+
+    from ..data import take
+    from ..data.sources import images_of
+    from ..engine.evaluate import load_checkpoint_and_data
+    from ..models import HighwayBlock
+
+    loaded = load_checkpoint_and_data(checkpoint)
+    split = loaded.dataset.val if len(loaded.dataset.val) else loaded.dataset.test
+    n = min(images, len(split))
+    with torch.no_grad():
+        loaded.model.eval()(loaded.aug.eval(images_of(take(split, n), n)))
+    return [round(b.openness, 4) for b in loaded.model.modules() if isinstance(b, HighwayBlock)]
 
 
 def _write_csv(results: list[dict[str, Any]], path: Path) -> None:
@@ -178,6 +207,16 @@ def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.legend(title="dashed: training, bold: validation", fontsize=8, title_fontsize=8)
     written.append(save_figure(fig, out / "curves.png"))
 
+    gated = [r for r in results if r.get("gates")]
+    if gated:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for r in gated:
+            ax.plot(range(1, len(r["gates"]) + 1), r["gates"], "o-", label=r["label"])
+        ax.set(xlabel="block", ylabel="mean transform gate T(x)", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        written.append(save_figure(fig, out / "gates.png"))
+
     if name in ("depth", "shortcuts", "preact"):
         fig, ax1 = plt.subplots(figsize=(7, 4))
         labels = [r["label"].replace("ResNet-", "") for r in results]
@@ -205,6 +244,10 @@ def _report(name: str, exp: Experiment, results: list[dict[str, Any]], figures: 
         lines.append(f"| {r['label']} | {r['params']:,} | {r['epochs']} | {r['train_error']:.2f}% | "
                      f"{r['val_error']:.2f}% | {test} | {r['seconds']:.0f} s |")
     lines += ["", f"Paper: {exp.paper}.", ""]
+    for r in results:
+        if r.get("gates"):
+            lines += [f"Mean transform-gate opening of {r['label']}, block by block (0: carry the input, 1: "
+                      f"transform it): " + ", ".join(f"{g:.2f}" for g in r["gates"]), ""]
     lines += [f"![{f.stem}]({f.name})" for f in figures]
     lines += ["", "The validation split is held out of the training data and chose each run's best epoch; the "
               "test split was evaluated once per run, at the end.", ""]

@@ -93,6 +93,31 @@ class BasicBlock(_ResidualBlock):
         nn.init.zeros_(self.bn2.weight)
 
 
+
+class HighwayBlock(BasicBlock):
+    """A highway block (Srivastava, Greff and Schmidhuber 2015) built like a basic block:
+    ``relu(T(x) * F(x) + (1 - T(x)) * shortcut(x))`` with a transform gate ``T(x) = sigmoid(conv1x1(x) + b)``
+    per channel and position; ``b`` starts at ``gate_bias`` (negative: the gates start mostly closed, carrying
+    the input, as the paper advises). Closed gates make the block its shortcut; open ones, a plain block."""
+
+    def __init__(self, in_chs: int, planes: int, stride: int = 1, shortcut: nn.Module | None = None,
+                 opts: BlockOptions = BlockOptions(), drop_path: float = 0.0, gate_bias: float = -2.0) -> None:
+        if shortcut is None:
+            raise ConfigError("a highway block carries its input: it needs a shortcut (option A, B or C)")
+        super().__init__(in_chs, planes, stride, shortcut, opts, drop_path)
+        self.gate = nn.Conv2d(in_chs, planes, 1, stride, bias=True)
+        nn.init.constant_(self.gate.bias, gate_bias)
+        self.openness: float | None = None  # the mean of T(x) over the last batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.drop_path(self.bn2(self.conv2(out)))
+        t = torch.sigmoid(self.gate(x))
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+            self.openness = float(t.detach().float().mean())  # a Python number: not in traced graphs
+        return self.relu(t * out + (1 - t) * self.downsample(x))
+
+
 class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by ``expansion`` (ResNet-50/101/152).
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from .blocks import BasicBlock, Bottleneck, HighwayBlock, PreActBasicBlock, PreActBottleneck
 from .registry import ModelSpec, register_model
 from .fast import FastResNet
 from .resnet import ResNet
@@ -53,6 +53,9 @@ for _depth in (20, 32, 44, 56, 110, 1202):
     if _depth <= 110:
         CIFAR[f"plain{_depth}"] = (
             _cifar_args(_B, _n, shortcut=None), "paper", f"CIFAR plain-{_depth}: ResNet-{_depth} without shortcuts")
+        CIFAR[f"highway{_depth}"] = (
+            _cifar_args(HighwayBlock, _n, shortcut="A"), "highway",
+            f"CIFAR highway-{_depth}: ResNet-{_depth} with gated shortcuts (Srivastava et al. 2015)")
 CIFAR["preact_resnet110"] = (
     _cifar_args(PreActBasicBlock, 18, shortcut="B"), "paper", "Pre-activation ResNet-110 (He et al. 2016)")
 for _depth in (164, 1001):
