@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import resnets
 import torch
 
 from conftest import SHARED
@@ -97,6 +99,14 @@ def test_tfjs_conversion_matches_the_keras_graph_in_numpy(random_tfjs, tmp_path)
     assert ckpt["config"]["model"] == "resnet50" and ckpt["config"]["model_args"] == {"stride_in_1x1": True}
     assert len(ckpt["classes"]) == 1000 and ckpt["classes"][0] == "tench" and ckpt["wnids"][0] == "n01440764"
     assert ckpt["std"] == [1 / 255] * 3  # caffe inputs: [0, 255] less the mean
+    import io
+
+    from PIL import Image
+
+    photo = io.BytesIO()
+    Image.new("RGB", (300, 200), (90, 160, 40)).save(photo, format="JPEG")
+    predictor = resnets.Predictor(tmp_path / "r50.safetensors", mode="fused")  # its preprocessing, in words
+    assert predictor.interpolation == "bilinear" and len(predictor.predict(photo.getvalue(), topk=2)[0]) == 2
 
 
 def test_h5_weights_convert_to_the_same_tensors(random_tfjs, tmp_path):

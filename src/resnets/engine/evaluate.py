@@ -229,7 +229,9 @@ class Predictor:
         self.in_chans: int = ckpt["in_chans"]
         self.image_size: int = ckpt["image_size"]
         # published weights record how their publisher resized (timm's a1_in1k: bicubic)
-        self.interpolation: str = (ckpt.get("preprocessing") or {}).get("interpolation", "bilinear")
+        recorded = ckpt.get("preprocessing")  # a dict for published weights; converted files describe it in words
+        self.interpolation: str = recorded.get("interpolation", "bilinear") if isinstance(recorded, dict) \
+            else "bilinear"
         size = ckpt.get("crop_size") or self.image_size
         example = torch.zeros(1, self.in_chans, size, size) if mode in ("auto", "onnxruntime") else None
         self.forward, self.mode = _runner(model, mode, self.device, example)  # the mode "auto" chose
