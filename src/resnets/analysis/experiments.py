@@ -9,6 +9,7 @@ figures, a CSV of the numbers and a markdown report.
 | `preact`      | post- against pre-activation at one depth (option B shortcuts both)   | He et al. 2016     |
 | `depth`       | ResNet-20/32/44/56/110: accuracy and time against depth               | He et al. Table 6  |
 | `highway`     | plain, highway (gated shortcuts) and residual networks of one depth   | Srivastava 2015    |
+| `ode`         | a weight-tied Euler network evaluated with 1 to 32 steps, and untied  | Chen et al. 2018   |
 
 Every network trains in its own folder under the output folder; a run that was stopped resumes from
 its ``last.pt``, and a finished one is not trained again.
@@ -86,12 +87,23 @@ def _depth(depths: tuple[int, ...]) -> list[Run]:
     return [Run(f"ResNet-{d}", *_cifar("resnet", d)) for d in depths]
 
 
+def _ode(depths: tuple[int, ...]) -> list[Run]:
+    return [Run("tied (ODE) 20", "odenet20"), Run("untied 20", "eulernet20")]
+
+
+def _analyse_ode(out: Path, results: list[dict[str, Any]]) -> list[Path]:
+    from .ode import analyse_ode
+
+    return analyse_ode(out, results)
+
+
 @dataclass(frozen=True)
 class Experiment:
     title: str
     depths: tuple[int, ...]  # the default; --depth replaces it
     runs: Callable[[tuple[int, ...]], list[Run]]
     paper: str
+    analyse: Callable[[Path, list[dict[str, Any]]], list[Path]] | None = None  # more figures after training
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -110,6 +122,10 @@ EXPERIMENTS: dict[str, Experiment] = {
                           "highway networks (transform gates T(x), carry 1 - T(x), gate biases starting negative) "
                           "train at depths where plain networks fail (Srivastava et al. 2015, Fig. 1); residual "
                           "networks are the gate-free case, T = 1 on the branch and 1 on the shortcut"),
+    "ode": Experiment("The ODE view: residual stages as Euler steps", (20,), _ode,
+                      "a residual block is an Euler step x + h f(x); with shared weights the network is an ODE "
+                      "solver whose step count can change after training (Chen et al. 2018; Haber and Ruthotto 2017)",
+                      _analyse_ode),
 }
 
 
@@ -142,7 +158,7 @@ def run_experiment(name: str, out: str | Path, *, data: str = "cifar10", data_ro
             train(cfg, resume=resume if resume.exists() else None)
         results.append(_collect(run, folder))
     _write_csv(results, out / "results.csv")
-    figures = _figures(name, results, out)
+    figures = _figures(name, results, out) + (exp.analyse(out, results) if exp.analyse else [])
     (out / "report.md").write_text(_report(name, exp, results, figures, data, epochs, subset))
     return {"experiment": name, "runs": results, "figures": [str(f) for f in figures], "out": str(out)}
 
@@ -154,7 +170,7 @@ def _collect(run: Run, folder: Path) -> dict[str, Any]:
     model = create_model(run.model, **run.model_args)
     last = rows[-1]
     gates = gate_openness(folder / "best.pt") if run.model.startswith("highway") else None
-    return {"label": run.label, "model": run.model, "model_args": run.model_args, "gates": gates,
+    return {"label": run.label, "model": run.model, "model_args": run.model_args, "gates": gates, "folder": run.folder,
             "params": sum(p.numel() for p in model.parameters()), "epochs": last["epoch"],
             "train_error": round(100 - last["train_acc"], 2), "val_error": round(100 - report["val"]["top1"], 2),
             "test_error": round(100 - report["test"]["top1"], 2) if report.get("test") else None,
@@ -245,6 +261,9 @@ def _report(name: str, exp: Experiment, results: list[dict[str, Any]], figures: 
                      f"{r['val_error']:.2f}% | {test} | {r['seconds']:.0f} s |")
     lines += ["", f"Paper: {exp.paper}.", ""]
     for r in results:
+        if r.get("steps_sweep"):
+            lines += [f"{r['label']} evaluated with other numbers of Euler steps per stage (trained with 3), "
+                      "validation top-1: " + ", ".join(f"{s['steps']}: {s['top1']:.2f}%" for s in r["steps_sweep"]), ""]
         if r.get("gates"):
             lines += [f"Mean transform-gate opening of {r['label']}, block by block (0: carry the input, 1: "
                       f"transform it): " + ", ".join(f"{g:.2f}" for g in r["gates"]), ""]

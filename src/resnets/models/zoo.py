@@ -6,6 +6,7 @@ from typing import Any
 from .blocks import BasicBlock, Bottleneck, HighwayBlock, PreActBasicBlock, PreActBottleneck
 from .registry import ModelSpec, register_model
 from .fast import FastResNet
+from .ode import ODENet
 from .resnet import ResNet
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -80,3 +81,10 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     "fastplain8", FastResNet, dict(shortcut=False), "fastresnet8 without shortcuts (airbench94's network)", "cifar",
     "airbench", 32, CIFAR10_MEAN, CIFAR10_STD))
+register_model(ModelSpec(
+    "odenet20", ODENet, dict(steps=3, tied=True), "The ODE view: 3 Euler stages of 3 steps of one shared pre-activation "
+    "function each (group norm), evaluable with any number of steps (Chen et al. 2018)", "cifar", "ode", 32,
+    CIFAR10_MEAN, CIFAR10_STD))
+register_model(ModelSpec(
+    "eulernet20", ODENet, dict(steps=3, tied=False), "odenet20 untied: its own function at every step, a "
+    "pre-activation ResNet-20 with group norm and steps of 1/3", "cifar", "ode", 32, CIFAR10_MEAN, CIFAR10_STD))
