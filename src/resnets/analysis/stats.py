@@ -1,6 +1,6 @@
 """Honest numbers for comparisons: mean ± standard deviation and a 95% confidence interval over seeds, and paired
-tests (Student's t and Wilcoxon's signed rank, from scipy.stats) with the effect size, over the seeds two
-settings share. Pairing matters: the same seed gives both settings the same initial data order and
+tests (Student's t and Wilcoxon's signed rank, from scipy.stats) with the effect size, over the random
+seeds two settings share. Pairing matters: the same seed gives both settings the same initial data order and
 augmentation, so the differences per seed vary far less than the accuracies do."""
 from __future__ import annotations
 

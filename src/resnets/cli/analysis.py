@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..analysis.experiments import EXPERIMENTS
+from .engine import key_value
 
 
 ANALYSES = ("signal",)  # experiments at initialisation: nothing is trained
@@ -110,15 +111,6 @@ def _cmd_ensemble(args: argparse.Namespace) -> None:
     print(f"mean pairwise disagreement: {r['mean_pairwise_disagreement']:.2f}% of {r['images']} {r['split']} images")
 
 
-def _set(text: str) -> tuple[str, object]:
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     _add_statistics(sub)
     _add_experiments(sub)
@@ -133,7 +125,7 @@ def _add_statistics(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root")
     p.add_argument("--epochs", type=float)
     p.add_argument("--subset", type=int)
-    p.add_argument("--set", action="append", type=_set, default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="a training setting for every configuration (repeatable)")
     p.add_argument("--out", default="runs/compare", help="runs and compare.json/png (a rerun resumes)")
     p.add_argument("--json", action="store_true")

@@ -37,7 +37,8 @@ def _option_kwargs(tp: Any) -> dict[str, Any] | None:
     return None
 
 
-def _parse_model_arg(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
+    """An option's ``KEY=VALUE`` (the value read as YAML: 0.1 is a number, [1, 2] a list)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -51,7 +52,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine (starts torchrun)")
     p.add_argument("--max-restarts", type=int, default=0,
                    help="with --nproc: restart the processes this many times after a failure (they resume)")
-    p.add_argument("--model-arg", action="append", type=_parse_model_arg, default=[], metavar="KEY=VALUE",
+    p.add_argument("--model-arg", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. drop_path_rate=0.1 or shortcut=B (repeatable)")
     p.add_argument("--in-memory", dest="stream", action="store_const", const=False, default=argparse.SUPPRESS,
                    help="decode the whole data set into memory, however large (the opposite of --stream)")
