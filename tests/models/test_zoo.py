@@ -17,7 +17,7 @@ GMACS_224 = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet101": 
 HUGE = {"resnet1202", "preact_resnet1001"}  # shape and parameter count only
 # the deepest and widest (over 40M parameters, or over 100 layers at 224 pixels) run only in the full suite
 BIG = {"resnet101", "resnet152", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2", "preact_resnet110",
-       "wrn28_10", "preact_resnet164"}
+       "wrn28_10", "preact_resnet164", "resnet110", "plain110", "highway110"}
 
 
 def _sized(names):
