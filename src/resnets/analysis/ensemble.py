@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from ..data.sources import labelled_images
-from ..engine.evaluate import check_split, load_checkpoint_and_data, split_of
+from ..engine.checkpoint import model_from_checkpoint
+from ..engine.evaluate import check_split, checkpoint_augment, load_checkpoint_and_data, split_of
 from ..engine.predict import predict_logits
 from ..errors import ConfigError
 
@@ -20,13 +21,13 @@ def member_probabilities(checkpoints: list[str], data: str | None, split: str, d
     check_split(split)
     first = load_checkpoint_and_data(checkpoints[0], data, data_root)
     images, labels = labelled_images(split_of(first.dataset, split), len(split_of(first.dataset, split)))
-    probs = []
-    for ckpt in checkpoints:
-        loaded = first if ckpt == checkpoints[0] else load_checkpoint_and_data(ckpt, data or first.checkpoint[
-            "config"]["data"], data_root)
-        if loaded.checkpoint["classes"] != first.checkpoint["classes"]:
-            raise ConfigError(f"{ckpt} predicts other classes than {checkpoints[0]}: an ensemble needs the same ones")
-        probs.append(predict_logits(loaded.model, images, loaded.aug).softmax(1))
+    probs = [predict_logits(first.model, images, first.aug).softmax(1)]
+    for path in checkpoints[1:]:  # the images are read once, each member normalises them its own way
+        model, ckpt = model_from_checkpoint(path)
+        if ckpt["classes"] != first.checkpoint["classes"] or ckpt["in_chans"] != first.checkpoint["in_chans"]:
+            raise ConfigError(f"{path} predicts other classes (or reads other channels) than {checkpoints[0]}: an "
+                              "ensemble needs the same ones")
+        probs.append(predict_logits(model, images, checkpoint_augment(ckpt)).softmax(1))
     return probs, labels, first.checkpoint["classes"]
 
 

@@ -79,8 +79,12 @@ def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
         relabel(dataset, mapping, ckpt["classes"])
     if dataset.in_chans != ckpt["in_chans"]:
         raise ResnetsError(f"checkpoint expects {ckpt['in_chans']}-channel images, the data has {dataset.in_chans}")
-    aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
-    return CheckpointData(model, ckpt, dataset, aug)
+    return CheckpointData(model, ckpt, dataset, checkpoint_augment(ckpt))
+
+
+def checkpoint_augment(ckpt: dict[str, Any]) -> BatchAugment:
+    """How a checkpoint's model sees images: its evaluation crop and its normalisation."""
+    return BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
 
 
 def check_split(split: str) -> None:
@@ -236,8 +240,7 @@ class Predictor:
         example = torch.zeros(1, self.in_chans, size, size) if mode in ("auto", "onnxruntime") else None
         self.forward, self.mode = _runner(model, mode, self.device, example)  # the mode "auto" chose
         self.tta_flip = tta_flip
-        self.aug = BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"],
-                                len(self.classes))
+        self.aug = checkpoint_augment(ckpt)
 
     def load(self, image: ImageInput) -> torch.Tensor:
         """One image (a path, encoded bytes or a PIL image) as the uint8 tensor the model was trained on."""
