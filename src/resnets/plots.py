@@ -10,9 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, write as PNG (120 dpi) and close a figure."""
-    fig.tight_layout()
+def save_figure(fig: plt.Figure, path: Path, tight: bool = True) -> Path:
+    """Lay out (unless the figure has its own layout), write as PNG (120 dpi) and close a figure."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

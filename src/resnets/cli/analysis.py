@@ -9,7 +9,7 @@ from ..analysis.experiments import EXPERIMENTS
 from .engine import key_value
 
 
-ANALYSES = ("signal",)  # experiments at initialisation: nothing is trained
+ANALYSES = ("signal", "landscape")  # not a list of trained networks: their own runners
 
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
@@ -21,6 +21,9 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
 
         run_signal(out, quick=args.quick, seed=args.seed)
         print(f"figure and numbers: {out}/signal.png, {out}/signal.json")
+        return
+    if args.name == "landscape":
+        _landscape(args, out)
         return
     if args.quick:  # about 5 minutes on 2 CPU cores: 5,000 images, 3 epochs (117 steps of 128)
         args.subset, args.epochs = args.subset or 5000, args.epochs or 3
@@ -34,6 +37,19 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
         print(f"{r['label']:<32} {r['params']:>10,} params  training error {r['train_error']:6.2f}%  "
               f"validation error {r['val_error']:6.2f}%  {test}  {r['seconds']:.0f} s")
     print(f"report: {result['out']}/report.md")
+
+
+def _landscape(args: argparse.Namespace, out: str) -> None:
+    from ..analysis.landscape import run_landscape
+
+    report = run_landscape(out, quick=args.quick, data=args.data, data_root=args.data_root,
+                           depths=tuple(args.depth) if args.depth else None, epochs=args.epochs, subset=args.subset,
+                           images=args.images, seed=args.seed, progress=not args.no_progress)
+    for n in report["networks"]:
+        print(f"{n['label']:<12} training loss {n['loss']:.3f} on {report['images']} images, top Hessian eigenvalue "
+              f"{n['top_hessian_eigenvalue']:.3g}, loss at 1-D α = -0.5 / 1.5: {n['interpolation']['loss'][0]:.3g} / "
+              f"{n['interpolation']['loss'][-1]:.3g}")
+    print(f"figures and numbers: {out}/landscape.png, {out}/interpolation.png, {out}/landscape.json")
 
 
 def _cmd_gradients(args: argparse.Namespace) -> None:
@@ -141,8 +157,8 @@ def _add_statistics(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_experiments(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiment", help="the paper's experiments (" + ", ".join(EXPERIMENTS) + ") and signal "
-                                          "propagation at initialisation (signal)")
+    p = sub.add_parser("experiment", help="the paper's experiments (" + ", ".join(EXPERIMENTS) + "), signal "
+                                          "propagation at initialisation (signal) and loss landscapes (landscape)")
     p.add_argument("name", choices=[*EXPERIMENTS, *ANALYSES])
     p.add_argument("--quick", action="store_true", help="the reduced scale that runs in minutes on a CPU")
     p.add_argument("--data", default="cifar10", help="cifar10 (python batches), an image tree or a .tar.gz of one")
@@ -151,6 +167,8 @@ def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset", type=int, help="train on N images (class-balanced) for a reduced scale")
     p.add_argument("--depth", type=int, nargs="+", help="the depths to compare (6n+2), instead of the paper's")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--images", type=int, help="landscape: training images each point is evaluated on (default 512, "
+                                              "256 with --quick)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default runs/experiment-NAME); a rerun resumes there")
     p.add_argument("--no-progress", action="store_true")

@@ -102,6 +102,8 @@ class TrainConfig:
     deterministic: bool = option(False, "deterministic algorithms only (slower on a GPU)")
     # outputs
     out: str = option("runs/{model}-{data}", "output folder ({model} and {data} are filled in)")
+    save_init: bool = option(False, "also write the starting weights to init.pt (loss-landscape interpolation "
+                                    "starts from them)")
     checkpoint_every: int = option(0, "also write last.pt every N steps, to resume mid-epoch exactly; 0: at "
                                       "epoch ends only")
     eval_test: bool = option(True, "evaluate the best checkpoint on the test split once, at the end")

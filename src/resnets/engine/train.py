@@ -190,6 +190,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> Run:
                     "crop_size": cfg.crop_size, "splits": data.splits, "format": "resnets-train-v1"})
     run.forward = _wrapped(model, cfg, device, dist)
     run.out.mkdir(parents=True, exist_ok=True)
+    if cfg.save_init and ckpt is None:
+        save_checkpoint(run.out / "init.pt", {**run.meta, "model": model.state_dict(), "epoch": 0})
     if ckpt is not None:
         _restore(run, ckpt)
         log.info("resumed from %s at epoch %d (step %d)", resume, run.epoch + (run.partial is not None), run.step)
