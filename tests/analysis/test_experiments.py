@@ -60,3 +60,22 @@ def test_bad_experiment_inputs(tmp_path, capsys):
     # every run's settings are checked before any trains: nothing is written for a bad one
     assert main(["experiment", "degradation", "--epochs", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "setting 'epochs' must be > 0, got 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_seeds_give_mean_std_bands_and_paired_tests(tmp_path, capsys):
+    result = run_experiment("degradation", tmp_path, depths=(8,), seeds=2, seed=3, **TINY)
+    assert result["seeds"] == [3, 4]
+    plain, residual = result["runs"]
+    assert (tmp_path / "plain-8" / "seed3" / "report.json").is_file() and plain["folder"] == "plain-8/seed3"
+    for r in result["runs"]:
+        values = r["val_error_per_seed"]
+        assert len(values) == 2 and r["val_error"] == pytest.approx(sum(values) / 2, abs=0.01)
+        assert r["val_error_std"] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2), abs=0.01)
+        assert "val_error_std" in r["curve"][0] and r["seeds"] == [3, 4]
+    with (tmp_path / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["seeds"] == "2" and float(rows[1]["test_error_std"]) == residual["test_error_std"]
+    report = (tmp_path / "report.md").read_text()
+    assert "over 2 seeds (3, 4)" in report and "±" in report and "ResNet-8 against plain-8" in report
+    assert main(["experiment", "signal", "--seeds", "2", "--out", str(tmp_path / "s")]) == 2
+    assert "--seeds applies to the trained experiments" in capsys.readouterr().err

@@ -10,6 +10,9 @@ from resnets.analysis.compare import compare
 from resnets.analysis.ensemble import ensemble
 from resnets.analysis.stats import paired, summarize
 from resnets.cli import main
+from resnets.data.types import fold_indices
+from resnets.engine import make_config
+from resnets.engine.batches import prepare_data
 from resnets.errors import ConfigError
 
 
@@ -80,3 +83,35 @@ def test_bad_comparisons_are_one_line_errors(tmp_path, capsys):
     assert "unknown recipe 'digitz'" in capsys.readouterr().err
     assert main(["ensemble", "resnet20_cifar10"]) == 2
     assert "at least two checkpoints" in capsys.readouterr().err
+
+
+def test_kfold_cross_validation_holds_out_each_fold_once(tmp_path, capsys):
+    plain = tmp_path / "plain20.yaml"
+    plain.write_text("model: plain20\nepochs: 1\n")
+    args = ["compare", "digits", str(plain), "--kfold", "3", "--subset", "240", "--epochs", "1",
+            "--set", "tensorboard=false", "--out", str(tmp_path / "cv"), "--json"]
+    assert main(args) in (0, None)
+    report = json.loads(capsys.readouterr().out)
+    assert report["kfold"] == 3 and report["seeds"] == [] and report["evaluated_on"] == "the held-out fold"
+    assert all(len(v) == 3 for v in report["top1"].values()) and report["summary"]["digits"]["n"] == 3
+    for k in range(3):
+        run = json.loads((tmp_path / "cv" / "digits" / f"fold{k}" / "report.json").read_text())
+        assert run["test"] is None and run["val"]["top1"] == report["top1"]["digits"][k]
+        assert f"fold {k} of 3" in run["splits"]["val"]
+    assert main(["compare", "digits", str(plain), "--kfold", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--kfold >= 2" in capsys.readouterr().err
+
+
+def test_folds_split_the_training_data_into_balanced_parts():
+    labels = torch.arange(120) % 6
+    held = [fold_indices(labels, 4, k) for k in range(4)]
+    assert torch.equal(torch.cat([h for _, h in held]).sort().values, torch.arange(120))  # each once
+    for rest, h in held:
+        assert torch.bincount(labels[h]).tolist() == [5] * 6 and len(rest) + len(h) == 120
+    cfg = make_config("digits", folds=4, fold=2)
+    data = prepare_data(cfg)
+    assert len(data.val) in (359, 360) and len(data.train) + len(data.val) == 1437
+    with pytest.raises(ConfigError, match="'fold' must be below folds"):
+        make_config("digits", folds=3, fold=3)
+    with pytest.raises(ConfigError, match="leave out val_size"):
+        make_config("digits", folds=3, val_size=0.2)

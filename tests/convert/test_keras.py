@@ -15,7 +15,7 @@ import torch
 from conftest import SHARED
 from resnets.cli import main
 from resnets.convert import convert
-from resnets.models.keras import read_tfjs, to_state_dict
+from resnets.models.keras import to_state_dict
 from resnets.engine.checkpoint import load_training_checkpoint
 from resnets.errors import CheckpointError
 

@@ -1,5 +1,4 @@
 """The web page, end to end in a real headless Chromium against a server started on 127.0.0.1."""
-import io
 import shutil
 import socket
 import threading

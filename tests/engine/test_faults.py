@@ -1,9 +1,9 @@
-import pytest
 """Faults: a process killed while it writes a checkpoint, and resident memory over thousands of steps."""
-import os
 import signal
 import subprocess
 import sys
+
+import pytest
 import time
 
 import torch

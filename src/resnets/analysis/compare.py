@@ -1,6 +1,8 @@
 """``resnets compare A B ... --seeds N``: train every configuration with the same seeds and compare them with
 honest statistics: accuracy per seed, mean ± std, a 95% interval, and paired tests against the first
-configuration. A finished run (its ``report.json``) is reused, so a stopped comparison resumes."""
+configuration. ``--kfold K`` instead trains each on K-1 of K class-balanced folds of the training data and
+validates on the remaining one, for each of the K folds (seed fixed), pairing by fold. A finished run (its
+``report.json``) is reused, so a stopped comparison resumes."""
 from __future__ import annotations
 
 import json
@@ -19,39 +21,50 @@ def _label(config: str) -> str:
     return Path(config).stem if config.endswith((".yaml", ".yml")) else config
 
 
-def run_one(config: str, seed: int, out: Path, overrides: dict[str, Any]) -> float:
-    """Test top-1 (validation top-1 where there is no test split) of ``config`` trained with ``seed``."""
+def run_one(config: str, unit: dict[str, Any], out: Path, overrides: dict[str, Any]) -> float:
+    """Top-1 of ``config`` trained with the settings of ``unit`` (a seed, or a fold): on the held-out fold with
+    folds, else on the test split (the validation split where there is no test split)."""
     report = out / "report.json"
     if not report.is_file():
-        train(make_config(config, **{**overrides, "seed": seed, "out": str(out), "progress": False}))
+        train(make_config(config, **{**overrides, **unit, "out": str(out), "progress": False}))
     done = json.loads(report.read_text())
-    split = done["test"] or done["val"]
+    split = done["val"] if unit.get("folds") else done["test"] or done["val"]
     if split is None:
         raise ConfigError(f"{config}: the run has neither a test nor a validation split to compare on")
     return split["top1"]
 
 
+def _units(seeds: int, kfold: int) -> list[tuple[str, dict[str, Any]]]:
+    """What varies between the runs of one configuration, and the folder name of each."""
+    if kfold:
+        return [(f"fold{k}", {"folds": kfold, "fold": k, "eval_test": False}) for k in range(kfold)]
+    return [(f"seed{s}", {"seed": s}) for s in range(seeds)]
+
+
 def compare(configs: list[str], seeds: int, out: str | Path, overrides: dict[str, Any] | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train each configuration (a shipped recipe or a YAML file) with seeds ``0 .. seeds-1`` and write
-    ``compare.json`` and ``compare.png`` to ``out``; returns the report."""
-    if len(configs) < 2 or len(set(configs)) != len(configs) or seeds < 2:
-        raise ConfigError(f"compare needs at least two different configurations and --seeds >= 2, got "
-                          f"{len(configs)} configuration(s) and {seeds} seed(s)")
-    overrides = dict(overrides or {})
+            log: Callable[[str], None] = print, kfold: int = 0) -> dict[str, Any]:
+    """Train each configuration (a shipped recipe or a YAML file) with seeds ``0 .. seeds-1`` (or, with
+    ``kfold`` K, on each of K cross-validation folds) and write ``compare.json`` and ``compare.png`` to ``out``;
+    returns the report."""
+    if len(configs) < 2 or len(set(configs)) != len(configs) or (seeds < 2 and not kfold) or kfold == 1:
+        raise ConfigError(f"compare needs at least two different configurations and --seeds >= 2 (or --kfold "
+                          f">= 2), got {len(configs)} configuration(s), {seeds} seed(s) and {kfold} folds")
+    overrides, units = dict(overrides or {}), _units(seeds, kfold)
     for config in configs:  # every setting is checked before anything trains
         load_recipe(config)
-        make_config(config, **overrides)
+        make_config(config, **{**overrides, **units[-1][1]})
     out = Path(out)
     accuracy: dict[str, list[float]] = {}
     for config in configs:
         accuracy[_label(config)] = []
-        for seed in range(seeds):
-            top1 = run_one(config, seed, out / _label(config) / f"seed{seed}", overrides)
+        for name, unit in units:
+            top1 = run_one(config, unit, out / _label(config) / name, overrides)
             accuracy[_label(config)].append(top1)
-            log(f"{_label(config)} seed {seed}: top-1 {top1:.2f}%")
+            log(f"{_label(config)} {name.replace('seed', 'seed ').replace('fold', 'fold ')}: top-1 {top1:.2f}%")
     first, *others = list(accuracy)
-    report = {"configs": configs, "seeds": list(range(seeds)), "overrides": overrides, "top1": accuracy,
+    report = {"configs": configs, "seeds": [] if kfold else list(range(seeds)), "kfold": kfold,
+              "evaluated_on": "the held-out fold" if kfold else "the test split", "overrides": overrides,
+              "top1": accuracy,
               "summary": {k: asdict(summarize(v)) for k, v in accuracy.items()},
               "paired_against_" + first: {k: asdict(paired(accuracy[k], accuracy[first])) for k in others}}
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ..engine import make_config, train
 from ..errors import ConfigError
 from ..models import create_model
+from .stats import paired, summarize
 
 log = logging.getLogger("resnets")
 
@@ -131,52 +132,88 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 def run_experiment(name: str, out: str | Path, *, data: str = "cifar10", data_root: str | None = None,
                    epochs: float | None = None, subset: int | None = None, depths: tuple[int, ...] | None = None,
-                   seed: int = 0, progress: bool = True, **overrides: Any) -> dict[str, Any]:
-    """Train every network of experiment ``name`` (resuming or skipping finished ones) and write
-    ``results.csv``, the figures and ``report.md`` into ``out``; returns the results."""
+                   seed: int = 0, seeds: int = 1, progress: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train every network of experiment ``name`` with seeds ``seed .. seed + seeds - 1`` (resuming or
+    skipping finished ones) and write ``results.csv``, the figures and ``report.md`` into ``out``; returns the
+    results, each network's numbers the mean over its seeds (with their standard deviation when ``seeds > 1``)."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; expected one of {', '.join(EXPERIMENTS)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     exp = EXPERIMENTS[name]
     out = Path(out)
     planned = []  # every run's settings checked before the first one trains
-    for run in exp.runs(tuple(depths or exp.depths)):
-        folder = out / run.folder
-        settings = dict(model=run.model, model_args=run.model_args, data=data, data_root=data_root, out=str(folder),
-                        seed=seed, progress=progress, **overrides)
-        if epochs is not None:
-            settings["epochs"] = epochs
-        if subset is not None:
-            settings["subset"] = subset
-        planned.append((run, folder, make_config("experiment", **settings)))
+    for index, run in enumerate(exp.runs(tuple(depths or exp.depths))):
+        for s in range(seed, seed + seeds):
+            folder = out / run.folder if seeds == 1 else out / run.folder / f"seed{s}"
+            settings = dict(model=run.model, model_args=run.model_args, data=data, data_root=data_root,
+                            out=str(folder), seed=s, progress=progress, **overrides)
+            settings.update({k: v for k, v in (("epochs", epochs), ("subset", subset)) if v is not None})
+            planned.append((index, run, folder, make_config("experiment", **settings)))
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for run, folder, cfg in planned:
+    per_seed: dict[int, list[dict[str, Any]]] = {}
+    for index, run, folder, cfg in planned:
         if not (folder / "report.json").exists():
             resume = folder / "last.pt"
-            log.info("experiment %s: training %s (%s)%s", name, run.label, run.model,
+            log.info("experiment %s: training %s (%s, seed %d)%s", name, run.label, run.model, cfg.seed,
                      ", resuming" if resume.exists() else "")
             train(cfg, resume=resume if resume.exists() else None)
-        results.append(_collect(run, folder))
+        per_seed.setdefault(index, []).append(_collect(run, folder, out))
+    results = [merge_seeds(rows) for rows in per_seed.values()]
     _write_csv(results, out / "results.csv")
     figures = _figures(name, results, out) + (exp.analyse(out, results) if exp.analyse else [])
     (out / "report.md").write_text(_report(name, exp, results, figures, data, epochs, subset))
-    return {"experiment": name, "runs": results, "figures": [str(f) for f in figures], "out": str(out)}
+    return {"experiment": name, "seeds": list(range(seed, seed + seeds)), "runs": results,
+            "figures": [str(f) for f in figures], "out": str(out)}
 
 
-def _collect(run: Run, folder: Path) -> dict[str, Any]:
+def _collect(run: Run, folder: Path, out: Path) -> dict[str, Any]:
     """What one finished run measured: per-epoch curves, final errors and its size and time."""
     report = json.loads((folder / "report.json").read_text())
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     model = create_model(run.model, **run.model_args)
     last = rows[-1]
     gates = gate_openness(folder / "best.pt") if run.model.startswith("highway") else None
-    return {"label": run.label, "model": run.model, "model_args": run.model_args, "gates": gates, "folder": run.folder,
+    return {"label": run.label, "model": run.model, "model_args": run.model_args, "gates": gates,
+            "folder": folder.relative_to(out).as_posix(), "seed": report["config"]["seed"],
             "params": sum(p.numel() for p in model.parameters()), "epochs": last["epoch"],
             "train_error": round(100 - last["train_acc"], 2), "val_error": round(100 - report["val"]["top1"], 2),
             "test_error": round(100 - report["test"]["top1"], 2) if report.get("test") else None,
             "seconds": round(report["seconds"], 1), "curve": [
                 {"step": r["step"], "train_error": 100 - r["train_acc"], "val_error": 100 - r["val_acc"]}
                 for r in rows]}
+
+
+MEASURES = ("train_error", "val_error", "test_error", "seconds")
+
+
+def merge_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One network's runs over several seeds as one row: each measure's mean, its sample standard deviation
+    (``*_std``) and the values per seed (``*_per_seed``); curves and gate openings averaged point by point.
+    The first seed's run stands for the network where one is needed (``folder``)."""
+    merged = {**rows[0], "seeds": [r["seed"] for r in rows]}
+    if len(rows) == 1:
+        return merged
+    for key in MEASURES:
+        values = [r[key] for r in rows]
+        if None not in values:
+            s = summarize(values)
+            merged.update({key: round(s.mean, 2), key + "_std": round(s.std, 2), key + "_per_seed": values})
+    merged["curve"] = _mean_curve([r["curve"] for r in rows])
+    if rows[0]["gates"]:
+        merged["gates"] = [round(sum(g) / len(g), 4) for g in zip(*(r["gates"] for r in rows))]
+    return merged
+
+
+def _mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    merged = []
+    for points in zip(*curves):
+        row = {"step": points[0]["step"]}
+        for key in ("train_error", "val_error"):
+            s = summarize([p[key] for p in points])
+            row[key], row[key + "_std"] = s.mean, s.std
+        merged.append(row)
+    return merged
 
 
 def gate_openness(checkpoint: Path, images: int = 512) -> list[float]:
@@ -198,12 +235,14 @@ def gate_openness(checkpoint: Path, images: int = 512) -> list[float]:
 
 
 def _write_csv(results: list[dict[str, Any]], path: Path) -> None:
-    keys = ["label", "model", "params", "epochs", "train_error", "val_error", "test_error", "seconds"]
+    keys = ["label", "model", "params", "epochs", *MEASURES]
+    if len(results[0]["seeds"]) > 1:
+        keys += ["seeds", *(k + "_std" for k in MEASURES)]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, keys)
         writer.writeheader()
         for r in results:
-            writer.writerow({k: r[k] for k in keys})
+            writer.writerow({k: len(r[k]) if k == "seeds" else r.get(k) for k in keys})
 
 
 def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -217,10 +256,16 @@ def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
         for r in group:
             steps = [c["step"] for c in r["curve"]]
             line, = ax.plot(steps, [c["train_error"] for c in r["curve"]], "--", lw=1)
-            ax.plot(steps, [c["val_error"] for c in r["curve"]], "-", lw=2.2, color=line.get_color(), label=r["label"])
+            val = [c["val_error"] for c in r["curve"]]
+            ax.plot(steps, val, "-", lw=2.2, color=line.get_color(), label=r["label"])
+            if "val_error_std" in r["curve"][0]:  # several seeds: mean ± one standard deviation
+                spread = [c["val_error_std"] for c in r["curve"]]
+                ax.fill_between(steps, [v - d for v, d in zip(val, spread)], [v + d for v, d in zip(val, spread)],
+                                color=line.get_color(), alpha=0.2, lw=0)
         ax.set(xlabel="iterations", ylabel="error (%)")
         ax.grid(alpha=0.3)
-        ax.legend(title="dashed: training, bold: validation", fontsize=8, title_fontsize=8)
+        band = ", band: ± 1 std over seeds" if "val_error_std" in group[0]["curve"][0] else ""
+        ax.legend(title="dashed: training, bold: validation" + band, fontsize=8, title_fontsize=8)
     written.append(save_figure(fig, out / "curves.png"))
 
     gated = [r for r in results if r.get("gates")]
@@ -237,7 +282,8 @@ def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
         fig, ax1 = plt.subplots(figsize=(7, 4))
         labels = [r["label"].replace("ResNet-", "") for r in results]
         errs = [r["test_error"] if r["test_error"] is not None else r["val_error"] for r in results]
-        ax1.bar(labels, errs, color="#4c72b0")
+        spread = [r.get("test_error_std" if r["test_error"] is not None else "val_error_std", 0) for r in results]
+        ax1.bar(labels, errs, yerr=spread, capsize=4, color="#4c72b0")
         ax1.set(ylabel="test error (%)", xlabel="network")
         ax2 = ax1.twinx()
         ax2.plot(labels, [r["seconds"] for r in results], "o-", color="#dd8452")
@@ -246,20 +292,40 @@ def _figures(name: str, results: list[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
+def _cell(r: dict[str, Any], key: str) -> str:
+    if r[key] is None:
+        return "-"
+    return f"{r[key]:.2f} ± {r[key + '_std']:.2f}%" if key + "_std" in r else f"{r[key]:.2f}%"
+
+
+def _paired_lines(results: list[dict[str, Any]]) -> list[str]:
+    """Over several seeds: each network against the first, paired by seed (test error, else validation)."""
+    if len(results[0]["seeds"]) < 2:
+        return []
+    key = "test_error" if results[0]["test_error"] is not None else "val_error"
+    base, lines = results[0], []
+    for r in results[1:]:
+        t = paired(r[key + "_per_seed"], base[key + "_per_seed"])
+        lines.append(f"- {r['label']} against {base['label']}: {t.mean_difference:+.2f} points of "
+                     f"{key.replace('_', ' ')}, paired t-test p = {t.t_test_p:.3g} over {t.n} seeds")
+    return ["Paired by seed:", "", *lines, ""]
+
+
 def _report(name: str, exp: Experiment, results: list[dict[str, Any]], figures: list[Path], data: str,
             epochs: float | None, subset: int | None) -> str:
     lines = [f"# {exp.title}", "",
              f"Experiment `{name}` on `{Path(data).name}`"
              + (f", {epochs:g} epochs" if epochs is not None else "")
              + (f", {subset} training images" if subset is not None else "")
-             + " (recipe `experiment`: batch 128, SGD 0.1, momentum 0.9, wd 1e-4, cosine).", "",
+             + " (recipe `experiment`: batch 128, SGD 0.1, momentum 0.9, wd 1e-4, cosine)"
+             + (f"; mean ± standard deviation over {len(results[0]['seeds'])} seeds "
+                f"({', '.join(map(str, results[0]['seeds']))})" if len(results[0]["seeds"]) > 1 else "") + ".", "",
              "| network | parameters | epochs | final training error | best validation error | test error | time |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
-        test = f"{r['test_error']:.2f}%" if r["test_error"] is not None else "-"
-        lines.append(f"| {r['label']} | {r['params']:,} | {r['epochs']} | {r['train_error']:.2f}% | "
-                     f"{r['val_error']:.2f}% | {test} | {r['seconds']:.0f} s |")
-    lines += ["", f"Paper: {exp.paper}.", ""]
+        lines.append(f"| {r['label']} | {r['params']:,} | {r['epochs']} | {_cell(r, 'train_error')} | "
+                     f"{_cell(r, 'val_error')} | {_cell(r, 'test_error')} | {r['seconds']:.0f} s |")
+    lines += ["", f"Paper: {exp.paper}.", "", *_paired_lines(results)]
     for r in results:
         if r.get("steps_sweep"):
             lines += [f"{r['label']} evaluated with other numbers of Euler steps per stage (trained with 3), "

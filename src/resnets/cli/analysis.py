@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..analysis.experiments import EXPERIMENTS
+from ..errors import ConfigError
 from .engine import key_value
 
 
@@ -16,6 +17,8 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     from ..analysis.experiments import run_experiment
 
     out = args.out or f"runs/experiment-{args.name}"
+    if args.seeds != 1 and args.name in ANALYSES:
+        raise ConfigError(f"--seeds applies to the trained experiments ({', '.join(EXPERIMENTS)}), not {args.name}")
     if args.name == "signal":
         from ..analysis.signal import run_signal
 
@@ -30,12 +33,15 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     extra = {"batch_size": args.batch_size} if args.batch_size else {}
     result = run_experiment(args.name, out, data=args.data,
                             data_root=args.data_root, epochs=args.epochs, subset=args.subset,
-                            depths=tuple(args.depth) if args.depth else None, seed=args.seed,
+                            depths=tuple(args.depth) if args.depth else None, seed=args.seed, seeds=args.seeds,
                             progress=not args.no_progress, **extra)
     for r in result["runs"]:
-        test = f"test error {r['test_error']:.2f}%" if r["test_error"] is not None else ""
-        print(f"{r['label']:<32} {r['params']:>10,} params  training error {r['train_error']:6.2f}%  "
-              f"validation error {r['val_error']:6.2f}%  {test}  {r['seconds']:.0f} s")
+        def show(key: str) -> str:
+            return f"{r[key]:6.2f}%" + (f" ± {r[key + '_std']:.2f}" if key + "_std" in r else "")
+
+        test = f"test error {show('test_error')}" if r["test_error"] is not None else ""
+        print(f"{r['label']:<32} {r['params']:>10,} params  training error {show('train_error')}  "
+              f"validation error {show('val_error')}  {test}  {r['seconds']:.0f} s")
     print(f"report: {result['out']}/report.md")
 
 
@@ -100,13 +106,14 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     for key in ("data", "data_root", "epochs", "subset"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    report = compare(args.configs, args.seeds, args.out, overrides, log=(lambda s: None) if args.json else print)
+    report = compare(args.configs, args.seeds, args.out, overrides, log=(lambda s: None) if args.json else print,
+                     kfold=args.kfold)
     if args.json:
         print(json.dumps(report))
         return
     for name, s in report["summary"].items():
         print(f"{name:<32} {s['mean']:6.2f} ± {s['std']:.2f}%  (95% interval {s['ci95'][0]:.2f} to "
-              f"{s['ci95'][1]:.2f}, {s['n']} seeds)")
+              f"{s['ci95'][1]:.2f}, {s['n']} {'folds' if args.kfold else 'seeds'})")
     key = next(k for k in report if k.startswith("paired_against_"))
     for name, t in report[key].items():
         wilcoxon = "n/a" if t["wilcoxon_p"] is None else f"{t['wilcoxon_p']:.3g}"
@@ -137,6 +144,9 @@ def _add_statistics(sub: argparse._SubParsersAction) -> None:
                                        "paired t-test and Wilcoxon test")
     p.add_argument("configs", nargs="+", metavar="RECIPE", help="shipped recipes or YAML files (two or more)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 for every configuration")
+    p.add_argument("--kfold", type=int, default=0, metavar="K",
+                   help="K-fold cross-validation on the training data instead of seeds: accuracy on each held-out "
+                        "fold, paired by fold")
     p.add_argument("--data")
     p.add_argument("--data-root")
     p.add_argument("--epochs", type=float)
@@ -170,6 +180,8 @@ def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, help="landscape: training images each point is evaluated on (default 512, "
                                               "256 with --quick)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="train every network with N seeds (from --seed): mean ± "
+                                                       "std, shaded bands and paired tests")
     p.add_argument("--out", help="output folder (default runs/experiment-NAME); a rerun resumes there")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_experiment)

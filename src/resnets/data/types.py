@@ -103,6 +103,13 @@ def split_indices(labels: torch.Tensor, size: int, seed: int = 0) -> tuple[torch
     n = len(labels)
     if not 0 < size < n:
         raise ValueError(f"cannot hold out {size} of {n} images")
+    by_rank = _stratified_order(labels, seed)
+    return by_rank[size:].sort().values, by_rank[:size].sort().values
+
+
+def _stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """A random order of the items (fixed by ``seed``) in which every stretch holds the classes in proportion."""
+    n = len(labels)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
     labels = labels[order]
@@ -113,8 +120,20 @@ def split_indices(labels: torch.Tensor, size: int, seed: int = 0) -> tuple[torch
     for i, y in enumerate(labels.tolist()):
         rank[i] = (seen[y].item() + 0.5) / counts[y].item()
         seen[y] += 1
-    by_rank = order[torch.argsort(rank, stable=True)]
-    return by_rank[size:].sort().values, by_rank[:size].sort().values
+    return order[torch.argsort(rank, stable=True)]
+
+
+def fold_indices(labels: torch.Tensor, folds: int, fold: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(rest, held_out)`` for K-fold cross-validation: the items split into ``folds`` class-balanced
+    parts of (nearly) equal size, with a fixed seed, and part ``fold`` (0-based) held out. Over the ``folds``
+    values of ``fold`` every item is held out exactly once."""
+    n = len(labels)
+    if not 2 <= folds <= n or not 0 <= fold < folds:
+        raise ValueError(f"cannot hold out fold {fold} of {folds} of {n} images (need 2 <= K <= images, 0 <= k < K)")
+    by_rank = _stratified_order(labels, seed)
+    held = torch.zeros(n, dtype=torch.bool)
+    held[by_rank[fold * n // folds:(fold + 1) * n // folds]] = True  # a stretch of the stratified order: balanced
+    return (~held).nonzero().flatten(), held.nonzero().flatten()
 
 
 def split_off(data: ImageSet, size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:

@@ -10,6 +10,7 @@ import torch
 from ..data import AugmentConfig, BatchLoader, ImageData, load_data, take
 from ..data.stream import StreamLoader, StreamSet, default_workers
 from ..data.transforms import SampleTransform
+from ..data.types import channel_stats, fold_indices
 from ..errors import ResnetsError
 from .config import TrainConfig
 from .distributed import Dist
@@ -56,15 +57,33 @@ def workers(cfg: TrainConfig) -> int:
     return cfg.workers if cfg.workers is not None else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+def _hold_out_fold(data: ImageData, folds: int, fold: int) -> None:
+    """K-fold cross-validation: fold ``fold`` of the training images becomes the validation split; the input
+    statistics are those of the images trained on."""
+    if data.streamed:
+        raise ResnetsError("K-fold cross-validation needs the data in memory: add --in-memory")
+    try:
+        rest, held = fold_indices(data.train.labels, folds, fold)
+    except ValueError as e:
+        raise ResnetsError(str(e)) from None
+    data.train, data.val = data.train.subset(rest), data.train.subset(held)
+    data.mean, data.std = channel_stats(data.train.images)
+    data.splits["val"] = f"fold {fold} of {folds} of the training images (class-balanced, seed 0)"
+    data.splits["train"] += f", less fold {fold} of {folds}"
+
+
 def prepare_data(cfg: TrainConfig) -> ImageData:
     """The configured data set, with its training subset taken, checked against the augmentation."""
     data = load_data(cfg.data, root=cfg.data_root, download=cfg.download, image_size=cfg.image_size,
-                     val_size=cfg.val_size, strict=cfg.strict, stream=cfg.stream, crop_size=cfg.crop_size)
+                     val_size=0 if cfg.folds else cfg.val_size, strict=cfg.strict, stream=cfg.stream,
+                     crop_size=cfg.crop_size)
     if data.skipped:
         log.warning("%d unreadable image(s) skipped (listed in report.json)", len(data.skipped))
     if cfg.subset is not None and cfg.subset < len(data.train):
         data.train = take(data.train, cfg.subset)
         data.splits["train"] += f", {cfg.subset} of them used (class-balanced, seed 0)"
+    if cfg.folds:
+        _hold_out_fold(data, cfg.folds, cfg.fold)
     if cfg.crop_size is not None and cfg.crop_size > data.image_size:
         raise ResnetsError(f"crop size {cfg.crop_size} is larger than the stored images ({data.image_size})")
     if data.streamed and cfg.alternate_flips:

@@ -49,6 +49,9 @@ class TrainConfig:
     val_size: float | None = option(None, "validation split held out of train (fraction or count); none: the "
                                           "data set's default; 0: no validation")
     subset: int | None = option(None, "train on N training images only, class-balanced (quick runs)")
+    folds: int = option(0, "K-fold cross-validation: split the training data into K class-balanced folds and "
+                           "validate on fold --fold, train on the rest; 0: off")
+    fold: int = option(0, "the fold held out for validation (0 .. K-1) with --folds")
     strict: bool = option(False, "fail on an unreadable image instead of skipping it")
     stream: bool | None = option(None, "read image folders and shards from disk as training uses them; none: "
                                        "when the decoded set would take over a quarter of memory")
@@ -126,6 +129,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not ok(value):
                 raise ConfigError(f"setting {name!r} must be {allowed}, got {value!r}")
+        if self.folds and self.fold >= self.folds:
+            raise ConfigError(f"setting 'fold' must be below folds ({self.folds}), got {self.fold}")
+        if self.folds and self.val_size not in (None, 0):
+            raise ConfigError("with folds, a fold is the validation split: leave out val_size")
         if self.out_dir().is_file():
             raise ConfigError(f"output folder {self.out_dir()} is a file: choose another --out")
         return self
@@ -155,6 +162,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "head_lr_mult": (lambda v: v > 0, "> 0"),
     "val_size": (lambda v: v >= 0, ">= 0 (a fraction below 1, or a count)"),
     "subset": (lambda v: v >= 1, ">= 1"),
+    "folds": (lambda v: v == 0 or v >= 2, "0 (off) or >= 2"),
+    "fold": (lambda v: v >= 0, ">= 0"),
     "workers": (lambda v: v >= 0, ">= 0"),
     "checkpoint_every": (lambda v: v >= 0, ">= 0 steps"),
     "warmup_epochs": (lambda v: v >= 0, ">= 0"),

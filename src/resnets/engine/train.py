@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,7 +329,8 @@ def end_epoch(run: Run, totals: EpochTotals, bar: Any, runlog: RunLog | None) ->
     run.dist.barrier()  # every process sees the new checkpoints before going on
     if run.dist.main:
         val_text = f" | val loss {val.loss:.4f} acc {val.top1:.2f}%{' (best)' if is_best else ''}" if val else ""
-        bar.write(f"epoch {run.epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%{val_text}")
+        bar.write(f"epoch {run.epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%{val_text}",
+                  file=sys.stderr)  # beside the bar and the log: standard output stays for results (--json)
     return row
 
 
