@@ -2,15 +2,20 @@
 import signal
 import subprocess
 import sys
-
-import pytest
 import time
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 import resnets
-from resnets.data import AugmentConfig, BatchAugment, BatchLoader, batch_generator, load_data
+from resnets.data import (
+    AugmentConfig,
+    BatchAugment,
+    BatchLoader,
+    batch_generator,
+    load_data,
+)
 from resnets.engine.checkpoint import load_training_checkpoint, save_checkpoint
 from resnets.engine.ema import ModelEma
 
