@@ -1,4 +1,4 @@
-"""The deployment commands: ``resnets export``, ``resnets quantize`` and ``resnets serve``."""
+"""The deployment commands: ``resnets export``, ``resnets quantize``, ``resnets prune`` and ``resnets serve``."""
 from __future__ import annotations
 
 import argparse
@@ -55,7 +55,51 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     serve(source, args.host, args.port, cfg, mode=args.mode)
 
 
+def _cmd_prune(args: argparse.Namespace) -> None:
+    from ..prune import prune_checkpoint
+
+    r = prune_checkpoint(args.checkpoint, args.out, args.amount, criterion=args.criterion, scope=args.scope,
+                         finetune_epochs=args.finetune_epochs, lr_factor=args.lr_factor, data=args.data,
+                         data_root=args.data_root, calibration=args.calibration, progress=not args.json)
+    if args.json:
+        print(json.dumps(r))
+        return
+    b, p = r["before"], r["pruned"]
+
+    def top1(t: dict[str, float]) -> str:
+        return ", ".join(f"{split} {v:.2f}%" for split, v in t.items())
+
+    print(f"wrote {r['file']} ({r['file_bytes'] / 1e6:.2f} MB): {args.amount:.0%} of the inner channels removed "
+          f"({r['criterion']}, {r['scope']})")
+    print(f"parameters {b['params']:,} -> {p['params']:,} ({1 - p['params'] / b['params']:.1%} fewer), MACs "
+          f"{b['macs']:,} -> {p['macs']:,} ({1 - p['macs'] / b['macs']:.1%} fewer)")
+    print(f"top-1: parent {top1(b['top1'])}; pruned {top1(p['top1'])}; batch norm re-estimated "
+          f"{top1(r['recalibrated']['top1'])}" + (f"; fine-tuned {r['finetuned']['epochs']:g} epochs "
+                                                   f"{top1(r['finetuned']['top1'])}" if "finetuned" in r else ""))
+
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="remove the inner channels of residual blocks: a smaller dense network, "
+                                     "fine-tuned")
+    p.add_argument("checkpoint", help="a trained checkpoint (best.pt) or described weights")
+    p.add_argument("--amount", type=float, required=True, help="share of the inner channels to remove, in (0, 1)")
+    p.add_argument("--criterion", choices=("l1", "bn"), default="l1",
+                   help="l1: smallest filter norms; bn: smallest batch-norm scales (Network Slimming)")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer",
+                   help="the same share of every block, or ranked across the network")
+    p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tune with the checkpoint's recipe")
+    p.add_argument("--lr-factor", type=float, default=0.1, help="fine-tuning learning rate / the recipe's")
+    p.add_argument("--calibration", type=int, default=2048,
+                   help="training images to re-estimate batch-norm statistics on after pruning")
+    p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--out", required=True, help="the smaller network: a .pt checkpoint or .safetensors weights")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_prune)
+
+
 def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
+    _add_prune(sub)
     p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program")
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=FORMATS, default="onnx")

@@ -41,6 +41,9 @@ class _ResidualBlock(nn.Module):
 
     expansion = 1
     preact = False
+    # The block's inner channels, as (producing convolution, its norm, consuming convolution): the channels that
+    # pruning may remove without touching the residual stream (models/channels.py).
+    inner: tuple[tuple[str, str, str], ...] = ()
 
     def _add_residual_parts(self, out_chs: int, shortcut: nn.Module | None, se_ratio: float, drop_path: float) -> None:
         """Called last in each block's ``__init__``, so that state-dict keys come in torchvision's/timm's order."""
@@ -65,6 +68,7 @@ class BasicBlock(_ResidualBlock):
     """Two 3x3 convolutions (ResNet-18/34, the CIFAR ResNets, Wide ResNets)."""
 
     expansion = 1
+    inner = (("conv1", "bn1", "conv2"),)
 
     def __init__(
         self,
@@ -126,6 +130,7 @@ class Bottleneck(_ResidualBlock):
     """
 
     expansion = 4
+    inner = (("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3"))
 
     def __init__(
         self,
@@ -173,6 +178,7 @@ class _PreActBlock(_ResidualBlock):
 
 class PreActBasicBlock(_PreActBlock):
     expansion = 1
+    inner = (("conv1", "bn2", "conv2"),)
 
     def __init__(
         self,
@@ -204,6 +210,7 @@ class PreActBasicBlock(_PreActBlock):
 
 class PreActBottleneck(_PreActBlock):
     expansion = 4
+    inner = (("conv1", "bn2", "conv2"), ("conv2", "bn3", "conv3"))
 
     def __init__(
         self,

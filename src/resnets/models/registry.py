@@ -79,13 +79,18 @@ def create_model(
         features_only: return a ``FeatureExtractor`` that gives the stage outputs.
         out_indices: which stages a feature extractor returns.
         weights: a weights tag to load (``"tv_in1k"``), as ``pretrained=True`` with that tag.
-        **overrides: any ``ResNet`` argument, e.g. ``shortcut="B"``, ``drop_path_rate=0.1``.
+        **overrides: any ``ResNet`` argument, e.g. ``shortcut="B"``, ``drop_path_rate=0.1``; and
+            ``channels``: the inner channels kept per block convolution, the architecture of a pruned network
+            (``models.channels``).
     """
     from .loading import load_pretrained, load_state_dict_into
     from .pretrained import get_weights, load_weights, split_name
     from .resnet import FeatureExtractor
 
+    from .channels import narrow
+
     name, tag = split_name(name)
+    channels = overrides.pop("channels", None)
     published = get_weights(name, weights or tag) if pretrained is True or weights is not None else None
     if published is not None:
         overrides = {**published.model_args, **overrides}  # e.g. Keras' ResNet50 is v1 (stride in the 1x1)
@@ -95,6 +100,8 @@ def create_model(
     if num_classes is not None:
         args["num_classes"] = num_classes
     model = spec.builder(**args)
+    if channels:
+        narrow(model, channels)
     if published is not None:
         load_state_dict_into(model, load_weights(published))
     elif pretrained not in (None, False, True):
