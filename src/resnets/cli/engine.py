@@ -232,6 +232,14 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
     add_train_options(p)
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("distill", help="train a student network on the labels and on teachers' softened outputs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--teacher", dest="teachers", action="append", required=True, metavar="CHECKPOINT",
+                   help="a trained teacher (repeat for an ensemble of teachers)")
+    p.add_argument("--student", dest="model", required=True, metavar="MODEL", help="the student architecture")
+    add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("finetune", help="fine-tune a pretrained network on new data (a new classifier head)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--from", dest="source", required=True, metavar="CHECKPOINT",

@@ -95,6 +95,11 @@ class TrainConfig:
     jitter: float = option(0.0, "colour jitter strength")
     mixup: float = option(0.0, "mixup alpha; 0: off")
     cutmix: float = option(0.0, "cutmix alpha; 0: off")
+    # knowledge distillation
+    teachers: list[str] = option(factory=list, help="checkpoints of teacher networks: the student also learns "
+                                                   "their (averaged) softened outputs")
+    distill_alpha: float = option(0.9, "weight of the distillation loss; 1 - alpha goes to the label loss")
+    distill_temperature: float = option(4.0, "softmax temperature T of the distillation targets")
     # speed and reproducibility
     precision: Precision = option("auto", "autocast dtype; auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU "
                                           "runs it natively")
@@ -181,6 +186,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cutmix": (lambda v: v >= 0, ">= 0"),
     "rrc_scale": (lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "two numbers 0 < low <= high <= 1"),
     "milestones": (lambda v: all(m > 0 for m in v), "epochs > 0"),
+    "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "distill_temperature": (lambda v: 0 < v <= 100, "in (0, 100]"),
 }
 
 

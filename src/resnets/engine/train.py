@@ -29,6 +29,7 @@ from ..models.loading import load_state_dict_into
 from .batches import augment_config, make_loader, prepare_data, workers
 from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .distill import Teacher, distillation_loss, load_teachers, soft_targets
 from .distributed import Dist, convert_sync_batchnorm, init_distributed
 from .ema import Lookahead, ModelEma
 from .metrics import Metrics
@@ -74,6 +75,7 @@ class Run:
     out: Path
     meta: dict[str, Any]  # what every checkpoint says about the data and the configuration
     start_time: float
+    teachers: list[Teacher] = field(default_factory=list)  # knowledge distillation
     epoch: int = 0
     step: int = 0
     best_acc: float = -1.0
@@ -188,7 +190,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> Run:
               loader=make_loader(cfg, data, device, dist), out=cfg.out_dir(), start_time=start_time,
               meta={"config": cfg.to_dict(), "classes": data.classes, "mean": list(data.mean),
                     "std": list(data.std), "in_chans": data.in_chans, "image_size": data.image_size,
-                    "crop_size": cfg.crop_size, "splits": data.splits, "format": "resnets-train-v1"})
+                    "crop_size": cfg.crop_size, "splits": data.splits, "format": "resnets-train-v1"},
+              teachers=load_teachers(cfg.teachers, data, device))
     run.forward = _wrapped(model, cfg, device, dist)
     run.out.mkdir(parents=True, exist_ok=True)
     if cfg.save_init and ckpt is None:
@@ -226,7 +229,12 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, per_process: 
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(run.device, cfg.precision):
         logits = run.forward(x)
-    loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+    if run.teachers:
+        loss = distillation_loss(logits.float(), soft_targets(run.teachers, x, cfg.distill_temperature), target,
+                                 temperature=cfg.distill_temperature, alpha=cfg.distill_alpha,
+                                 label_smoothing=cfg.label_smoothing)
+    else:
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if cfg.clip_grad is not None:
