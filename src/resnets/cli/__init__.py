@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
 from typing import Callable, Sequence
 
 from ..errors import ResnetsError
+from .engine import key_value
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -48,10 +50,24 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from ..benchmark import run_bench
     from ..files import atomic_write
 
-    report = run_bench(quick=args.quick, compile=not args.no_compile, device=args.device)
+    if args.suite == "deploy":
+        from ..benchmark.deploy import deploy_table
+
+        table = deploy_table(dict(args.checkpoint), quick=args.quick, log=(lambda s: None) if args.json else print)
+        text = json.dumps(table, indent=1)
+        if args.plot:
+            from ..benchmark.deploy import plot_deploy
+
+            plot_deploy(json.loads(text), Path(args.plot))
+        if args.json:
+            print(text)
+    else:
+        if args.checkpoint:
+            raise ResnetsError("--checkpoint belongs to the deploy table: resnets bench deploy --checkpoint ...")
+        text = run_bench(quick=args.quick, compile=not args.no_compile, device=args.device).to_json()
     if args.out:
-        atomic_write(Path(args.out), lambda f: f.write(report.to_json().encode() + b"\n"))
-        print(f"wrote {args.out}")
+        atomic_write(Path(args.out), lambda f: f.write(text.encode() + b"\n"))
+        print(f"wrote {args.out}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
@@ -79,7 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None)
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("bench", help="speed of each inference and training mode against the naive baseline")
+    p = sub.add_parser("bench", help="speed of each inference and training mode against the naive baseline; "
+                                     "'deploy': size, speed and accuracy of each way to ship a network")
+    p.add_argument("suite", nargs="?", choices=("speed", "deploy"), default="speed")
+    p.add_argument("--checkpoint", action="append", type=key_value, default=[], metavar="LABEL=CHECKPOINT",
+                   help="deploy: a trained (pruned, distilled) network to add with its accuracy (repeatable)")
+    p.add_argument("--json", action="store_true", help="deploy: print the table as JSON")
+    p.add_argument("--plot", help="deploy: draw speed against accuracy into this PNG")
     p.add_argument("--quick", action="store_true", help="one small configuration of each part")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile modes")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the suite")
