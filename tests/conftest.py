@@ -131,6 +131,18 @@ def tree_run(tmp_path_factory):
         yield tree, result.out_dir / "best.pt", result
 
 
+@pytest.fixture(scope="session")
+def digits_resnet20(tmp_path_factory):
+    """The ``best.pt`` of a ResNet-20 trained for two epochs on the embedded digits (a teacher, a parent)."""
+    root = tmp_path_factory.mktemp("digits-resnet20")
+    cfg = resnets.make_config("digits", model="resnet20", epochs=2, out=str(root / "run"), progress=False,
+                              tensorboard=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNETS_CACHE", str(root / "cache"))
+        resnets.train(cfg)
+    return root / "run" / "best.pt"
+
+
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-import resnets
 from resnets import ConfigError
 from resnets.cli import main
 from resnets.engine.checkpoint import model_from_checkpoint
@@ -92,15 +91,9 @@ def test_batch_norm_is_re_estimated_on_the_given_images():
     assert model.bn1.momentum == 0.1 and not model.training
 
 
-@pytest.fixture(scope="module")
-def parent(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prune")
-    cfg = resnets.make_config("digits", model="resnet20", epochs=2, out=str(root / "parent"), progress=False,
-                              tensorboard=False)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNETS_CACHE", str(root / "cache"))
-        resnets.train(cfg)
-    return root / "parent" / "best.pt"
+@pytest.fixture
+def parent(digits_resnet20):
+    return digits_resnet20
 
 
 def test_prune_fine_tune_and_reload(parent, tmp_path, capsys):

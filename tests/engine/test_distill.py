@@ -27,15 +27,9 @@ def test_the_loss_is_hintons():
     assert same.abs() < 1e-6  # a student that already matches its teacher loses nothing
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    cfg = resnets.make_config("digits", model="resnet20", epochs=2, out=str(root / "teacher"), progress=False,
-                              tensorboard=False)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNETS_CACHE", str(root / "cache"))
-        resnets.train(cfg)
-    return root / "teacher" / "best.pt"
+@pytest.fixture
+def teacher(digits_resnet20):
+    return digits_resnet20
 
 
 def test_teachers_see_the_batch_in_their_own_normalisation(teacher, tmp_path):
