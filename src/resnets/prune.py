@@ -132,7 +132,8 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
         raise ConfigError("--finetune-epochs must be >= 0, the learning-rate factor in (0, 1] and the calibration "
                           "images >= 1")
     check_settings(amount, criterion, scope)  # before any work
-    ckpt, loaded = load_training_checkpoint(checkpoint), load_checkpoint_and_data(checkpoint, data, data_root)
+    loaded = load_checkpoint_and_data(checkpoint, data, data_root)
+    ckpt = loaded.checkpoint
     model, size = loaded.model, ckpt.get("crop_size") or ckpt["image_size"]
     report: dict[str, Any] = {"parent": str(checkpoint), "amount": amount, "criterion": criterion, "scope": scope,
                               "before": {**size_of(model, size), "top1": _accuracy(model, loaded)}}
