@@ -35,18 +35,19 @@ CRITERIA = ("l1", "bn")
 SCOPES = ("layer", "global")
 
 
-def check_settings(amount: float, criterion: str, scope: str) -> None:
-    if not 0 < amount < 1:
+def check_settings(amount: float | None = None, criterion: str | None = None, scope: str | None = None) -> None:
+    """Refuse a bad pruning setting (each one checked where given)."""
+    if amount is not None and not 0 < amount < 1:
         raise ConfigError(f"the pruning amount must be a share between 0 and 1 (exclusive), got {amount}")
-    if criterion not in CRITERIA:
+    if criterion is not None and criterion not in CRITERIA:
         raise ConfigError(f"pruning criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
-    if scope not in SCOPES:
+    if scope is not None and scope not in SCOPES:
         raise ConfigError(f"pruning scope must be one of {', '.join(SCOPES)}, got {scope!r}")
 
 
 def channel_scores(model: nn.Module, criterion: str = "l1") -> dict[str, torch.Tensor]:
     """How much each inner channel matters, per run: its filter's L1 norm, or its batch-norm |γ|."""
-    check_settings(0.5, criterion, "layer")
+    check_settings(criterion=criterion)
     runs = inner_channels(model)
     if not runs:
         raise ConfigError(f"{type(model).__name__} has no residual blocks whose channels the pruner knows "
@@ -65,7 +66,7 @@ def choose_channels(scores: dict[str, torch.Tensor], amount: float, scope: str =
                     normalise: bool = True) -> dict[str, torch.Tensor]:
     """The channels to keep (sorted indices) per run: the best-scored ``1 - amount`` of each run (``layer``),
     or of all runs together (``global``, scores divided by their run's mean when ``normalise``)."""
-    check_settings(amount, "l1", scope)
+    check_settings(amount, scope=scope)
     if scope == "layer":
         counts = {k: max(1, round(len(s) * (1 - amount))) for k, s in scores.items()}
     else:

@@ -137,12 +137,12 @@ def top_eigenvalue(loss: Callable[[Params], torch.Tensor], params: Params, itera
     return above + largest, done + more
 
 
-def network_landscape(init: nn.Module, trained: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+def network_landscape(start: Params, trained: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                       points: int = 21, seed: int = 0, hessian_iterations: int = 20) -> dict:
-    """Every measurement of one network: the 1-D interpolation from ``init`` to ``trained``, the 2-D surface
+    """Every measurement of one network: the 1-D interpolation from the weights ``start`` to ``trained``, the 2-D surface
     around ``trained`` (``points`` × ``points``, directions drawn with ``seed``) and its sharpness."""
     land = Landscape(trained, images, labels)
-    start = Landscape(init, images, labels).params
+    start = {k: start[k].to(v.dtype) for k, v in land.params.items()}
     directions = (random_direction(land.params, seed), random_direction(land.params, seed + 1))
     eigenvalue, products = top_eigenvalue(land.loss, land.params, hessian_iterations, tol=1e-2, seed=seed)
     loss, accuracy = land.evaluate(land.params)
@@ -175,8 +175,7 @@ def run_landscape(out: str | Path, *, quick: bool = False, data: str = "cifar10"
         if not (folder / "init.pt").is_file():
             raise ConfigError(f"{folder} has no init.pt (the starting weights): delete the folder to train it again")
         loaded = load_checkpoint_and_data(folder / "best.pt")
-        init = copy.deepcopy(loaded.model)
-        init.load_state_dict(load_training_checkpoint(folder / "init.pt")["model"])
+        init = load_training_checkpoint(folder / "init.pt")["model"]
         x, y = labelled_images(take(loaded.dataset.train, images, seed=1), images)
         log.info("landscape of %s on %d training images", run["label"], len(y))
         networks.append({"label": run["label"], "model": run["model"], "model_args": run["model_args"],
