@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CIFAR10_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CIFAR10_JPEG = SHARED_DATA / "cifar10-jpeg.tar.gz"
+CIFAR10_LOSSLESS = SHARED_DATA / "cifar-10-lossless-python.tar.xz"  # the original pixels
 
 
 def write_result(name: str, record: dict[str, Any], out: str | Path = RESULTS, echo: bool = True) -> Path:

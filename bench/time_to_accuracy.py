@@ -6,13 +6,18 @@
     python bench/time_to_accuracy.py fast --device cuda --compile --seeds 0 1 2 \
         --out bench/results/h100 --figure docs/figures/time_to_accuracy_h100.png   # on a GPU
 
-Every run trains from scratch on the JPEG copy of CIFAR-10 and uses the test split once, at its end.
+Every run trains from scratch on CIFAR-10 (by default the original pixels, the python-batches archive; the
+JPEG copy with --data) and uses the test split once, at its end.
 `fast` runs have no validation split (fixed hyper-parameters), so the accuracy-against-time curve is made
 of runs with different epoch budgets. `paper` runs use the `cifar10-quick` recipe (the fast training path:
 bf16, channels_last, batch augmentation on the device) with its 5,000-image validation split, and report
 when the validation accuracy first reached the target.
 
-Each run is added to bench/results/time_to_accuracy.json as soon as it ends, and runs already there are
+Each run also records its training FLOPs (forward and backward, counted by PyTorch's FlopCounterMode on one
+batch, times the images seen) and their share of the machine's matmul peak in the run's format, measured
+once per invocation before the first run: FLOPs / (training seconds x peak).
+
+Each run is added to bench/results/lossless/time_to_accuracy.json as soon as it ends, and runs already there are
 skipped, so the benchmark can be spread over several sittings. Also writes time_to_accuracy.csv and
 docs/figures/time_to_accuracy.png.
 """
@@ -26,9 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import resnets
-from resnets.machine import machine_info
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from common import CIFAR10_JPEG, RESULTS, write_result
+from resnets.benchmark.peaks import matmul_peak
+from resnets.machine import machine_info, native_bf16
+
+from common import CIFAR10_LOSSLESS, RESULTS, write_result
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "time_to_accuracy.png"
 FAST_TARGET, PAPER_TARGET = 94.0, 91.0
@@ -38,12 +47,30 @@ def _run_dir(model: str, epochs: float, seed: int, compile: bool) -> str:
     return f"runs/tta-{model}-e{epochs:g}-s{seed}{'-compile' * compile}"
 
 
+def train_flops_per_image(model: str, batch: int = 16) -> float:
+    """Forward and backward FLOPs of one 32x32 training image, counted on the network as it trains."""
+    net = resnets.create_model(model, num_classes=10)
+    with FlopCounterMode(display=False) as counter:
+        net(torch.randn(batch, 3, 32, 32)).sum().backward()
+    return counter.get_total_flops() / batch
+
+
+def add_peak_share(run: dict[str, Any], flops_per_image: float, train_images: int, peak: float) -> None:
+    """Add the run's training FLOPs and their share of ``peak`` over its training seconds (the last partial
+    batch of each epoch is dropped, as the loop does)."""
+    flops = flops_per_image * (train_images // run["batch_size"] * run["batch_size"]) * run["epochs"]
+    run["train_pflop"] = round(flops / 1e15, 4)
+    run["peak_gflops"] = round(peak / 1e9, 1)
+    run["peak_share"] = round(flops / (run["train_seconds"] * peak), 3)
+
+
 def run_fast(data: str, model: str, epochs: float, seed: int, device: str, compile: bool) -> dict[str, Any]:
     cfg = resnets.make_config("cifar10-fast", model=model, data=data, epochs=epochs, seed=seed, device=device,
                               compile=compile, out=_run_dir(model, epochs, seed, compile), progress=False,
                               tensorboard=False)
     result = resnets.train(cfg)
     return {"kind": "fast", "recipe": "cifar10-fast", "model": cfg.model, "epochs": epochs, "seed": seed,
+            "batch_size": cfg.batch_size,
             "compile": compile, "first_epoch_seconds": round(result.history[0]["train_seconds"], 2),
             "train_seconds": round(sum(r["train_seconds"] for r in result.history), 1),
             "total_seconds": round(result.seconds, 1), "test_top1": round(result.test.top1, 2)}
@@ -60,6 +87,7 @@ def run_paper(data: str, model: str, epochs: float, seed: int, device: str, comp
         curve.append({"epoch": r["epoch"], "train_seconds": round(elapsed, 1), "val_top1": round(r["val_acc"], 2)})
     reached = next((c["train_seconds"] for c in curve if c["val_top1"] >= PAPER_TARGET), None)
     return {"kind": "paper", "recipe": "cifar10-quick", "model": model, "epochs": epochs, "seed": seed,
+            "batch_size": cfg.batch_size,
             "compile": compile,
             "train_seconds": round(elapsed, 1), "total_seconds": round(result.seconds, 1),
             "test_top1": round(result.test.top1, 2), "best_val_top1": round(result.best_val_acc, 2),
@@ -130,17 +158,20 @@ def main() -> None:
     p.add_argument("--model", help="default: fastresnet8 (fast), resnet20 (paper)")
     p.add_argument("--epochs", type=float, help="default: 10 (fast), 30 (paper)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--data", default=str(CIFAR10_JPEG))
+    p.add_argument("--data", default=str(CIFAR10_LOSSLESS))
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="train through torch.compile (its compilation is "
                    "timed: it falls in the first epoch)")
-    p.add_argument("--out", default=str(RESULTS), help="folder of the results (JSON and CSV)")
+    p.add_argument("--out", default=str(RESULTS / "lossless"), help="folder of the results (JSON and CSV)")
     p.add_argument("--figure", default=str(FIGURE))
     args = p.parse_args()
     epochs = args.epochs or (10 if args.kind == "fast" else 30)
 
     path = Path(args.out) / "time_to_accuracy.json"
     record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    dtype = torch.bfloat16 if args.device in ("auto", "cpu") and native_bf16("cpu") else torch.float32
+    peak = matmul_peak(dtype) if args.device in ("auto", "cpu") else matmul_peak(torch.bfloat16, device=args.device)
+    print(f"matmul peak ({dtype}): {peak / 1e9:.0f} GFLOP/s")
     for seed in args.seeds:
         model = args.model or ("fastresnet8" if args.kind == "fast" else "resnet20")
         key = f"{model}-e{epochs:g}-s{seed}" + ("-compile" if args.compile else "")
@@ -149,6 +180,7 @@ def main() -> None:
             continue
         run = (run_fast if args.kind == "fast" else run_paper)(args.data, model, epochs, seed, args.device,
                                                                args.compile)
+        add_peak_share(run, train_flops_per_image(model), 50_000 if args.kind == "fast" else 45_000, peak)
         record["runs"][key] = {**run, "machine": machine_info()}
         record["summary"] = summarize(record["runs"])
         record["data"] = Path(args.data).name
