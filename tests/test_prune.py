@@ -65,6 +65,24 @@ def test_choosing_channels_keeps_the_best_scored_share():
     assert all(torch.equal(channel_scores(model, "bn")[k], gammas[k]) for k in gammas)
 
 
+def test_kept_widths_round_to_a_multiple():
+    model = _trained_like(create_model("resnet20", num_classes=10))  # inner widths 16, 32, 64
+    plain = {len(v) for v in choose_channels(channel_scores(model), 0.3).values()}
+    rounded = choose_channels(channel_scores(model), 0.3, multiple=8)
+    assert plain == {11, 22, 45} and {len(v) for v in rounded.values()} == {8, 24, 48}
+    assert {len(v) for v in choose_channels(channel_scores(model), 0.9, multiple=16).values()} == {16}  # at most all
+    best = channel_scores(model)["layer1.0.conv1"].argsort(descending=True)[:8].sort().values
+    assert torch.equal(rounded["layer1.0.conv1"], best)  # still the best-scored ones
+    small, masked = copy.deepcopy(model), _masked(model, rounded)
+    keep_channels(small, rounded)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(small(x), masked(x), atol=1e-5)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="whole number >= 1"):
+            choose_channels(channel_scores(model), 0.3, multiple=bad)
+
+
 def test_a_pruned_architecture_is_a_model_argument():
     model = _trained_like(create_model("resnet20", num_classes=10))
     channels = prune(model, 0.5)
@@ -120,6 +138,7 @@ def test_weights_file_and_bad_requests(parent, tmp_path, capsys):
     assert ckpt["pruned"]["criterion"] == "bn" and sum(ckpt["config"]["model_args"]["channels"].values()) == round(336 * 0.7)
     for bad, message in ((["--amount", "0"], "between 0 and 1"), (["--amount", "1.5"], "between 0 and 1"),
                          (["--amount", "0.5", "--lr-factor", "2"], "learning-rate factor"),
+                         (["--amount", "0.5", "--multiple", "0"], "whole number >= 1"),
                          (["--amount", "0.5", "--out", str(tmp_path / "x.onnx")], "a .pt or .safetensors")):
         args = ["prune", str(parent), *bad] + ([] if "--out" in bad else ["--out", str(tmp_path / "bad.pt")])
         assert main(args) == 2

@@ -59,6 +59,7 @@ def _cmd_prune(args: argparse.Namespace) -> None:
     from ..prune import prune_checkpoint
 
     r = prune_checkpoint(args.checkpoint, args.out, args.amount, criterion=args.criterion, scope=args.scope,
+                         multiple=args.multiple,
                          finetune_epochs=args.finetune_epochs, lr_factor=args.lr_factor, data=args.data,
                          data_root=args.data_root, calibration=args.calibration, progress=not args.json)
     if args.json:
@@ -87,6 +88,8 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="l1: smallest filter norms; bn: smallest batch-norm scales (Network Slimming)")
     p.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="the same share of every block, or ranked across the network")
+    p.add_argument("--multiple", type=int, default=1,
+                   help="round each block's kept channels to a multiple of N (8 or 16: kernel-friendly widths)")
     p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tune with the checkpoint's recipe")
     p.add_argument("--lr-factor", type=float, default=0.1, help="fine-tuning learning rate / the recipe's")
     p.add_argument("--calibration", type=int, default=2048,
