@@ -30,7 +30,7 @@ from torch import nn
 
 from .engine.checkpoint import load_training_checkpoint, model_from_checkpoint, save_checkpoint, save_weights
 from .errors import ConfigError
-from .models.channels import inner_channels, keep_channels
+from .models.channels import inner_channels, keep_channels, kept_width
 
 log = logging.getLogger("resnets")
 CRITERIA = ("l1", "bn")
@@ -75,14 +75,14 @@ def choose_channels(scores: dict[str, torch.Tensor], amount: float, scope: str =
     rounded to the nearest multiple of ``multiple`` (at least one multiple, at most the run's width)."""
     check_settings(amount, scope=scope, multiple=multiple)
     if scope == "layer":
-        counts = {k: max(1, round(len(s) * (1 - amount))) for k, s in scores.items()}
+        counts = {k: len(s) * (1 - amount) for k, s in scores.items()}
     else:
         scaled = {k: s / s.mean().clamp_min(1e-12) if normalise else s for k, s in scores.items()}
         everything = torch.cat(list(scaled.values()))
         removed = round(len(everything) * amount)
         threshold = everything.sort().values[removed - 1] if removed else -math.inf
-        counts = {k: max(1, int((s > threshold).sum())) for k, s in scaled.items()}
-    counts = {k: min(len(scores[k]), max(multiple, multiple * round(n / multiple))) for k, n in counts.items()}
+        counts = {k: int((s > threshold).sum()) for k, s in scaled.items()}
+    counts = {k: kept_width(n, len(scores[k]), multiple) for k, n in counts.items()}
     return {k: s.argsort(descending=True, stable=True)[:counts[k]].sort().values for k, s in scores.items()}
 
 

@@ -23,7 +23,7 @@ from ..inference import fastest_mode, onnxruntime_available, prepare_inference
 from ..inference.onnx import onnx_file, onnx_runner
 from ..machine import native_bf16
 from ..models import create_model
-from ..models.channels import inner_channels, narrow
+from ..models.channels import inner_channels, kept_width, narrow
 from ..models.profile import profile_model
 from ..timing import time_interleaved
 
@@ -47,9 +47,11 @@ class DeployRow:
     split: str | None = None
 
 
-def thinner(model: nn.Module, amount: float) -> nn.Module:
-    """``model`` with ``amount`` of every block's inner channels removed (the first ones kept)."""
-    return narrow(model, {k: max(1, round(r.width * (1 - amount))) for k, r in inner_channels(model).items()})
+def thinner(model: nn.Module, amount: float, multiple: int = 1) -> nn.Module:
+    """``model`` with ``amount`` of every block's inner channels removed, in place (the first ones kept; each
+    run's count rounded to ``multiple``, as ``resnets prune --multiple`` does)."""
+    return narrow(model, {k: kept_width(r.width * (1 - amount), r.width, multiple)
+                          for k, r in inner_channels(model).items()})
 
 
 def precisions() -> list[tuple[str, str]]:

@@ -44,6 +44,12 @@ def inner_channels(model: nn.Module) -> dict[str, Inner]:
     return runs
 
 
+def kept_width(count: float, width: int, multiple: int = 1) -> int:
+    """The channels a run of ``width`` keeps for a wanted ``count``: the nearest multiple of ``multiple``, at
+    least one multiple and at most ``width``."""
+    return min(width, max(multiple, multiple * round(count / multiple)))
+
+
 def _conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
     new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     bias=bias is not None, padding_mode=conv.padding_mode)
