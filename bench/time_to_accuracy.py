@@ -30,11 +30,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import resnets
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import resnets
 from resnets.benchmark.peaks import matmul_peak
+from resnets.engine.predict import resolve_device
 from resnets.machine import machine_info, native_bf16
 
 from common import CIFAR10_LOSSLESS, RESULTS, write_result
@@ -169,9 +170,10 @@ def main() -> None:
 
     path = Path(args.out) / "time_to_accuracy.json"
     record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    dtype = torch.bfloat16 if args.device in ("auto", "cpu") and native_bf16("cpu") else torch.float32
-    peak = matmul_peak(dtype) if args.device in ("auto", "cpu") else matmul_peak(torch.bfloat16, device=args.device)
-    print(f"matmul peak ({dtype}): {peak / 1e9:.0f} GFLOP/s")
+    device = resolve_device(args.device)  # where the runs train, and so whose peak counts
+    dtype = torch.bfloat16 if native_bf16(device) else torch.float32  # the format training autocasts to
+    peak = matmul_peak(dtype, device=device)
+    print(f"matmul peak ({dtype}, {device}): {peak / 1e9:.0f} GFLOP/s")
     for seed in args.seeds:
         model = args.model or ("fastresnet8" if args.kind == "fast" else "resnet20")
         key = f"{model}-e{epochs:g}-s{seed}" + ("-compile" if args.compile else "")
