@@ -1,4 +1,5 @@
-"""Writing files safely: ``atomic_write`` leaves either the old file or the whole new one, never a part."""
+"""Writing files safely (``atomic_write`` leaves either the old file or the whole new one, never a part) and
+where the caches live (``cache_dir``)."""
 from __future__ import annotations
 
 import os
@@ -27,3 +28,8 @@ def atomic_write(path: str | Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets and compiled networks are kept: ``$RESNETS_CACHE``, else ``~/.cache/resnets``."""
+    return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets"))

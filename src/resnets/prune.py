@@ -148,11 +148,11 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
     model, size = loaded.model, ckpt.get("crop_size") or ckpt["image_size"]
     report: dict[str, Any] = {"parent": str(checkpoint), "amount": amount, "criterion": criterion, "scope": scope,
                               "multiple": multiple,
-                              "before": {**size_of(model, size), "top1": _accuracy(model, loaded)}}
+                              "before": {**size_of(model, size), "top1": split_top1(model, loaded)}}
     channels = prune(model, amount, criterion, scope, multiple)
-    report["pruned"] = {**size_of(model, size), "top1": _accuracy(model, loaded)}
+    report["pruned"] = {**size_of(model, size), "top1": split_top1(model, loaded)}
     recalibrate_batch_norm(model, calibration_images(loaded, calibration))
-    report["recalibrated"] = {"images": calibration, "top1": _accuracy(model, loaded)}
+    report["recalibrated"] = {"images": calibration, "top1": split_top1(model, loaded)}
     config = {**ckpt["config"], "model_args": {**ckpt["config"].get("model_args", {}), "channels": channels}}
     description = {k: report[k] for k in ("parent", "amount", "criterion", "scope", "multiple")}
     result = {**{k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "rng", "ema")},
@@ -161,10 +161,10 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
     if finetune_epochs:
         start = out.with_name(out.stem + "-pruned.pt")
         save_checkpoint(start, result)
-        best = _finetune(start, config, finetune_epochs, lr_factor, out.with_name(out.stem + "-finetune"), progress)
+        best = finetune(start, config, finetune_epochs, lr_factor, out.with_name(out.stem + "-finetune"), progress)
         result = {**load_training_checkpoint(best), "pruned": description}
         tuned, _ = model_from_checkpoint(best)
-        report["finetuned"] = {"epochs": finetune_epochs, "top1": _accuracy(tuned, loaded)}
+        report["finetuned"] = {"epochs": finetune_epochs, "top1": split_top1(tuned, loaded)}
     if out.suffix == ".safetensors":
         save_weights(out, result, {"pruned": description})
     else:
@@ -173,7 +173,7 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
     return report
 
 
-def _accuracy(model: nn.Module, loaded: Any) -> dict[str, float]:
+def split_top1(model: nn.Module, loaded: Any) -> dict[str, float]:
     """Top-1 of ``model`` on the validation and test splits of ``loaded`` (a checkpoint's data), where present."""
     from .engine.predict import evaluate_split
 
@@ -182,12 +182,15 @@ def _accuracy(model: nn.Module, loaded: Any) -> dict[str, float]:
                                     s).top1, 2) for s in splits}
 
 
-def _finetune(start: Path, config: dict[str, Any], epochs: float, lr_factor: float, folder: Path,
-              progress: bool) -> Path:
+def finetune(start: Path, config: dict[str, Any], epochs: float, lr_factor: float, folder: Path,
+             progress: bool = True) -> Path:
+    """Train the network of checkpoint ``start`` on for ``epochs`` with the recipe ``config`` at ``lr_factor``
+    times its learning rate, no warm-up, into ``folder``; returns the best checkpoint's path. (The same call on
+    the unpruned parent is the fair control for a pruned network's fine-tuning: equal extra training.)"""
     from .engine import TrainConfig, train
 
     settings = {**config, "pretrained": str(start), "epochs": epochs, "lr": config["lr"] * lr_factor,
                 "warmup_epochs": 0, "out": str(folder), "progress": progress, "save_init": False}
-    log.info("fine-tuning the pruned network for %g epochs at learning rate %g", epochs, settings["lr"])
+    log.info("fine-tuning for %g epochs at learning rate %g", epochs, settings["lr"])
     train(TrainConfig(**settings))
     return folder / "best.pt"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..files import atomic_write
+from ..files import atomic_write, cache_dir
 from .cifar import CIFAR, cifar_archive_kind, extract_cifar_archive, load_cifar
 from .digits import load_digits_set
 from .folder import FolderContents, is_archive, read_image_folder
@@ -28,10 +28,6 @@ log = logging.getLogger("resnets")
 
 DIGITS_TEST, DIGITS_VAL = 360, 180  # fixed split of the 1,797 digits: 1,257 train / 180 val / 360 test
 CIFAR_VAL = 5000
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets"))
 
 
 def _fingerprint(source: Path, image_size: int | None) -> str:

@@ -7,9 +7,10 @@
 | `channels_last` | NHWC memory layout (oneDNN/cuDNN's preferred layout)                        |
 | `fused`         | batch norm folded into the convolutions, plus channels_last                 |
 | `bf16`          | `fused` with bfloat16 weights and activations                               |
-| `compile`       | `fused` through `torch.compile` with weights frozen as constants (on CUDA,  |
-|                 | replayed as CUDA graphs)                                                    |
-| `compile_bf16`  | `bf16` through `torch.compile` with freezing                                |
+| `compile`       | `fused` compiled with weights frozen as constants: on the CPU ahead of time |
+|                 | by AOTInductor, once per network and image shape, and cached on disk        |
+|                 | (``aot.py``); on CUDA by `torch.compile`, replayed as CUDA graphs           |
+| `compile_bf16`  | `bf16` compiled the same way                                                |
 | `onnxruntime`   | ONNX export run by ONNX Runtime (when `onnxruntime` is installed)           |
 | `int8`          | ONNX Runtime static int8 (``onnx.quantize_onnx``), calibrated on the    |
 |                 | example input                                                               |
@@ -24,6 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..machine import native_bf16
+from .aot import aot_runner
 from .fuse import fuse_bn
 from .onnx import onnx_file, onnx_runner, onnxruntime_available
 
@@ -49,7 +51,8 @@ def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False) -
     about 1e-6), else ONNX Runtime's float32 where it runs (as fast as folded PyTorch or faster, up to 1.6x, in
     every configuration of the speed suite on an AVX-512 and an AVX2 CPU), else batch norm folded into float32
     convolutions. The ONNX export costs about a second (ResNet-20) to a few (ResNet-50) once: it pays off over a
-    few hundred to a few thousand images. ``compile`` can be as fast, after tens of seconds per input shape."""
+    few hundred to a few thousand images. ``compile`` can be as fast; it compiles once per network and image
+shape (tens of seconds to minutes) and later runs load the cached package (``aot.py``)."""
     if not float32 and native_bf16(device):
         return "bf16"
     return "onnxruntime" if "onnxruntime" in available_modes(device, compile=False) else "fused"
@@ -70,12 +73,12 @@ def _layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _compiled(model: nn.Module, cuda: bool) -> nn.Module:
+def _cuda_compiled(model: nn.Module) -> nn.Module:
     import torch._inductor.config as inductor_config
 
-    inductor_config.freezing = True  # weights become constants: folded and pre-packed for oneDNN
-    # On a GPU, CUDA graphs replay the whole forward as one launch (small batches are launch-bound).
-    return torch.compile(model, mode="reduce-overhead" if cuda else None)
+    inductor_config.freezing = True  # weights become constants, folded into the kernels
+    # CUDA graphs replay the whole forward as one launch (small batches are launch-bound).
+    return torch.compile(model, mode="reduce-overhead")
 
 
 def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None = None) -> Runner:
@@ -99,11 +102,11 @@ def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None 
     low = mode in ("bf16", "compile_bf16")
     if low:
         net = net.to(torch.bfloat16)
-    cuda = next(model.parameters()).is_cuda
-    if mode.startswith("compile"):
-        net = _compiled(net, cuda)
     dtype = torch.bfloat16 if low else torch.float32
-    if cuda and mode.startswith("compile"):  # a CUDA graph's output is overwritten by its next replay
+    if mode.startswith("compile"):
+        if not next(model.parameters()).is_cuda:
+            return _no_grad(aot_runner(net, dtype))
+        net = _cuda_compiled(net)  # a CUDA graph's output is overwritten by its next replay: clone it
         return _no_grad(lambda x: net(_layout(x.to(dtype))).float().clone())
     return _no_grad(lambda x: net(_layout(x.to(dtype))).float())
 

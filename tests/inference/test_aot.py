@@ -1,0 +1,58 @@
+"""Ahead-of-time compilation is paid once: the package is cached by what decides the code, and reloaded."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import resnets
+from resnets.files import cache_dir
+from resnets.inference import aot, prepare_inference
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 4)).eval()
+
+
+def test_key_follows_weights_shape_and_format():
+    net = tiny()
+    key = aot.package_key(net, (3, 32, 32), torch.float32)
+    assert aot.package_key(copy.deepcopy(net), (3, 32, 32), torch.float32) == key  # same network, same key
+    assert aot.package_key(net, (3, 64, 64), torch.float32) != key
+    assert aot.package_key(net, (3, 32, 32), torch.bfloat16) != key
+    changed = copy.deepcopy(net)
+    with torch.no_grad():
+        changed[0].weight[0, 0, 0, 0] += 1e-3
+    assert aot.package_key(changed, (3, 32, 32), torch.float32) != key
+
+
+@pytest.mark.slow
+def test_compiled_once_then_loaded(monkeypatch):
+    net, x = tiny(), torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        ref = net(x)
+    first = aot.aot_runner(net, torch.float32)
+    torch.testing.assert_close(first(x), ref, rtol=1e-4, atol=1e-5)
+    packages = list((cache_dir() / "compiled").glob("*.pt2"))
+    assert len(packages) == 1 and not list((cache_dir() / "compiled").glob(".*"))  # no partial file left
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compile)
+    again = aot.aot_runner(copy.deepcopy(net), torch.float32)  # a new process would do the same
+    torch.testing.assert_close(again(x[:1]), ref[:1], rtol=1e-4, atol=1e-5)  # any batch size, one package
+    torch.testing.assert_close(again(x.repeat(3, 1, 1, 1)), ref.repeat(3, 1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compile_mode_of_a_resnet_runs_from_the_cache(monkeypatch):
+    model, x = resnets.create_model("resnet20").eval(), torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    prepare_inference(model, "compile")(x)
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", lambda *a, **k: pytest.fail("recompiled"))
+    y = prepare_inference(model, "compile")(x)
+    assert ((y - ref).abs().max() / ref.abs().max()).item() <= 1e-4
