@@ -22,6 +22,7 @@ def test_key_follows_weights_shape_and_format():
     assert aot.package_key(copy.deepcopy(net), (3, 32, 32), torch.float32) == key  # same network, same key
     assert aot.package_key(net, (3, 64, 64), torch.float32) != key
     assert aot.package_key(net, (3, 32, 32), torch.bfloat16) != key
+    assert aot.package_key(net, (3, 32, 32), torch.float32, salt=b"calibration") != key
     changed = copy.deepcopy(net)
     with torch.no_grad():
         changed[0].weight[0, 0, 0, 0] += 1e-3

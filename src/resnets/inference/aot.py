@@ -29,10 +29,11 @@ MAX_BATCH = 1 << 16  # the largest batch a package takes (the export needs a bou
 EXPORT_BATCH = 2  # an export at batch 1 would fix the batch size to 1
 
 
-def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> str:
+def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> str:
     """A digest of what the compiled code depends on: ``net``'s structure and weights, the image ``shape``
-    (channels, height, width), ``dtype``, torch's version and the CPU's instruction set."""
-    h = hashlib.sha256(f"{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
+    (channels, height, width), ``dtype``, torch's version, the CPU's instruction set, and ``salt`` (whatever
+    else decides it, such as the calibration images of a quantized network)."""
+    h = hashlib.sha256(salt + f"{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
                        f"{' '.join(sorted(cpu_flags()))}|{dtype}|{tuple(shape)}|{net}".encode())
     for name, value in net.state_dict().items():
         h.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
@@ -40,10 +41,10 @@ def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> s
     return h.hexdigest()[:32]
 
 
-def compiled_package(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> Path:
+def compiled_package(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> Path:
     """The AOTInductor package of ``net`` for images of ``shape`` in ``dtype``: from the cache, else
     compiled now and written there atomically."""
-    path = cache_dir() / "compiled" / f"{package_key(net, shape, dtype)}.pt2"
+    path = cache_dir() / "compiled" / f"{package_key(net, shape, dtype, salt)}.pt2"
     if path.is_file():
         return path
     log.info("compiling the network for %s images once (kept in %s)", "x".join(map(str, shape)), path.parent)
@@ -63,7 +64,7 @@ def compiled_package(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype)
     return path
 
 
-def aot_runner(net: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+def aot_runner(net: nn.Module, dtype: torch.dtype, salt: bytes = b"") -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from float32 NCHW images to float32 logits that runs ``net`` (in eval mode, on the CPU)
     compiled ahead of time in ``dtype``, loading or compiling one package per image shape it meets."""
     loaded: dict[tuple[int, ...], Any] = {}
@@ -73,7 +74,7 @@ def aot_runner(net: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], t
         if shape not in loaded:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                loaded[shape] = torch._inductor.aoti_load_package(str(compiled_package(net, shape, dtype)))
+                loaded[shape] = torch._inductor.aoti_load_package(str(compiled_package(net, shape, dtype, salt)))
         return loaded[shape](x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
 
     return run
