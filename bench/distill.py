@@ -46,7 +46,10 @@ def _seconds(out: Path, config: str, seeds: int) -> list[float]:
 
 
 def equal_time(recorded: Path, data: str, out: Path) -> None:
-    """The student alone for as long as a distilled run took, paired against the recorded distilled runs."""
+    """The student alone for as long as a distilled run took, paired against the recorded distilled runs.
+
+    The time ratio is the one measured where the distilled runs ran (``recorded_machine``); this run's seconds are
+    this machine's, so compare seconds only within a machine. Epochs, not seconds, carry the budget across."""
     before = json.loads(recorded.read_text())
     student, seeds = before["student"], len(before["seeds"])
     ratio = _mean(before["seconds"][f"{student}-distilled"]) / _mean(before["seconds"][f"{student}-alone"])
@@ -61,7 +64,7 @@ def equal_time(recorded: Path, data: str, out: Path) -> None:
         "student": student, "seeds": list(range(seeds)), "distilled_epochs": before["epochs"], "alone_epochs": epochs,
         "time_ratio": round(ratio, 3), "seconds": {"alone": _seconds(out, str(config), seeds),
                                                    "distilled": before["seconds"][f"{student}-distilled"]},
-        "top1": {"alone": alone, "distilled": distilled},
+        "top1": {"alone": alone, "distilled": distilled}, "recorded_machine": before["machine"],
         "summary": {"alone": vars(summarize(alone)), "distilled": vars(summarize(distilled))},
         "distilled_minus_alone": vars(paired(distilled, alone)), "machine": machine_info()})
 
