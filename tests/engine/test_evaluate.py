@@ -131,7 +131,7 @@ def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
     import importlib
 
     evaluate = importlib.import_module("resnets.engine.evaluate")  # the package's ``evaluate`` is the function
-    monkeypatch.setattr(evaluate, "fastest_mode", lambda device="cpu", float32=False: "onnxruntime")
+    monkeypatch.setattr(evaluate, "fastest_mode", lambda device="cpu", **kwargs: "onnxruntime")
     real = evaluate.prepare_inference
 
     def failing(model, mode, example=None):

@@ -57,3 +57,19 @@ def test_compile_mode_of_a_resnet_runs_from_the_cache(monkeypatch):
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", lambda *a, **k: pytest.fail("recompiled"))
     y = prepare_inference(model, "compile")(x)
     assert ((y - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+
+
+@pytest.mark.slow
+def test_the_default_mode_picks_up_a_package_compiled_once(monkeypatch):
+    import resnets.inference.modes as inference
+    from resnets.engine.evaluate import _runner
+
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(inference, "onnxruntime_available", lambda: False)
+    model, x = resnets.create_model("resnet20").eval(), torch.randn(2, 3, 32, 32)
+    assert _runner(model, "auto", torch.device("cpu"), x[:1])[1] == "fused"
+    prepare_inference(model, "compile")(x)  # one run in the compiled mode pays the compilation
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", lambda *a, **k: pytest.fail("recompiled"))
+    run, mode = _runner(model, "auto", torch.device("cpu"), x[:1])
+    assert mode == "compile"
+    torch.testing.assert_close(run(x), prepare_inference(model, "fused")(x), rtol=1e-4, atol=1e-4)

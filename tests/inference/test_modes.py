@@ -88,3 +88,24 @@ def test_fastest_mode_follows_the_machine(monkeypatch, native, ort):
     assert inference.fastest_mode("cpu") == ("bf16" if native else float32)
     assert inference.fastest_mode("cpu", float32=True) == float32
     assert inference.fastest_mode("cuda", float32=True) == "fused"  # ONNX Runtime runs on the CPU here
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cached_compiled_package_takes_over_from_its_twin(monkeypatch, model_and_input, native):
+    import resnets.inference.modes as inference
+
+    model, shape = model_and_input[0], (3, 32, 32)
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": native)
+    monkeypatch.setattr(inference, "onnxruntime_available", lambda: False)
+    base, twin = ("bf16", "compile_bf16") if native else ("fused", "compile")
+    assert inference.fastest_mode("cpu", model=model, shape=shape) == base  # nothing compiled yet
+    net, dtype = inference._folded_net(model, twin)
+    package = inference.package_path(net, shape, dtype)
+    package.parent.mkdir(parents=True, exist_ok=True)
+    package.write_bytes(b"")  # what an earlier run in the compiled mode left
+    assert inference.fastest_mode("cpu", model=model, shape=shape) == twin
+    assert inference.fastest_mode("cpu", model=model, shape=(3, 64, 64)) == base  # another shape: not compiled
+    assert inference.fastest_mode("cpu") == base  # without the model, nothing to look up
+    assert inference.fastest_mode("cuda", model=model, shape=shape) in ("bf16", "fused")  # CUDA compiles anew
+    monkeypatch.setattr(inference, "onnxruntime_available", lambda: True)
+    assert inference.fastest_mode("cpu", float32=True, model=model, shape=shape) == "onnxruntime"  # still faster

@@ -32,8 +32,9 @@ def _runner(model: torch.nn.Module, mode: str, device: torch.device, calibration
     """The inference function for ``mode``, and the mode it runs. "auto" is ``fastest_mode`` (float32 modes
     only with ``float32``), and falls back to batch norm folded into float32 where the ONNX export fails. The
     ONNX modes export on ``calibration`` (normalised images), and int8 takes its activation ranges from it."""
-    if mode == "auto":
-        mode = fastest_mode(device, float32=float32)
+    if mode == "auto":  # a compiled package already in the cache for this image shape is used
+        shape = None if calibration is None else tuple(calibration.shape[1:])
+        mode = fastest_mode(device, float32=float32, model=model, shape=shape)
         if mode in ONNX_MODES:
             try:
                 return prepare_inference(model, mode, calibration), mode
@@ -221,7 +222,8 @@ class Predictor:
 
     ``mode`` is an inference mode (``inference.MODES``, int8 aside: it needs calibration images, see
     ``resnets quantize``); "auto" is ``inference.fastest_mode``: bfloat16 where the device runs it
-    natively (AVX512-BF16/AMX, CUDA), else ONNX Runtime's float32 where installed, else batch norm folded.
+    natively (AVX512-BF16/AMX, CUDA), else ONNX Runtime's float32 where installed, else batch norm folded;
+    on the CPU, bfloat16 or folded float32 compiled ahead of time where an earlier run left the package.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,

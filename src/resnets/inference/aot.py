@@ -41,10 +41,15 @@ def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt
     return h.hexdigest()[:32]
 
 
+def package_path(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> Path:
+    """Where the package of ``net`` for images of ``shape`` in ``dtype`` is kept (whether or not it exists)."""
+    return cache_dir() / "compiled" / f"{package_key(net, shape, dtype, salt)}.pt2"
+
+
 def compiled_package(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> Path:
     """The AOTInductor package of ``net`` for images of ``shape`` in ``dtype``: from the cache, else
     compiled now and written there atomically."""
-    path = cache_dir() / "compiled" / f"{package_key(net, shape, dtype, salt)}.pt2"
+    path = package_path(net, shape, dtype, salt)
     if path.is_file():
         return path
     log.info("compiling the network for %s images once (kept in %s)", "x".join(map(str, shape)), path.parent)

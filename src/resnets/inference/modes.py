@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..machine import native_bf16
-from .aot import aot_runner
+from .aot import aot_runner, package_path
 from .fuse import fuse_bn
 from .onnx import onnx_file, onnx_runner, onnxruntime_available
 
@@ -35,6 +35,7 @@ ONNX_MODES = ("onnxruntime", "int8")  # exported to ONNX: they need an example i
 # The largest relative difference from float32 eager that each number format allows (max |dy| / max |y|).
 TOLERANCE = {"eager": 0.0, "channels_last": 1e-4, "fused": 1e-4, "compile": 1e-4, "onnxruntime": 1e-4,
              "bf16": 5e-2, "compile_bf16": 5e-2, "int8": 1e-1}
+COMPILED_TWIN = {"bf16": "compile_bf16", "fused": "compile"}  # the same numbers, compiled ahead of time
 TF32_TOLERANCE = 1e-2  # float32 modes on CUDA: cuDNN convolutions round their inputs to TF32 by default
 
 
@@ -45,17 +46,26 @@ def tolerance(mode: str, device: torch.device | str = "cpu") -> float:
     return TOLERANCE[mode]
 
 
-def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False) -> str:
-    """The fastest inference mode on ``device`` that needs no compilation and whose numbers agree with float32
-    within its number format: bfloat16 where it is native (unless ``float32``: then the numbers are float32's to
-    about 1e-6), else ONNX Runtime's float32 where it runs (as fast as folded PyTorch or faster, up to 1.6x, in
-    every configuration of the speed suite on an AVX-512 and an AVX2 CPU), else batch norm folded into float32
-    convolutions. The ONNX export costs about a second (ResNet-20) to a few (ResNet-50) once: it pays off over a
-    few hundred to a few thousand images. ``compile`` can be as fast; it compiles once per network and image
-shape (tens of seconds to minutes) and later runs load the cached package (``aot.py``)."""
-    if not float32 and native_bf16(device):
-        return "bf16"
-    return "onnxruntime" if "onnxruntime" in available_modes(device, compile=False) else "fused"
+def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False, model: nn.Module | None = None,
+                 shape: tuple[int, ...] | None = None) -> str:
+    """The fastest inference mode on ``device`` whose numbers agree with float32 within its number format, and
+    that compiles nothing now: bfloat16 where it is native (unless ``float32``: then the numbers are float32's
+    to about 1e-6), else ONNX Runtime's float32 where it runs (as fast as folded PyTorch or faster, up to 1.6x,
+    in every configuration of the speed suite on an AVX-512 and an AVX2 CPU), else batch norm folded into
+    float32 convolutions. The ONNX export costs about a second (ResNet-20) to a few (ResNet-50) once: it pays
+    off over a few hundred to a few thousand images.
+
+    Given the ``model`` and the image ``shape`` (channels, height, width), a CPU mode whose compiled twin is
+    already in the cache (``aot.py``: an earlier run in ``compile_bf16`` or ``compile`` paid the compilation)
+    gives way to it: ``bf16`` to ``compile_bf16``, ``fused`` to ``compile``, faster in every row of the speed
+    suite and loaded in a second or two. ONNX Runtime's float32 keeps its place: it is the faster of the two."""
+    mode = "bf16" if not float32 and native_bf16(device) else (
+        "onnxruntime" if "onnxruntime" in available_modes(device, compile=False) else "fused")
+    twin = COMPILED_TWIN.get(mode)
+    if twin is None or model is None or shape is None or torch.device(device).type != "cpu":
+        return mode
+    net, dtype = _folded_net(model, twin)
+    return twin if package_path(net, tuple(shape), dtype).is_file() else mode
 
 
 def available_modes(device: torch.device | str = "cpu", *, compile: bool = True, emulated_bf16: bool = False
@@ -98,17 +108,19 @@ def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None 
     if mode == "channels_last":
         net = model.to(memory_format=torch.channels_last)
         return _no_grad(lambda x: net(_layout(x)))
-    net = fuse_bn(model).to(memory_format=torch.channels_last)
-    low = mode in ("bf16", "compile_bf16")
-    if low:
-        net = net.to(torch.bfloat16)
-    dtype = torch.bfloat16 if low else torch.float32
+    net, dtype = _folded_net(model, mode)
     if mode.startswith("compile"):
         if not next(model.parameters()).is_cuda:
             return _no_grad(aot_runner(net, dtype))
         net = _cuda_compiled(net)  # a CUDA graph's output is overwritten by its next replay: clone it
         return _no_grad(lambda x: net(_layout(x.to(dtype))).float().clone())
     return _no_grad(lambda x: net(_layout(x.to(dtype))).float())
+
+
+def _folded_net(model: nn.Module, mode: str) -> tuple[nn.Module, torch.dtype]:
+    """``model`` as the fused and compiled modes run it: batch norm folded, channels_last, in their dtype."""
+    dtype = torch.bfloat16 if mode in ("bf16", "compile_bf16") else torch.float32
+    return fuse_bn(model).to(memory_format=torch.channels_last, dtype=dtype), dtype
 
 
 def _no_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
