@@ -1,21 +1,19 @@
 """int8 on the CPU two ways, against float32, and what compiling once buys. For ResNet-20 (the shipped
 CIFAR-10 weights, test top-1 on the 10,000 original test images) and ResNet-50 (224 px, speed only), in one
-run: float32 in the default float32 mode (ONNX Runtime), float32 compiled ahead of time (AOTInductor), int8 in
+run: float32 in the default float32 mode (ONNX Runtime), float32 compiled ahead of time (AOTInductor), where the
+CPU computes bfloat16 natively the default bf16 mode and its compiled twin, int8 in
 ONNX Runtime (QDQ, per-channel weights; 7-bit weights on x86 without VNNI) and int8 through PyTorch's x86
-Inductor path (torchao's PT2E ``X86InductorQuantizer``, compiled ahead of time; 7-bit activations without
-VNNI), the same 512 class-balanced training images calibrating both; throughput timed in
+Inductor path (the ``compile_int8`` mode: torchao's PT2E ``X86InductorQuantizer``, compiled ahead of time; 7-bit
+activations without VNNI), the same 512 class-balanced training images calibrating both; throughput timed in
 turns, the compile time on the first call and the reload from the cache on the next.
 
-    pip install torchao          # the PT2E quantizer
-    python bench/int8_paths.py   # writes bench/results/int8/paths.json
+    pip install -e '.[deploy]'   # ONNX Runtime and torchao (PyTorch's PT2E quantizers)
+    python bench/int8_paths.py   # writes bench/results/int8/paths.json (--out DIR: elsewhere)
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import hashlib
 import time
-import warnings
 
 import torch
 
@@ -24,41 +22,10 @@ from resnets.benchmark.peaks import matmul_peak
 from resnets.engine.evaluate import calibration_images, load_checkpoint_and_data
 from resnets.engine.predict import evaluate_split
 from resnets.inference import fastest_mode, prepare_inference
-from resnets.inference.aot import aot_runner
-from resnets.inference.fuse import fuse_bn
-from resnets.machine import int8_saturates, machine_info
+from resnets.machine import machine_info, native_bf16
 from resnets.models import create_model
 from resnets.prune import size_of
 from resnets.timing import time_interleaved
-
-
-def inductor_int8(model: torch.nn.Module, calibration: torch.Tensor):
-    """``model`` quantized by PT2E for x86 Inductor (static, per-channel weights, calibrated on
-    ``calibration``) and compiled ahead of time: a runner from float32 images to float32 logits."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
-
-    net = fuse_bn(copy.deepcopy(model).eval())
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # strict: a module called twice (a block's ReLU) gets one partition per call, as the quantizer needs
-        graph = torch.export.export(net, (calibration[:2],), dynamic_shapes=({0: batch},), strict=True).module()
-        quantizer = x86.X86InductorQuantizer()
-        # 7-bit activations where int8 products can saturate (x86 without VNNI), as ONNX Runtime's 7-bit weights
-        quantizer.set_global(x86.get_default_x86_inductor_quantization_config(reduce_range=int8_saturates()))
-        prepared = prepare_pt2e(graph, quantizer)
-        for chunk in calibration.split(64):
-            prepared(chunk)
-        converted = convert_pt2e(prepared)
-    salt = hashlib.sha256(calibration.numpy().tobytes()).digest()
-    run = aot_runner(converted, torch.float32, salt)
-
-    def runner(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return run(x)
-
-    return runner
 
 
 def first_call(make, x: torch.Tensor) -> tuple[object, float]:
@@ -79,9 +46,12 @@ def network_row(name: str, batch: int, repeats: int, data: str | None) -> dict:
         calibration, x = torch.randn(32, 3, size, size), torch.randn(batch, 3, size, size)
     float32 = fastest_mode(float32=True)
     makers = {float32: lambda: prepare_inference(model, float32, calibration),
-              "compile": lambda: prepare_inference(model, "compile"),
-              "int8 onnxruntime": lambda: prepare_inference(model, "int8", calibration),
-              "int8 inductor": lambda: inductor_int8(model, calibration)}
+              "compile": lambda: prepare_inference(model, "compile")}
+    if native_bf16():  # the default mode there, and its compiled twin
+        makers |= {"bf16": lambda: prepare_inference(model, "bf16"),
+                   "compile_bf16": lambda: prepare_inference(model, "compile_bf16")}
+    makers |= {"int8 onnxruntime": lambda: prepare_inference(model, "int8", calibration),
+               "int8 inductor": lambda: prepare_inference(model, "compile_int8", calibration)}
     built = {k: first_call(make, x) for k, make in makers.items()}
     _, reload_s = first_call(makers["compile"], x)  # the package is on disk now
     runners = {k: r for k, (r, _) in built.items()}
@@ -107,11 +77,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=str(RESULTS / "int8"))
     args = p.parse_args()
-    peaks = {"float32": matmul_peak(torch.float32) / 1e9, "int8": matmul_peak(torch.int8) / 1e9}
+    formats = {"float32": torch.float32, "int8": torch.int8} | ({"bf16": torch.bfloat16} if native_bf16() else {})
+    peaks = {k: matmul_peak(dtype) / 1e9 for k, dtype in formats.items()}
     rows = [network_row("resnet20", 64, args.repeats, args.data), network_row("resnet50", 16, args.repeats, None)]
     for row in rows:
         for k, m in row["modes"].items():
-            m["peak_share"] = round(m["gflops"] / peaks["int8" if k.startswith("int8") else "float32"], 3)
+            m["peak_share"] = round(m["gflops"] / peaks[next((f for f in ("int8", "bf16") if f in k), "float32")], 3)
     write_result("paths", {"command": "python bench/int8_paths.py", "machine": machine_info(),
                            "peak_gops": {k: round(v, 1) for k, v in peaks.items()}, "rows": rows}, args.out)
 

@@ -24,10 +24,10 @@ def test_the_quick_table_with_a_checkpoint(tmp_path, capsys):
                               tensorboard=False)
     resnets.train(cfg)
     args = ["bench", "deploy", "--quick", "--checkpoint", f"digits={tmp_path / 'run' / 'best.pt'}", "--json",
-            "--out", str(tmp_path / "deploy.json"), "--plot", str(tmp_path / "deploy.png")]
+            "--out", str(tmp_path / "deploy.json"), "--plot", str(tmp_path / "deploy.png"), "--no-compile"]
     assert main(args) in (0, None)
     table = json.loads(capsys.readouterr().out)
-    kinds = [p for p, _ in precisions()]
+    kinds = [p for p, _ in precisions(compile=False)]
     assert [r["network"] for r in table["rows"]] == [n for n in ("resnet20", "resnet20 pruned 30%",
                                                                  "resnet20 pruned 50%", "digits") for _ in kinds]
     by = {(r["network"], r["precision"]): r for r in table["rows"]}
@@ -43,3 +43,17 @@ def test_the_quick_table_with_a_checkpoint(tmp_path, capsys):
     assert max(top1) - min(top1) < 3  # every format gives nearly the float32 accuracy
     assert json.loads((tmp_path / "deploy.json").read_text()) == table
     assert (tmp_path / "deploy.png").stat().st_size > 10_000
+
+
+def test_compiled_modes_join_where_they_run(monkeypatch):
+    import resnets.benchmark.deploy as deploy
+
+    monkeypatch.setattr(deploy, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(deploy, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(deploy, "torchao_available", lambda: True)
+    modes = [m for _, m in deploy.precisions()]
+    assert modes[1:] == ["bf16", "compile_bf16", "int8", "compile_int8"]
+    assert [m for _, m in deploy.precisions(compile=False)][1:] == ["bf16", "int8"]
+    monkeypatch.setattr(deploy, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(deploy, "torchao_available", lambda: False)
+    assert [p for p, _ in deploy.precisions()] == ["float32", "int8"]

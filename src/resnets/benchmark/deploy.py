@@ -5,9 +5,10 @@ trained checkpoint is given.
 Rows: each architecture (ResNet-20/56 at 32 px, ResNet-18/50 at 224 px) whole and with 30% and 50% of its
 inner channels removed (the architecture ``resnets prune`` leaves; speed does not depend on the weights), and
 each given checkpoint (a trained, pruned or distilled network: its own architecture, with its test accuracy),
-in every number format the processor runs: float32 (the fastest float32 mode), bfloat16 (where native) and
-int8 (ONNX Runtime, per-channel weights, calibrated on the checkpoint's training images, or on random images
-for the speed-only rows).
+in every number format the processor runs: float32 (the fastest float32 mode), bfloat16 (where native; eager,
+and compiled ahead of time unless ``compile`` is off) and int8 (ONNX Runtime, and PyTorch's x86 path compiled
+ahead of time where torchao is installed; per-channel weights, calibrated on the checkpoint's training images,
+or on random images for the speed-only rows). A compiled mode's compilation is paid before the timing starts.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..inference import fastest_mode, onnxruntime_available, prepare_inference
+from ..inference import fastest_mode, onnxruntime_available, prepare_inference, torchao_available
 from ..inference.onnx import onnx_file, onnx_runner
 from ..machine import native_bf16
 from ..models import create_model
@@ -36,7 +37,7 @@ BATCHES = (1, 16, 64)
 class DeployRow:
     network: str  # "resnet56", "resnet56 pruned 50%" or a checkpoint's label
     input_size: int
-    precision: str  # float32, bfloat16 or int8
+    precision: str  # the number format: float32, bfloat16 or int8
     mode: str  # the inference mode that runs it
     params: int
     macs: int
@@ -54,50 +55,59 @@ def thinner(model: nn.Module, amount: float, multiple: int = 1) -> nn.Module:
                           for k, r in inner_channels(model).items()})
 
 
-def precisions() -> list[tuple[str, str]]:
-    """(number format, inference mode) pairs this processor runs."""
+def precisions(compile: bool = True) -> list[tuple[str, str]]:
+    """(number format, inference mode) pairs this processor runs; the compiled ones unless ``compile`` is off."""
     found = [("float32", fastest_mode(float32=True))]
     if native_bf16("cpu"):
-        found.append(("bfloat16", "bf16"))
+        found += [("bfloat16", "bf16")] + ([("bfloat16", "compile_bf16")] if compile else [])
     if onnxruntime_available():
         found.append(("int8", "int8"))
+    if compile and torchao_available():
+        found.append(("int8", "compile_int8"))
     return found
 
 
+BYTES_PER_WEIGHT = {"bf16": 2, "compile_bf16": 2, "compile_int8": 1}  # else 4 (float32)
+
+
 def _runner(model: nn.Module, mode: str, example: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
-    """The runner of ``model`` in ``mode`` and the size of the file it would ship as (bytes)."""
+    """The runner of ``model`` in ``mode`` (its first call made: a compiled mode compiles) and the size of the file
+    it would ship as (bytes: the ONNX file, else the weights in the mode's number format)."""
     if mode in ("int8", "onnxruntime"):
         path = onnx_file(model, example, int8=mode == "int8")
         return onnx_runner(path), path.stat().st_size
-    per_value = 2 if mode in ("bf16", "compile_bf16") else 4
-    return prepare_inference(model, mode), per_value * sum(p.numel() for p in model.parameters())
+    runner = prepare_inference(model, mode, example)
+    runner(example[:1])
+    return runner, BYTES_PER_WEIGHT.get(mode, 4) * sum(p.numel() for p in model.parameters())
 
 
 def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, repeats: int,
             accuracy: Callable[[Callable[[torch.Tensor], torch.Tensor]], tuple[float, str]] | None = None,
-            batches: Sequence[int] = BATCHES) -> list[DeployRow]:
-    """One row per number format for ``model``: its size, its speed at each batch size (the formats timed in
-    turns) and, with ``accuracy``, its top-1."""
+            batches: Sequence[int] = BATCHES, compile: bool = True) -> list[DeployRow]:
+    """One row per (number format, mode) for ``model``: its size, its speed at each batch size (the modes timed
+    in turns) and, with ``accuracy``, its top-1."""
     model = model.eval()
     params = sum(p.numel() for p in model.parameters())
     macs = sum(r.macs for r in profile_model(model, size))
-    runners = {p: _runner(model, mode, example) for p, mode in precisions()}
-    rows = {p: DeployRow(network, size, p, mode, params, macs, round(runners[p][1] / 1e6, 3), 0.0)
-            for p, mode in precisions()}
+    formats = dict((mode, p) for p, mode in precisions(compile))
+    runners = {mode: _runner(model, mode, example) for mode in formats}
+    rows = {mode: DeployRow(network, size, p, mode, params, macs, round(runners[mode][1] / 1e6, 3), 0.0)
+            for mode, p in formats.items()}
     for batch in batches:
         x = torch.randn(batch, model.in_chans, size, size)
-        timing = time_interleaved({p: (lambda r=r: r(x)) for p, (r, _) in runners.items()}, repeats)
-        for p, t in timing.items():
-            rows[p].images_per_s[str(batch)] = round(batch / t.median_s, 1)
+        timing = time_interleaved({m: (lambda r=r: r(x)) for m, (r, _) in runners.items()}, repeats)
+        for m, t in timing.items():
+            rows[m].images_per_s[str(batch)] = round(batch / t.median_s, 1)
             if batch == 1:
-                rows[p].latency_ms = round(1e3 * t.median_s, 2)
+                rows[m].latency_ms = round(1e3 * t.median_s, 2)
     if accuracy is not None:
-        for p, (r, _) in runners.items():
-            rows[p].top1, rows[p].split = accuracy(r)
+        for m, (r, _) in runners.items():
+            rows[m].top1, rows[m].split = accuracy(r)
     return list(rows.values())
 
 
-def _checkpoint_rows(label: str, path: str | Path, repeats: int, batches: Sequence[int]) -> list[DeployRow]:
+def _checkpoint_rows(label: str, path: str | Path, repeats: int, batches: Sequence[int], compile: bool
+                     ) -> list[DeployRow]:
     from ..engine.evaluate import calibration_images, load_checkpoint_and_data
     from ..engine.predict import evaluate_split
 
@@ -109,13 +119,14 @@ def _checkpoint_rows(label: str, path: str | Path, repeats: int, batches: Sequen
         return round(evaluate_split(runner, data, loaded.dataset.classes, loaded.aug, split).top1, 2), split
 
     size = loaded.checkpoint.get("crop_size") or loaded.checkpoint["image_size"]
-    return measure(label, loaded.model, size, calibration_images(loaded), repeats, accuracy, batches)
+    return measure(label, loaded.model, size, calibration_images(loaded), repeats, accuracy, batches, compile)
 
 
-def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = False,
+def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = False, compile: bool = True,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """The whole table: the architectures whole and pruned (speed only), then each of ``checkpoints``
-    (label -> file), with accuracy. ``quick``: ResNet-20 only, batches 1 and 16, few repeats."""
+    (label -> file), with accuracy. ``quick``: ResNet-20 only, batches 1 and 16, few repeats. ``compile``: the
+    modes compiled ahead of time too (each compiles once per network, seconds to a minute)."""
     from dataclasses import asdict
 
     from ..machine import machine_info
@@ -128,11 +139,11 @@ def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = Fal
         for amount in (0.0, *PRUNED):
             model = thinner(copy.deepcopy(whole), amount) if amount else whole
             label = f"{name} pruned {amount:.0%}" if amount else name
-            rows += measure(label, model, size, example, repeats, batches=batches)
-            log(format_rows(rows[-len(precisions()):]))
+            rows += measure(label, model, size, example, repeats, batches=batches, compile=compile)
+            log(format_rows(rows[-len(precisions(compile)):]))
     for label, path in (checkpoints or {}).items():
-        rows += _checkpoint_rows(label, path, repeats, batches)
-        log(format_rows(rows[-len(precisions()):]))
+        rows += _checkpoint_rows(label, path, repeats, batches, compile)
+        log(format_rows(rows[-len(precisions(compile)):]))
     return {"machine": machine_info(), "batches": list(batches), "repeats": repeats,
             "rows": [asdict(r) for r in rows]}
 
@@ -142,7 +153,7 @@ def format_rows(rows: Sequence[DeployRow]) -> str:
     for r in rows:
         speed = "  ".join(f"b{b} {v:8.1f} img/s" for b, v in r.images_per_s.items())
         top1 = f"  top-1 {r.top1:.2f}% ({r.split})" if r.top1 is not None else ""
-        lines.append(f"{r.network:<24} {r.precision:<8} {r.params / 1e6:6.2f} M params {r.macs / 1e6:9.1f} M MACs "
+        lines.append(f"{r.network:<24} {r.precision:<8} {r.mode:<12} {r.params / 1e6:6.2f} M params {r.macs / 1e6:9.1f} M MACs "
                      f"{r.file_mb:7.2f} MB  latency {r.latency_ms:7.2f} ms  {speed}{top1}")
     return "\n".join(lines)
 
@@ -154,19 +165,19 @@ def plot_deploy(table: dict[str, Any], path: Path) -> Path:
 
     rows = table["rows"]
     batch = str(max(table["batches"]))
-    markers = {"float32": "o", "bfloat16": "s", "int8": "^"}
+    markers = {"bf16": "s", "compile_bf16": "D", "int8": "^", "compile_int8": "v"}  # float32 modes: "o"
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     trained = [r for r in rows if r["top1"] is not None]
     colours = {n: f"C{i}" for i, n in enumerate(dict.fromkeys(r["network"] for r in trained))}
     for r in trained:
-        left.scatter(r["images_per_s"][batch], r["top1"], marker=markers[r["precision"]], color=colours[r["network"]],
-                     s=60, label=f"{r['network']} {r['precision']}")
+        left.scatter(r["images_per_s"][batch], r["top1"], marker=markers.get(r["mode"], "o"),
+                     color=colours[r["network"]], s=60, label=f"{r['network']} {r['mode']}")
     left.set(xlabel=f"images/s at batch {batch}", ylabel="top-1 (%)", title="trained networks")
     left.grid(alpha=0.3)
     if trained:
         left.legend(fontsize=7)
     speed_only = [r for r in rows if r["top1"] is None]
-    labels = [f"{r['network']} {r['precision']}" for r in speed_only]
+    labels = [f"{r['network']} {r['mode']}" for r in speed_only]
     right.barh(labels, [r["images_per_s"][batch] for r in speed_only],
                color=[{"float32": "#4c72b0", "bfloat16": "#55a868", "int8": "#c44e52"}[r["precision"]]
                       for r in speed_only])

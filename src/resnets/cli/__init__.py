@@ -53,7 +53,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "deploy":
         from ..benchmark.deploy import deploy_table
 
-        table = deploy_table(dict(args.checkpoint), quick=args.quick, log=(lambda s: None) if args.json else print)
+        table = deploy_table(dict(args.checkpoint), quick=args.quick, compile=not args.no_compile,
+                             log=(lambda s: None) if args.json else print)
         text = json.dumps(table, indent=1)
         if args.plot:
             from ..benchmark.deploy import plot_deploy
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="deploy: print the table as JSON")
     p.add_argument("--plot", help="deploy: draw speed against accuracy into this PNG")
     p.add_argument("--quick", action="store_true", help="one small configuration of each part")
-    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile modes")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled modes (torch.compile, AOTInductor)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the suite")
     p.add_argument("--out", help="write the results as JSON here")
     p.set_defaults(func=_cmd_bench)

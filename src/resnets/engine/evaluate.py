@@ -15,7 +15,8 @@ from ..data.folder import IMAGE_EXTS, decode_image, unreadable
 from ..data.datasets import is_flat_tree
 from ..data.sources import class_mapping, images_of, labelled_images, relabel
 from ..data.stream import default_workers
-from ..inference import MODES, ONNX_MODES, available_modes, fastest_mode, prepare_inference
+from ..inference import (EXAMPLE_MODES, INT8_MODES, MODES, ONNX_MODES, available_modes, fastest_mode,
+                         prepare_inference)
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
 from .checkpoint import model_from_checkpoint
@@ -126,8 +127,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     dataset = loaded.dataset
     dev = resolve_device(device)
     subset = split_of(dataset, split)
-    # what the ONNX modes export on: int8 calibrates on training images, float32 needs one image
-    example = calibration_images(loaded) if mode == "int8" else loaded.aug.eval(images_of(subset, 1))
+    # what the ONNX modes export on: the int8 modes calibrate on training images, float32 needs one image
+    example = calibration_images(loaded) if mode in INT8_MODES else loaded.aug.eval(images_of(subset, 1))
     run, mode = _runner(loaded.model, mode, dev, example, float32=True)
     workers = loaded.checkpoint["config"].get("workers")
     metrics = evaluate_split(run, subset, dataset.classes, loaded.aug, split, batch_size=batch_size, device=dev,
@@ -172,7 +173,7 @@ def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, da
         raise ResnetsError(f"unknown inference mode {', '.join(unknown)}; expected some of {', '.join(MODES)}")
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     evalset = split_of(loaded.dataset, split)
-    calib = calibration_images(loaded, calibration) if set(chosen) & set(ONNX_MODES) else None
+    calib = calibration_images(loaded, calibration) if set(chosen) & set(EXAMPLE_MODES) else None
     images, labels = labelled_images(evalset, len(evalset))  # each mode sees the same images: decoded once
     logits = {mode: predict_logits(_runner(loaded.model, mode, torch.device("cpu"), calib)[0], images,
                                    loaded.aug, batch_size=batch_size) for mode in ["eager", *dict.fromkeys(chosen)]}

@@ -25,6 +25,7 @@ from ..machine import cpu_flags
 
 log = logging.getLogger("resnets")
 
+Transform = Callable[[nn.Module], nn.Module]
 MAX_BATCH = 1 << 16  # the largest batch a package takes (the export needs a bound)
 EXPORT_BATCH = 2  # an export at batch 1 would fix the batch size to 1
 
@@ -46,18 +47,23 @@ def package_path(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, sal
     return cache_dir() / "compiled" / f"{package_key(net, shape, dtype, salt)}.pt2"
 
 
-def compiled_package(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> Path:
+def compiled_package(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"",
+                     transform: Transform | None = None) -> Path:
     """The AOTInductor package of ``net`` for images of ``shape`` in ``dtype``: from the cache, else
-    compiled now and written there atomically."""
+    compiled now and written there atomically. ``transform``, where given, makes the network that is compiled
+    from ``net`` (a quantized one, say) and is called only when nothing is cached: ``salt`` must then name
+    whatever else it depends on."""
     path = package_path(net, shape, dtype, salt)
     if path.is_file():
         return path
     log.info("compiling the network for %s images once (kept in %s)", "x".join(map(str, shape)), path.parent)
     example = torch.zeros(EXPORT_BATCH, *shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    compiled = net if transform is None else transform(net)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # pytree deprecations inside torch.export
-        program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._inductor")  # its own notes
+        program = torch.export.export(compiled, (example,), dynamic_shapes=({0: batch},))
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.stem}.{os.getpid()}.pt2")
         try:
@@ -69,9 +75,11 @@ def compiled_package(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
     return path
 
 
-def aot_runner(net: nn.Module, dtype: torch.dtype, salt: bytes = b"") -> Callable[[torch.Tensor], torch.Tensor]:
+def aot_runner(net: nn.Module, dtype: torch.dtype, salt: bytes = b"", transform: Transform | None = None
+               ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from float32 NCHW images to float32 logits that runs ``net`` (in eval mode, on the CPU)
-    compiled ahead of time in ``dtype``, loading or compiling one package per image shape it meets."""
+    compiled ahead of time in ``dtype``, loading or compiling one package per image shape it meets
+    (``transform`` and ``salt``: see ``compiled_package``)."""
     loaded: dict[tuple[int, ...], Any] = {}
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +87,8 @@ def aot_runner(net: nn.Module, dtype: torch.dtype, salt: bytes = b"") -> Callabl
         if shape not in loaded:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                loaded[shape] = torch._inductor.aoti_load_package(str(compiled_package(net, shape, dtype, salt)))
+                package = compiled_package(net, shape, dtype, salt, transform)
+                loaded[shape] = torch._inductor.aoti_load_package(str(package))
         return loaded[shape](x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
 
     return run

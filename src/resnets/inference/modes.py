@@ -12,8 +12,10 @@
 |                 | (``aot.py``); on CUDA by `torch.compile`, replayed as CUDA graphs           |
 | `compile_bf16`  | `bf16` compiled the same way                                                |
 | `onnxruntime`   | ONNX export run by ONNX Runtime (when `onnxruntime` is installed)           |
-| `int8`          | ONNX Runtime static int8 (``onnx.quantize_onnx``), calibrated on the    |
+| `int8`          | ONNX Runtime static int8 (``onnx.quantize_onnx``), calibrated on the        |
 |                 | example input                                                               |
+| `compile_int8`  | PyTorch's static int8 for x86 (``int8.py``: PT2E, torchao), calibrated on   |
+|                 | the example input, compiled ahead of time and cached like `compile`         |
 """
 from __future__ import annotations
 
@@ -27,14 +29,17 @@ from ..errors import ConfigError
 from ..machine import native_bf16
 from .aot import aot_runner, package_path
 from .fuse import fuse_bn
+from .int8 import int8_runner, torchao_available
 from .onnx import onnx_file, onnx_runner, onnxruntime_available
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
-MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime", "int8")
+MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime", "int8", "compile_int8")
 ONNX_MODES = ("onnxruntime", "int8")  # exported to ONNX: they need an example input (int8: calibration images)
+INT8_MODES = ("int8", "compile_int8")  # calibrated on the example input
+EXAMPLE_MODES = (*ONNX_MODES, "compile_int8")  # the modes that need an example input
 # The largest relative difference from float32 eager that each number format allows (max |dy| / max |y|).
 TOLERANCE = {"eager": 0.0, "channels_last": 1e-4, "fused": 1e-4, "compile": 1e-4, "onnxruntime": 1e-4,
-             "bf16": 5e-2, "compile_bf16": 5e-2, "int8": 1e-1}
+             "bf16": 5e-2, "compile_bf16": 5e-2, "int8": 1e-1, "compile_int8": 1e-1}
 COMPILED_TWIN = {"bf16": "compile_bf16", "fused": "compile"}  # the same numbers, compiled ahead of time
 TF32_TOLERANCE = 1e-2  # float32 modes on CUDA: cuDNN convolutions round their inputs to TF32 by default
 
@@ -72,10 +77,11 @@ def available_modes(device: torch.device | str = "cpu", *, compile: bool = True,
                     ) -> tuple[str, ...]:
     """The inference modes that run on ``device``: the ONNX Runtime ones on the CPU where it is installed, the
     bfloat16 ones where bfloat16 is native (or, with ``emulated_bf16``, anywhere: slow, but the same numbers),
-    the compiled ones unless ``compile`` is False."""
+    the compiled ones unless ``compile`` is False (PyTorch's int8 on the CPU where torchao is installed)."""
     cuda = torch.device(device).type == "cuda"
     return tuple(m for m in MODES if (compile or not m.startswith("compile"))
                  and (m not in ONNX_MODES or (onnxruntime_available() and not cuda))
+                 and (m != "compile_int8" or (torchao_available() and not cuda))
                  and ("bf16" not in m or emulated_bf16 or native_bf16(device)))
 
 
@@ -94,21 +100,25 @@ def _cuda_compiled(model: nn.Module) -> nn.Module:
 def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None = None) -> Runner:
     """A function from float32 NCHW images to float32 logits that runs ``model`` (left untouched) in ``mode``.
 
-    ``example`` is needed by the ONNX modes: the export traces it, and ``int8`` calibrates on it (give real
-    images for real accuracy)."""
+    ``example`` is needed by the ONNX modes and ``compile_int8``: the export traces it, and the int8 modes
+    calibrate on it (give real images for real accuracy)."""
     if mode not in MODES:
         raise ConfigError(f"unknown inference mode {mode!r}; expected one of {', '.join(MODES)}")
     model = copy.deepcopy(model).eval()
     if mode == "eager":
         return _no_grad(model)
+    if mode in EXAMPLE_MODES and example is None:
+        raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
     if mode in ONNX_MODES:
-        if example is None:
-            raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
         return onnx_runner(onnx_file(model, example, int8=mode == "int8"))
     if mode == "channels_last":
         net = model.to(memory_format=torch.channels_last)
         return _no_grad(lambda x: net(_layout(x)))
     net, dtype = _folded_net(model, mode)
+    if mode == "compile_int8":
+        if next(model.parameters()).is_cuda:
+            raise ConfigError("the compile_int8 mode runs on the CPU only")
+        return _no_grad(int8_runner(net, example))
     if mode.startswith("compile"):
         if not next(model.parameters()).is_cuda:
             return _no_grad(aot_runner(net, dtype))
