@@ -107,6 +107,18 @@ def test_evaluate_runs_the_onnx_modes_with_calibration_from_the_training_split(t
         assert m.n == 36 and abs(m.top1 - fused.top1) <= 100 * 3 / 36  # at most 3 of 36 images change class
 
 
+@pytest.mark.slow
+def test_evaluate_runs_pytorch_int8_calibrated_on_the_training_split(tree_run):
+    from resnets.inference import torchao_available
+
+    if not torchao_available():
+        pytest.skip("torchao is not installed (pip install torchao)")
+    _, best, _ = tree_run
+    fused = resnets.evaluate(best, split="test")
+    m = resnets.evaluate(best, split="test", mode="compile_int8")
+    assert m.n == 36 and abs(m.top1 - fused.top1) <= 100 * 3 / 36  # at most 3 of 36 images change class
+
+
 def test_compare_modes_refuses_an_unknown_mode(tree_run):
     from resnets.engine.evaluate import compare_modes
 
