@@ -1,6 +1,7 @@
-"""Markdown tables from bench/results/bench.json, for the README.
+"""Markdown tables for the docs from the speed suite's JSON (bench/results/bench.json) or the deploy table's
+(``resnets bench deploy --json --out bench/results/deploy.json``).
 
-    python bench/report.py [bench/results/bench.json]
+    python bench/report.py [bench/results/bench.json | bench/results/deploy.json]
 """
 from __future__ import annotations
 
@@ -40,6 +41,21 @@ def tables(report: dict) -> str:
     return "\n".join(out)
 
 
+def deploy_tables(table: dict) -> str:
+    """The deploy table: one row per network and inference mode."""
+    batches = [str(b) for b in table["batches"] if b != 1]
+    out = ["| network | format | mode | parameters | MACs | file | latency, batch 1 | "
+           + " | ".join(f"images/s, batch {b}" for b in batches) + " | test top-1 |",
+           "|---" * (8 + len(batches)) + "|"]
+    for r in table["rows"]:
+        top1 = f"{r['top1']:.2f}%" if r["top1"] is not None else "-"
+        out.append(f"| {r['network']} | {r['precision']} | `{r['mode']}` | {r['params'] / 1e6:.2f} M | "
+                   f"{r['macs'] / 1e6:,.1f} M | {r['file_mb']:.2f} MB | {r['latency_ms']:.2f} ms | "
+                   + " | ".join(f"{r['images_per_s'][b]:,.0f}" for b in batches) + f" | {top1} |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results" / "bench.json")
-    print(tables(json.loads(path.read_text())))
+    report = json.loads(path.read_text())
+    print(deploy_tables(report) if "rows" in report else tables(report))

@@ -3,7 +3,8 @@ same run: parameters, MACs, file size, latency at batch 1, throughput at batch 1
 trained checkpoint is given.
 
 Rows: each architecture (ResNet-20/56 at 32 px, ResNet-18/50 at 224 px) whole and with 30% and 50% of its
-inner channels removed (the architecture ``resnets prune`` leaves; speed does not depend on the weights), and
+inner channels removed, widths rounded to multiples of 8 (the architecture ``resnets prune --multiple 8`` leaves;
+speed does not depend on the weights), and
 each given checkpoint (a trained, pruned or distilled network: its own architecture, with its test accuracy),
 in every number format the processor runs: float32 (the fastest float32 mode), bfloat16 (where native; eager,
 and compiled ahead of time unless ``compile`` is off) and int8 (ONNX Runtime, and PyTorch's x86 path compiled
@@ -30,6 +31,7 @@ from ..timing import time_interleaved
 
 ARCHITECTURES = (("resnet20", 32), ("resnet56", 32), ("resnet18", 224), ("resnet50", 224))
 PRUNED = (0.3, 0.5)
+MULTIPLE = 8  # the pruned rows keep multiples of 8 channels, as `resnets prune --multiple 8` does
 BATCHES = (1, 16, 64)
 
 
@@ -137,14 +139,14 @@ def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = Fal
         whole = create_model(name).eval()
         example = torch.randn(32, 3, size, size)
         for amount in (0.0, *PRUNED):
-            model = thinner(copy.deepcopy(whole), amount) if amount else whole
+            model = thinner(copy.deepcopy(whole), amount, MULTIPLE) if amount else whole
             label = f"{name} pruned {amount:.0%}" if amount else name
             rows += measure(label, model, size, example, repeats, batches=batches, compile=compile)
             log(format_rows(rows[-len(precisions(compile)):]))
     for label, path in (checkpoints or {}).items():
         rows += _checkpoint_rows(label, path, repeats, batches, compile)
         log(format_rows(rows[-len(precisions(compile)):]))
-    return {"machine": machine_info(), "batches": list(batches), "repeats": repeats,
+    return {"machine": machine_info(), "batches": list(batches), "repeats": repeats, "compile": compile,
             "rows": [asdict(r) for r in rows]}
 
 
