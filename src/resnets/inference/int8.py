@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import logging
 import warnings
+from typing import Callable
 
 import torch
 from torch import nn
@@ -56,8 +57,8 @@ def quantize_pt2e(net: nn.Module, calibration: torch.Tensor) -> nn.Module:
         raise ResnetsError("the compile_int8 mode needs torchao (PyTorch's quantizers): "
                            "pip install 'resnets[deploy]'") from None
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    example = calibration[[0, -1]].float()  # two images: a batch of one would fix the size
-    example = example.contiguous(memory_format=torch.channels_last)
+    # two images (the first and last): an export at batch 1 would fix the batch size to 1
+    example = calibration[[0, -1]].float().contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # strict: a module called twice (a block's ReLU) gets one partition per call, as the quantizer needs
@@ -70,7 +71,7 @@ def quantize_pt2e(net: nn.Module, calibration: torch.Tensor) -> nn.Module:
         return convert_pt2e(prepared)
 
 
-def int8_runner(net: nn.Module, calibration: torch.Tensor):
+def int8_runner(net: nn.Module, calibration: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from float32 NCHW images to float32 logits running ``net`` (float32, batch norm folded)
     quantized on ``calibration`` and compiled ahead of time, for images of the calibration images' size."""
     if len(calibration) == 0:
