@@ -168,7 +168,9 @@ def plot_deploy(table: dict[str, Any], path: Path) -> Path:
     rows = table["rows"]
     batch = str(max(table["batches"]))
     markers = {"bf16": "s", "compile_bf16": "D", "int8": "^", "compile_int8": "v"}  # float32 modes: "o"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    speed_only = [r for r in rows if r["top1"] is None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.15 * len(speed_only))),
+                                      gridspec_kw={"width_ratios": [1.2, 1]})
     trained = [r for r in rows if r["top1"] is not None]
     colours = {n: f"C{i}" for i, n in enumerate(dict.fromkeys(r["network"] for r in trained))}
     for r in trained:
@@ -178,7 +180,6 @@ def plot_deploy(table: dict[str, Any], path: Path) -> Path:
     left.grid(alpha=0.3)
     if trained:
         left.legend(fontsize=7)
-    speed_only = [r for r in rows if r["top1"] is None]
     labels = [f"{r['network']} {r['mode']}" for r in speed_only]
     right.barh(labels, [r["images_per_s"][batch] for r in speed_only],
                color=[{"float32": "#4c72b0", "bfloat16": "#55a868", "int8": "#c44e52"}[r["precision"]]
