@@ -67,3 +67,10 @@ def test_quick_suite_on_cuda_agrees_with_the_baseline():
     assert all(r.agrees for r in report.inference), [(r.mode, r.max_rel_diff) for r in report.inference]
     assert all(r.images_per_s > 0 for r in report.training)
     assert report.memory[-1].activation_mb_per_image < report.memory[0].activation_mb_per_image
+
+
+def test_each_mode_is_measured_against_the_peak_of_its_number_format():
+    from resnets.benchmark.speed import _peak_kind
+
+    assert [_peak_kind(m) for m in ("int8", "compile_int8", "bf16", "compile_bf16", "fused", "onnxruntime")] == \
+        ["int8", "int8", "bf16", "bf16", "fp32", "fp32"]

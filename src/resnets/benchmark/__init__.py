@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..errors import ResnetsError
-from ..inference import available_modes, onnxruntime_available
+from ..inference import INT8_MODES, available_modes, onnxruntime_available
 from ..machine import machine_info, native_bf16
 from .memory import MemoryRow, bench_memory
 from .peaks import matmul_peak
@@ -54,9 +54,11 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
     train_modes = tuple(m for m in TRAIN_MODES
                         if (compile or m != "compile") and (m != "bf16" or native_bf16(device)))
     n = 512 if quick else 8192 if cuda else 2048
-    # the peaks of the number formats that some mode runs in: bfloat16 where native, int8 in ONNX Runtime on the CPU
+    # the peaks of the number formats that some mode runs in: bfloat16 where native, int8 where an int8 mode runs
+    # (its peak is ONNX Runtime's int8 GEMM, so only where that is installed)
+    int8 = onnxruntime_available() and bool(set(modes) & set(INT8_MODES))
     kinds = (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if native_bf16(device) else ()) + (
-        (("int8", torch.int8),) if onnxruntime_available() and not cuda else ())
+        (("int8", torch.int8),) if int8 else ())
     peaks = {kind: matmul_peak(dtype, n, device=device) for kind, dtype in kinds}
     report = BenchReport(machine_info(), peaks, torch.device(device).type)
     log("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} G/s" for k, v in peaks.items()))

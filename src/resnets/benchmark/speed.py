@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..inference import prepare_inference, tolerance
+from ..inference import INT8_MODES, prepare_inference, tolerance
 from ..machine import native_bf16
 from ..models import create_model
 from ..models.profile import profile_model
@@ -18,7 +18,8 @@ TRAIN_MODES = ("naive", "channels_last", "bf16", "compile")
 
 
 def _peak_kind(mode: str) -> str:
-    return "int8" if mode == "int8" else "bf16" if "bf16" in mode else "fp32"
+    """The number format whose matmul peak ``mode`` is measured against."""
+    return "int8" if mode in INT8_MODES else "bf16" if "bf16" in mode else "fp32"
 
 
 @dataclass
@@ -76,9 +77,10 @@ def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], pe
         diff = ((runner(x) - reference).abs().max() / reference.abs().max()).item()
         rate = batch / t.median_s
         base_rate = base_rate or rate
-        peak = peaks[_peak_kind(mode)]
+        peak = peaks.get(_peak_kind(mode))  # none for int8 without ONNX Runtime, whose GEMM defines it
         rows.append(InferenceRow(name, size, batch, mode, rate, 1e3 * t.p50_s, 1e3 * t.p99_s, rate / base_rate, diff,
-                                 diff <= tolerance(mode, device), rate * gflops * 1e9 / peak))
+                                 diff <= tolerance(mode, device),
+                                 rate * gflops * 1e9 / peak if peak else float("nan")))
     return rows
 
 
