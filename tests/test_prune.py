@@ -131,6 +131,16 @@ def test_prune_fine_tune_and_reload(parent, tmp_path, capsys):
     assert "max |difference|" in capsys.readouterr().out
 
 
+def test_distilled_fine_tuning_has_the_parent_as_teacher(parent, tmp_path):
+    from resnets.engine.checkpoint import load_training_checkpoint
+
+    r = prune_checkpoint(parent, tmp_path / "kd.pt", 0.5, finetune_epochs=1, distill=True, progress=False)
+    assert r["finetuned"]["distilled"] is True and r["finetuned"]["top1"]["test"] > 50
+    ckpt = load_training_checkpoint(tmp_path / "kd.pt")
+    assert ckpt["config"]["teachers"] == [str(parent)] and ckpt["pruned"]["amount"] == 0.5
+    assert ckpt["config"]["distill_alpha"] == 0.9 and ckpt["config"]["distill_temperature"] == 4.0
+
+
 def test_weights_file_and_bad_requests(parent, tmp_path, capsys):
     r = prune_checkpoint(parent, tmp_path / "w.safetensors", 0.3, criterion="bn", scope="global", progress=False)
     assert r["recalibrated"]["images"] == 2048 and "finetuned" not in r
@@ -139,6 +149,7 @@ def test_weights_file_and_bad_requests(parent, tmp_path, capsys):
     for bad, message in ((["--amount", "0"], "between 0 and 1"), (["--amount", "1.5"], "between 0 and 1"),
                          (["--amount", "0.5", "--lr-factor", "2"], "learning-rate factor"),
                          (["--amount", "0.5", "--multiple", "0"], "whole number >= 1"),
+                         (["--amount", "0.5", "--distill"], "give --finetune-epochs too"),
                          (["--amount", "0.5", "--out", str(tmp_path / "x.onnx")], "a .pt or .safetensors")):
         args = ["prune", str(parent), *bad] + ([] if "--out" in bad else ["--out", str(tmp_path / "bad.pt")])
         assert main(args) == 2

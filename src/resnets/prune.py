@@ -127,11 +127,12 @@ def size_of(model: nn.Module, input_size: int) -> dict[str, int]:
 
 def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, criterion: str = "l1",
                      scope: str = "layer", multiple: int = 1, finetune_epochs: float = 0, lr_factor: float = 0.1,
-                     data: str | None = None, data_root: str | None = None, calibration: int = 2048,
-                     progress: bool = True) -> dict[str, Any]:
+                     distill: bool = False, data: str | None = None, data_root: str | None = None,
+                     calibration: int = 2048, progress: bool = True) -> dict[str, Any]:
     """Prune a trained checkpoint, re-estimate its batch-norm statistics on ``calibration`` training images,
-    fine-tune it for ``finetune_epochs`` with its own recipe at ``lr_factor``
-    times its learning rate, and write the smaller network to ``out`` (``.pt`` checkpoint, or ``.safetensors``
+    fine-tune it for ``finetune_epochs`` with its own recipe at ``lr_factor`` times its learning rate (with
+    ``distill``, learning from the parent's outputs as well as the labels: the parent is the teacher), and
+    write the smaller network to ``out`` (``.pt`` checkpoint, or ``.safetensors``
     weights; with fine-tuning, the network before it is kept as ``OUT-pruned.pt`` and the run in
     ``OUT-finetune/``). Returns sizes and validation/test top-1 before pruning, after it and after fine-tuning."""
     from .engine.evaluate import calibration_images, load_checkpoint_and_data
@@ -142,6 +143,8 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
     if finetune_epochs < 0 or not 0 < lr_factor <= 1 or calibration < 1:
         raise ConfigError("--finetune-epochs must be >= 0, the learning-rate factor in (0, 1] and the calibration "
                           "images >= 1")
+    if distill and not finetune_epochs:
+        raise ConfigError("--distill teaches the pruned network during fine-tuning: give --finetune-epochs too")
     check_settings(amount, criterion, scope, multiple)  # before any work
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     ckpt = loaded.checkpoint
@@ -155,16 +158,18 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
     report["recalibrated"] = {"images": calibration, "top1": split_top1(model, loaded)}
     config = {**ckpt["config"], "model_args": {**ckpt["config"].get("model_args", {}), "channels": channels}}
     description = {k: report[k] for k in ("parent", "amount", "criterion", "scope", "multiple")}
+    teachers = [str(checkpoint)] if distill else None
     result = {**{k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "rng", "ema")},
               "config": config, "model": model.state_dict(), "pruned": description}
     out.parent.mkdir(parents=True, exist_ok=True)
     if finetune_epochs:
         start = out.with_name(out.stem + "-pruned.pt")
         save_checkpoint(start, result)
-        best = finetune(start, config, finetune_epochs, lr_factor, out.with_name(out.stem + "-finetune"), progress)
+        best = finetune(start, config, finetune_epochs, lr_factor, out.with_name(out.stem + "-finetune"), progress,
+                        teachers)
         result = {**load_training_checkpoint(best), "pruned": description}
         tuned, _ = model_from_checkpoint(best)
-        report["finetuned"] = {"epochs": finetune_epochs, "top1": split_top1(tuned, loaded)}
+        report["finetuned"] = {"epochs": finetune_epochs, "distilled": distill, "top1": split_top1(tuned, loaded)}
     if out.suffix == ".safetensors":
         save_weights(out, result, {"pruned": description})
     else:
@@ -183,14 +188,17 @@ def split_top1(model: nn.Module, loaded: Any) -> dict[str, float]:
 
 
 def finetune(start: Path, config: dict[str, Any], epochs: float, lr_factor: float, folder: Path,
-             progress: bool = True) -> Path:
+             progress: bool = True, teachers: list[str] | None = None) -> Path:
     """Train the network of checkpoint ``start`` on for ``epochs`` with the recipe ``config`` at ``lr_factor``
-    times its learning rate, no warm-up, into ``folder``; returns the best checkpoint's path. (The same call on
-    the unpruned parent is the fair control for a pruned network's fine-tuning: equal extra training.)"""
+    times its learning rate, no warm-up, into ``folder`` (distilled from ``teachers`` where given, instead of
+    the recipe's own); returns the best checkpoint's path. (The same call on the unpruned parent is the fair
+    control for a pruned network's fine-tuning: equal extra training.)"""
     from .engine import TrainConfig, train
 
     settings = {**config, "pretrained": str(start), "epochs": epochs, "lr": config["lr"] * lr_factor,
                 "warmup_epochs": 0, "out": str(folder), "progress": progress, "save_init": False}
+    if teachers is not None:
+        settings["teachers"] = teachers
     log.info("fine-tuning for %g epochs at learning rate %g", epochs, settings["lr"])
     train(TrainConfig(**settings))
     return folder / "best.pt"

@@ -60,7 +60,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
 
     r = prune_checkpoint(args.checkpoint, args.out, args.amount, criterion=args.criterion, scope=args.scope,
                          multiple=args.multiple,
-                         finetune_epochs=args.finetune_epochs, lr_factor=args.lr_factor, data=args.data,
+                         finetune_epochs=args.finetune_epochs, lr_factor=args.lr_factor, distill=args.distill,
+                         data=args.data,
                          data_root=args.data_root, calibration=args.calibration, progress=not args.json)
     if args.json:
         print(json.dumps(r))
@@ -75,7 +76,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
     print(f"parameters {b['params']:,} -> {p['params']:,} ({1 - p['params'] / b['params']:.1%} fewer), MACs "
           f"{b['macs']:,} -> {p['macs']:,} ({1 - p['macs'] / b['macs']:.1%} fewer)")
     print(f"top-1: parent {top1(b['top1'])}; pruned {top1(p['top1'])}; batch norm re-estimated "
-          f"{top1(r['recalibrated']['top1'])}" + (f"; fine-tuned {r['finetuned']['epochs']:g} epochs "
+          f"{top1(r['recalibrated']['top1'])}" + (f"; fine-tuned {r['finetuned']['epochs']:g} epochs"
+                                                   f"{' distilled from the parent' if args.distill else ''} "
                                                    f"{top1(r['finetuned']['top1'])}" if "finetuned" in r else ""))
 
 
@@ -92,6 +94,9 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="round each block's kept channels to a multiple of N (8 or 16: kernel-friendly widths)")
     p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tune with the checkpoint's recipe")
     p.add_argument("--lr-factor", type=float, default=0.1, help="fine-tuning learning rate / the recipe's")
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune learning from the parent's outputs too (knowledge distillation, the parent "
+                        "as teacher)")
     p.add_argument("--calibration", type=int, default=2048,
                    help="training images to re-estimate batch-norm statistics on after pruning")
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
