@@ -21,7 +21,7 @@ from common import CIFAR10_LOSSLESS, RESULTS, write_result
 from resnets.benchmark.peaks import matmul_peak
 from resnets.engine.evaluate import calibration_images, load_checkpoint_and_data
 from resnets.engine.predict import evaluate_split
-from resnets.inference import fastest_mode, prepare_inference
+from resnets.inference import NUMBER_FORMAT, fastest_mode, prepare_inference
 from resnets.machine import machine_info, native_bf16
 from resnets.models import create_model
 from resnets.prune import size_of
@@ -50,8 +50,8 @@ def network_row(name: str, batch: int, repeats: int, data: str | None) -> dict:
     if native_bf16():  # the default mode there, and its compiled twin
         makers |= {"bf16": lambda: prepare_inference(model, "bf16"),
                    "compile_bf16": lambda: prepare_inference(model, "compile_bf16")}
-    makers |= {"int8 onnxruntime": lambda: prepare_inference(model, "int8", calibration),
-               "int8 inductor": lambda: prepare_inference(model, "compile_int8", calibration)}
+    makers |= {"int8": lambda: prepare_inference(model, "int8", calibration),
+               "compile_int8": lambda: prepare_inference(model, "compile_int8", calibration)}
     built = {k: first_call(make, x) for k, make in makers.items()}
     _, reload_s = first_call(makers["compile"], x)  # the package is on disk now
     runners = {k: r for k, (r, _) in built.items()}
@@ -77,12 +77,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=str(RESULTS / "int8"))
     args = p.parse_args()
-    formats = {"float32": torch.float32, "int8": torch.int8} | ({"bf16": torch.bfloat16} if native_bf16() else {})
+    formats = {"float32": torch.float32, "int8": torch.int8} | ({"bfloat16": torch.bfloat16} if native_bf16() else {})
     peaks = {k: matmul_peak(dtype) / 1e9 for k, dtype in formats.items()}
     rows = [network_row("resnet20", 64, args.repeats, args.data), network_row("resnet50", 16, args.repeats, None)]
     for row in rows:
         for k, m in row["modes"].items():
-            m["peak_share"] = round(m["gflops"] / peaks[next((f for f in ("int8", "bf16") if f in k), "float32")], 3)
+            m["peak_share"] = round(m["gflops"] / peaks[NUMBER_FORMAT[k]], 3)
     write_result("paths", {"command": "python bench/int8_paths.py", "machine": machine_info(),
                            "peak_gops": {k: round(v, 1) for k, v in peaks.items()}, "rows": rows}, args.out)
 

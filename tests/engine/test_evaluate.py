@@ -128,6 +128,28 @@ def test_compare_modes_refuses_an_unknown_mode(tree_run):
         compare_modes(best, ["fp8"])
 
 
+@pytest.mark.slow
+def test_a_server_sized_workload_compiles_once(tree_run, caplog):
+    import math
+
+    from resnets.inference.modes import COMPILED_TWIN, fastest_mode
+
+    _, best, _ = tree_run
+    twin = COMPILED_TWIN.get(fastest_mode())
+    if twin is None:
+        pytest.skip(f"{fastest_mode()} is the fastest mode on this machine: it has no compiled twin")
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    fused = resnets.Predictor(best, mode="fused").predict_tensor(images, topk=3)
+    assert resnets.Predictor(best, images=100).mode == fastest_mode()  # a few images: compiling would not pay
+    with caplog.at_level("INFO", logger="resnets"):
+        served = resnets.Predictor(best, images=math.inf)
+    assert served.mode == twin and f"running in {twin}" in caplog.text
+    assert resnets.Predictor(best).mode == twin  # compiled once: every later run takes the package up
+    tol = 1e-2 if twin == "compile_bf16" else 1e-5
+    for a, f in zip(served.predict_tensor(images, topk=3), fused):
+        assert [c for c, _ in a] == [c for c, _ in f] and [p for _, p in a] == pytest.approx([p for _, p in f], abs=tol)
+
+
 def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
     from resnets.inference import fastest_mode
 

@@ -109,3 +109,29 @@ def test_a_cached_compiled_package_takes_over_from_its_twin(monkeypatch, model_a
     assert inference.fastest_mode("cuda", model=model, shape=shape) in ("bf16", "fused")  # CUDA compiles anew
     monkeypatch.setattr(inference, "onnxruntime_available", lambda: True)
     assert inference.fastest_mode("cpu", float32=True, model=model, shape=shape) == "onnxruntime"  # still faster
+
+
+def test_every_mode_names_its_number_format():
+    from resnets.inference import INT8_MODES, NUMBER_FORMAT, WEIGHT_BYTES
+
+    assert set(NUMBER_FORMAT) == set(MODES) == set(TOLERANCE)
+    assert set(NUMBER_FORMAT.values()) == set(WEIGHT_BYTES)
+    assert INT8_MODES == ("int8", "compile_int8")
+    assert [m for m in MODES if NUMBER_FORMAT[m] == "bfloat16"] == ["bf16", "compile_bf16"]
+
+
+def test_enough_work_makes_compiling_pay(monkeypatch, model_and_input):
+    import math
+
+    import resnets.inference.modes as inference
+
+    model, shape = model_and_input[0], (3, 40, 40)  # a shape no other test compiles for
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(inference, "onnxruntime_available", lambda: False)
+    assert inference.fastest_mode("cpu", model=model, shape=shape, images=64) == "bf16"  # milliseconds of work
+    assert inference.fastest_mode("cpu", model=model, shape=shape, images=math.inf) == "compile_bf16"  # a server
+    assert inference.fastest_mode("cuda", model=model, shape=shape, images=math.inf) == "bf16"
+    seconds = inference._seconds_for(model, "bf16", shape, 64)
+    assert 0 < seconds < inference.COMPILE_PAYS_AFTER_S
+    monkeypatch.setattr(inference, "COMPILE_PAYS_AFTER_S", seconds / 100)  # a slower model: the same images pay
+    assert inference.fastest_mode("cpu", model=model, shape=shape, images=64) == "compile_bf16"

@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..inference import fastest_mode, onnxruntime_available, prepare_inference, torchao_available
+from ..inference import (NUMBER_FORMAT, WEIGHT_BYTES, fastest_mode, onnxruntime_available, prepare_inference,
+                         torchao_available)
 from ..inference.onnx import onnx_file, onnx_runner
 from ..machine import native_bf16
 from ..models import create_model
@@ -59,17 +60,14 @@ def thinner(model: nn.Module, amount: float, multiple: int = 1) -> nn.Module:
 
 def precisions(compile: bool = True) -> list[tuple[str, str]]:
     """(number format, inference mode) pairs this processor runs; the compiled ones unless ``compile`` is off."""
-    found = [("float32", fastest_mode(float32=True))]
+    modes = [fastest_mode(float32=True)]
     if native_bf16("cpu"):
-        found += [("bfloat16", "bf16")] + ([("bfloat16", "compile_bf16")] if compile else [])
+        modes += ["bf16"] + (["compile_bf16"] if compile else [])
     if onnxruntime_available():
-        found.append(("int8", "int8"))
+        modes.append("int8")
     if compile and torchao_available():
-        found.append(("int8", "compile_int8"))
-    return found
-
-
-BYTES_PER_WEIGHT = {"bf16": 2, "compile_bf16": 2, "compile_int8": 1}  # else 4 (float32)
+        modes.append("compile_int8")
+    return [(NUMBER_FORMAT[m], m) for m in modes]
 
 
 def _runner(model: nn.Module, mode: str, example: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
@@ -80,7 +78,7 @@ def _runner(model: nn.Module, mode: str, example: torch.Tensor) -> tuple[Callabl
         return onnx_runner(path), path.stat().st_size
     runner = prepare_inference(model, mode, example)
     runner(example[:1])
-    return runner, BYTES_PER_WEIGHT.get(mode, 4) * sum(p.numel() for p in model.parameters())
+    return runner, WEIGHT_BYTES[NUMBER_FORMAT[mode]] * sum(p.numel() for p in model.parameters())
 
 
 def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, repeats: int,

@@ -171,8 +171,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         checkpoint, images = (args.model, args.inputs) if args.model else (args.inputs[0], args.inputs[1:])
     if not images:
         raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --weights FILE IMAGE...)")
-    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode)
     files = find_images(images)
+    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode,
+                          images=len(files) * (2 if args.tta_flip else 1))
     for start in range(0, len(files), args.batch_size):
         loaded, names = [], []
         for f in files[start:start + args.batch_size]:

@@ -16,6 +16,7 @@ JSON body ``{"error": "..."}``; the server keeps serving.
 
 import asyncio
 import base64
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -214,7 +215,7 @@ def serve(source: str, host: str = "127.0.0.1", port: int = 8000, cfg: ServeConf
     """Run the service for a checkpoint, a weights file or a shipped weights name until interrupted."""
     if not 0 <= port <= 65535:
         raise ResnetsError(f"port must be in 0..65535, got {port}")
-    predictor = Predictor(source, mode=mode)
+    predictor = Predictor(source, mode=mode, images=math.inf)  # a server's work is open-ended: compiling pays
     app = create_app(predictor, cfg, name=Path(str(source)).stem)
     import uvicorn
 

@@ -29,13 +29,14 @@ log = logging.getLogger("resnets")
 
 
 def _runner(model: torch.nn.Module, mode: str, device: torch.device, calibration: torch.Tensor | None = None,
-            *, float32: bool = False) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """The inference function for ``mode``, and the mode it runs. "auto" is ``fastest_mode`` (float32 modes
-    only with ``float32``), and falls back to batch norm folded into float32 where the ONNX export fails. The
-    ONNX modes export on ``calibration`` (normalised images), and int8 takes its activation ranges from it."""
+            *, float32: bool = False, images: float = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """The inference function for ``mode``, and the mode it runs. "auto" is ``fastest_mode`` for ``images``
+    images of work (float32 modes only with ``float32``), and falls back to batch norm folded into float32
+    where the ONNX export fails. The ONNX modes export on ``calibration`` (normalised images), and int8 takes
+    its activation ranges from it."""
     if mode == "auto":  # a compiled package already in the cache for this image shape is used
         shape = None if calibration is None else tuple(calibration.shape[1:])
-        mode = fastest_mode(device, float32=float32, model=model, shape=shape)
+        mode = fastest_mode(device, float32=float32, model=model, shape=shape, images=images)
         if mode in ONNX_MODES:
             try:
                 return prepare_inference(model, mode, calibration), mode
@@ -224,11 +225,12 @@ class Predictor:
     ``mode`` is an inference mode (``inference.MODES``, int8 aside: it needs calibration images, see
     ``resnets quantize``); "auto" is ``inference.fastest_mode``: bfloat16 where the device runs it
     natively (AVX512-BF16/AMX, CUDA), else ONNX Runtime's float32 where installed, else batch norm folded;
-    on the CPU, bfloat16 or folded float32 compiled ahead of time where an earlier run left the package.
+    on the CPU, bfloat16 or folded float32 compiled ahead of time where an earlier run left the package, or
+    where ``images`` (the work expected: ``math.inf`` for a server) is enough for compiling to pay.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,
-                 mode: str = "auto") -> None:
+                 mode: str = "auto", images: float = 0) -> None:
         model, ckpt = model_from_checkpoint(checkpoint)
         self.device = resolve_device(device)
         self.model = model  # float32, eval mode, on the CPU: for gradients (Grad-CAM) and export
@@ -241,7 +243,10 @@ class Predictor:
             else "bilinear"
         size = ckpt.get("crop_size") or self.image_size
         example = torch.zeros(1, self.in_chans, size, size) if mode in ("auto", "onnxruntime") else None
-        self.forward, self.mode = _runner(model, mode, self.device, example)  # the mode "auto" chose
+        self.forward, self.mode = _runner(model, mode, self.device, example, images=images)  # what "auto" chose
+        if mode == "auto" and self.mode.startswith("compile"):  # load or compile the package now, not mid-work
+            log.info("running in %s (compiled once per network and image size, then cached)", self.mode)
+            self.forward(example)
         self.tta_flip = tta_flip
         self.aug = checkpoint_augment(ckpt)
 

@@ -3,10 +3,10 @@ channels_last, bfloat16, compiled, ONNX Runtime, int8 in ONNX Runtime or in PyTo
 ``prepare_inference`` call, and ONNX export."""
 from .fuse import fuse_bn
 from .int8 import torchao_available
-from .modes import (EXAMPLE_MODES, INT8_MODES, MODES, ONNX_MODES, Runner, available_modes, fastest_mode,
-                    prepare_inference, tolerance)
+from .modes import (EXAMPLE_MODES, INT8_MODES, MODES, NUMBER_FORMAT, ONNX_MODES, WEIGHT_BYTES, Runner,
+                    available_modes, fastest_mode, prepare_inference, tolerance)
 from .onnx import onnx_runner, onnx_session, onnxruntime_available
 
-__all__ = ["EXAMPLE_MODES", "INT8_MODES", "MODES", "ONNX_MODES", "Runner", "available_modes", "fastest_mode",
-           "fuse_bn", "onnx_runner", "onnx_session", "onnxruntime_available", "prepare_inference", "tolerance",
-           "torchao_available"]
+__all__ = ["EXAMPLE_MODES", "INT8_MODES", "MODES", "NUMBER_FORMAT", "ONNX_MODES", "WEIGHT_BYTES", "Runner",
+           "available_modes", "fastest_mode", "fuse_bn", "onnx_runner", "onnx_session", "onnxruntime_available",
+           "prepare_inference", "tolerance", "torchao_available"]

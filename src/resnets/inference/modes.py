@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import time
 from typing import Callable
 
 import torch
@@ -35,12 +37,20 @@ from .onnx import onnx_file, onnx_runner, onnxruntime_available
 Runner = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime", "int8", "compile_int8")
 ONNX_MODES = ("onnxruntime", "int8")  # exported to ONNX: they need an example input (int8: calibration images)
-INT8_MODES = ("int8", "compile_int8")  # calibrated on the example input
+# The number format each mode computes in: the matmul peak its speed is a share of, the bytes a weight costs.
+NUMBER_FORMAT = {"eager": "float32", "channels_last": "float32", "fused": "float32", "compile": "float32",
+                 "onnxruntime": "float32", "bf16": "bfloat16", "compile_bf16": "bfloat16", "int8": "int8",
+                 "compile_int8": "int8"}
+WEIGHT_BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
+INT8_MODES = tuple(m for m, f in NUMBER_FORMAT.items() if f == "int8")  # calibrated on the example input
 EXAMPLE_MODES = (*ONNX_MODES, "compile_int8")  # the modes that need an example input
 # The largest relative difference from float32 eager that each number format allows (max |dy| / max |y|).
 TOLERANCE = {"eager": 0.0, "channels_last": 1e-4, "fused": 1e-4, "compile": 1e-4, "onnxruntime": 1e-4,
              "bf16": 5e-2, "compile_bf16": 5e-2, "int8": 1e-1, "compile_int8": 1e-1}
 COMPILED_TWIN = {"bf16": "compile_bf16", "fused": "compile"}  # the same numbers, compiled ahead of time
+# Seconds of work in the plain mode above which compiling its twin pays: compiling costs 5-20 s once on 2 cores
+# (then the package is cached) and the twin runs 1.3-2x as fast, so past about 3x the compile time it is ahead.
+COMPILE_PAYS_AFTER_S = 30.0
 TF32_TOLERANCE = 1e-2  # float32 modes on CUDA: cuDNN convolutions round their inputs to TF32 by default
 
 
@@ -52,25 +62,41 @@ def tolerance(mode: str, device: torch.device | str = "cpu") -> float:
 
 
 def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False, model: nn.Module | None = None,
-                 shape: tuple[int, ...] | None = None) -> str:
+                 shape: tuple[int, ...] | None = None, images: float = 0) -> str:
     """The fastest inference mode on ``device`` whose numbers agree with float32 within its number format, and
-    that compiles nothing now: bfloat16 where it is native (unless ``float32``: then the numbers are float32's
-    to about 1e-6), else ONNX Runtime's float32 where it runs (as fast as folded PyTorch or faster, up to 1.6x,
-    in every configuration of the speed suite on an AVX-512 and an AVX2 CPU), else batch norm folded into
-    float32 convolutions. The ONNX export costs about a second (ResNet-20) to a few (ResNet-50) once: it pays
-    off over a few hundred to a few thousand images.
+    that compiles nothing now unless the work ahead pays for it: bfloat16 where it is native (unless
+    ``float32``: then the numbers are float32's to about 1e-6), else ONNX Runtime's float32 where it runs (as
+    fast as folded PyTorch or faster, up to 1.6x, in every configuration of the speed suite on an AVX-512 and
+    an AVX2 CPU), else batch norm folded into float32 convolutions. The ONNX export costs about a second
+    (ResNet-20) to a few (ResNet-50) once: it pays off over a few hundred to a few thousand images.
 
     Given the ``model`` and the image ``shape`` (channels, height, width), a CPU mode whose compiled twin is
     already in the cache (``aot.py``: an earlier run in ``compile_bf16`` or ``compile`` paid the compilation)
     gives way to it: ``bf16`` to ``compile_bf16``, ``fused`` to ``compile``, faster in every row of the speed
-    suite and loaded in a second or two. ONNX Runtime's float32 keeps its place: it is the faster of the two."""
+    suite and loaded in a second or two. ONNX Runtime's float32 keeps its place: it is the faster of the two.
+    ``images`` is the work ahead (``math.inf`` for a server): where the plain mode would take longer than
+    ``COMPILE_PAYS_AFTER_S`` over it (timed on one batch), the twin is chosen and compiles on its first call."""
     mode = "bf16" if not float32 and native_bf16(device) else (
         "onnxruntime" if "onnxruntime" in available_modes(device, compile=False) else "fused")
     twin = COMPILED_TWIN.get(mode)
     if twin is None or model is None or shape is None or torch.device(device).type != "cpu":
         return mode
     net, dtype = _folded_net(model, twin)
-    return twin if package_path(net, tuple(shape), dtype).is_file() else mode
+    if package_path(net, tuple(shape), dtype).is_file():
+        return twin
+    return twin if _seconds_for(model, mode, tuple(shape), images) > COMPILE_PAYS_AFTER_S else mode
+
+
+def _seconds_for(model: nn.Module, mode: str, shape: tuple[int, ...], images: float) -> float:
+    """About how long ``mode`` takes for ``images`` images of ``shape``: one batch of up to 16 timed after a
+    warm-up call."""
+    if images <= 0 or math.isinf(images):
+        return images
+    x, run = torch.zeros(int(min(images, 16)), *shape), prepare_inference(model, mode)
+    run(x)
+    start = time.perf_counter()
+    run(x)
+    return (time.perf_counter() - start) / len(x) * images
 
 
 def available_modes(device: torch.device | str = "cpu", *, compile: bool = True, emulated_bf16: bool = False

@@ -17,7 +17,7 @@ class StageStats:
     macs: int
 
 
-def _conv_linear_macs(module: nn.Module, out: torch.Tensor) -> int:
+def layer_macs(module: nn.Module, out: torch.Tensor) -> int:
     """Multiply-accumulates of one conv or linear layer for one image (the convention torchvision reports)."""
     per_image = out[0].numel()
     if isinstance(module, nn.Conv2d):
@@ -40,7 +40,7 @@ def profile_model(model: StagedNet, input_size: int = 224) -> list[StageStats]:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) in owner:
             def hook(mod: nn.Module, _inp: tuple, out: torch.Tensor, i: int = owner[id(m)]) -> None:
-                macs[i] = macs.get(i, 0) + _conv_linear_macs(mod, out)
+                macs[i] = macs.get(i, 0) + layer_macs(mod, out)
 
             handles.append(m.register_forward_hook(hook))
     shapes: list[tuple[int, ...]] = []
