@@ -3,7 +3,7 @@ recipe (SGD 0.1, cosine, batch 128) on CIFAR-10, alone and distilled from a trai
 alpha = 0.9), over the same seeds, compared with ``resnets compare`` (mean ± std, paired t-test and Wilcoxon).
 
     python bench/distill.py --teacher runs/x/resnet-56/best.pt --data cifar-10-python.tar.gz \\
-                            [--epochs 5 --seeds 3 --out runs/distill]
+                            [--epochs 5 --seeds 3 --out runs/distill --results bench/results]
 
 Nothing is chosen on the test split: both arms use the recipe's settings and Hinton's published T and alpha.
 Writes bench/results/distill.json (each arm's accuracy per seed, the statistics, the wall time per run).
@@ -27,7 +27,7 @@ from resnets.analysis.compare import compare, run_one
 from resnets.analysis.stats import paired, summarize
 from resnets.machine import machine_info
 
-from common import write_result
+from common import RESULTS, write_result
 
 
 def _mean(values: list[float]) -> float:
@@ -45,7 +45,7 @@ def _seconds(out: Path, config: str, seeds: int) -> list[float]:
             for s in range(seeds)]
 
 
-def equal_time(recorded: Path, data: str, out: Path) -> None:
+def equal_time(recorded: Path, data: str, out: Path, results: str) -> None:
     """The student alone for as long as a distilled run took, paired against the recorded distilled runs.
 
     The time ratio is the one measured where the distilled runs ran (``recorded_machine``); this run's seconds are
@@ -66,7 +66,7 @@ def equal_time(recorded: Path, data: str, out: Path) -> None:
                                                    "distilled": before["seconds"][f"{student}-distilled"]},
         "top1": {"alone": alone, "distilled": distilled}, "recorded_machine": before["machine"],
         "summary": {"alone": vars(summarize(alone)), "distilled": vars(summarize(distilled))},
-        "distilled_minus_alone": vars(paired(distilled, alone)), "machine": machine_info()})
+        "distilled_minus_alone": vars(paired(distilled, alone)), "machine": machine_info()}, results)
 
 
 def main() -> None:
@@ -77,12 +77,13 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=5)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--equal-time", metavar="DISTILL_JSON", help="train the student alone for a distilled run's time")
-    p.add_argument("--out", default="runs/distill")
+    p.add_argument("--out", default="runs/distill", help="where the runs go")
+    p.add_argument("--results", default=str(RESULTS), help="where the JSON goes")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.equal_time:
-        return equal_time(Path(args.equal_time), args.data, out)
+        return equal_time(Path(args.equal_time), args.data, out, args.results)
     if not args.teacher:
         p.error("--teacher is required (or --equal-time)")
     base = _base_recipe()
@@ -100,7 +101,7 @@ def main() -> None:
     write_result("distill", {"command": f"python bench/distill.py --teacher TEACHER --data DATA --epochs "
                                         f"{args.epochs:g} --seeds {args.seeds}",
                              "teacher": args.teacher, "teacher_test_top1": teacher_top1, "student": args.student, "epochs": args.epochs,
-                             "arms": arms, "seconds": seconds, **report, "machine": machine_info()})
+                             "arms": arms, "seconds": seconds, **report, "machine": machine_info()}, args.results)
 
 
 if __name__ == "__main__":
