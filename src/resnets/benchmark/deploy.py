@@ -177,7 +177,7 @@ def plot_deploy(table: dict[str, Any], path: Path) -> Path:
     left.set(xlabel=f"images/s at batch {batch}", ylabel="top-1 (%)", title="trained networks")
     left.grid(alpha=0.3)
     if trained:
-        left.legend(fontsize=7)
+        left.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below: never on a point
     labels = [f"{r['network']} {r['mode']}" for r in speed_only]
     right.barh(labels, [r["images_per_s"][batch] for r in speed_only],
                color=[{"float32": "#4c72b0", "bfloat16": "#55a868", "int8": "#c44e52"}[r["precision"]]
