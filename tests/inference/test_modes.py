@@ -131,7 +131,7 @@ def test_enough_work_makes_compiling_pay(monkeypatch, model_and_input):
     assert inference.fastest_mode("cpu", model=model, shape=shape, images=64) == "bf16"  # milliseconds of work
     assert inference.fastest_mode("cpu", model=model, shape=shape, images=math.inf) == "compile_bf16"  # a server
     assert inference.fastest_mode("cuda", model=model, shape=shape, images=math.inf) == "bf16"
-    seconds = inference._seconds_for(model, "bf16", shape, 64)
+    seconds = inference._seconds_for(*inference._folded_net(model, "bf16"), shape, 64)
     assert 0 < seconds < inference.COMPILE_PAYS_AFTER_S
     monkeypatch.setattr(inference, "COMPILE_PAYS_AFTER_S", seconds / 100)  # a slower model: the same images pay
     assert inference.fastest_mode("cpu", model=model, shape=shape, images=64) == "compile_bf16"

@@ -84,18 +84,19 @@ def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False, m
     net, dtype = _folded_net(model, twin)
     if package_path(net, tuple(shape), dtype).is_file():
         return twin
-    return twin if _seconds_for(model, mode, tuple(shape), images) > COMPILE_PAYS_AFTER_S else mode
+    return twin if _seconds_for(net, dtype, tuple(shape), images) > COMPILE_PAYS_AFTER_S else mode
 
 
-def _seconds_for(model: nn.Module, mode: str, shape: tuple[int, ...], images: float) -> float:
-    """About how long ``mode`` takes for ``images`` images of ``shape``: one batch of up to 16 timed after a
-    warm-up call."""
+def _seconds_for(net: nn.Module, dtype: torch.dtype, shape: tuple[int, ...], images: float) -> float:
+    """About how long the folded ``net`` (the plain mode: ``_folded_net``) takes in ``dtype`` for ``images``
+    images of ``shape``: one batch of up to 16 timed after a warm-up call."""
     if images <= 0 or math.isinf(images):
         return images
-    x, run = torch.zeros(int(min(images, 16)), *shape), prepare_inference(model, mode)
-    run(x)
-    start = time.perf_counter()
-    run(x)
+    x = _layout(torch.zeros(int(min(images, 16)), *shape, dtype=dtype))
+    with torch.no_grad():
+        net(x)
+        start = time.perf_counter()
+        net(x)
     return (time.perf_counter() - start) / len(x) * images
 
 
