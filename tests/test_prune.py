@@ -131,11 +131,28 @@ def test_prune_fine_tune_and_reload(parent, tmp_path, capsys):
     assert "max |difference|" in capsys.readouterr().out
 
 
+@pytest.mark.precision
 def test_distilled_fine_tuning_has_the_parent_as_teacher(parent, tmp_path):
     from resnets.engine.checkpoint import load_training_checkpoint
 
+    from resnets.data.sources import images_of
+    from resnets.engine.evaluate import load_checkpoint_and_data
+
     r = prune_checkpoint(parent, tmp_path / "kd.pt", 0.5, finetune_epochs=1, distill=True, progress=False)
-    assert r["finetuned"]["distilled"] is True and r["finetuned"]["top1"]["test"] > 50
+    assert r["finetuned"]["distilled"] is True
+    # The student learns its teacher: it agrees with the parent on more test images than the pruned network
+    # did before. (Not its accuracy: over 5 seeds, on this CPU with native bf16 and capped to AVX2, one distilled
+    # epoch from a 2-epoch parent ended at 20-51% test top-1; the gain in agreement was 10-59 points in all 10.)
+    loaded = load_checkpoint_and_data(parent)
+    x = loaded.aug.eval(images_of(loaded.dataset.test, len(loaded.dataset.test)))
+
+    def agreement(path):
+        with torch.no_grad():
+            return (model_from_checkpoint(path)[0].eval()(x).argmax(1) == teacher).float().mean().item()
+
+    with torch.no_grad():
+        teacher = loaded.model.eval()(x).argmax(1)
+    assert agreement(tmp_path / "kd.pt") > agreement(tmp_path / "kd-pruned.pt") + 0.05
     ckpt = load_training_checkpoint(tmp_path / "kd.pt")
     assert ckpt["config"]["teachers"] == [str(parent)] and ckpt["pruned"]["amount"] == 0.5
     assert ckpt["config"]["distill_alpha"] == 0.9 and ckpt["config"]["distill_temperature"] == 4.0

@@ -95,6 +95,7 @@ def test_quantize_checkpoint(tree_run, tmp_path, capsys):
 
 
 @needs_ort
+@pytest.mark.precision
 def test_int8_weights_take_7_bits_where_the_cpu_would_saturate(tree_run, tmp_path):
     import onnx
     from onnx import numpy_helper

@@ -12,6 +12,8 @@ from resnets.engine.checkpoint import load_training_checkpoint, save_checkpoint
 from resnets.engine.distill import distillation_loss, load_teachers, soft_targets
 from resnets.engine.batches import prepare_data
 
+pytestmark = pytest.mark.precision  # in the ISA tier (tests/test_isa_tier.py)
+
 
 def test_the_loss_is_hintons():
     student, teacher = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)

@@ -80,6 +80,7 @@ def test_predictor_resizes_any_image(tree_run):
     assert top[0][0] in ("cat", "dog", "fox")
 
 
+@pytest.mark.precision
 def test_compare_modes_measures_each_mode_against_float32(tree_run, tmp_path):
     from resnets.inference.modes import TOLERANCE
     from resnets.engine.evaluate import compare_modes, format_modes
@@ -99,6 +100,7 @@ def test_compare_modes_measures_each_mode_against_float32(tree_run, tmp_path):
     assert "int8" in format_modes(rows) and "delta" in format_modes(rows)
 
 
+@pytest.mark.precision
 def test_evaluate_runs_the_onnx_modes_with_calibration_from_the_training_split(tree_run):
     _, best, _ = tree_run
     fused = resnets.evaluate(best, split="test")
@@ -108,16 +110,20 @@ def test_evaluate_runs_the_onnx_modes_with_calibration_from_the_training_split(t
 
 
 @pytest.mark.slow
-def test_evaluate_runs_pytorch_int8_calibrated_on_the_training_split(tree_run):
+@pytest.mark.precision
+def test_evaluate_runs_pytorch_int8_calibrated_on_the_training_split(tree_run, caplog):
     from resnets.inference import torchao_available
 
     if not torchao_available():
         pytest.skip("torchao is not installed (pip install torchao)")
     _, best, _ = tree_run
     fused = resnets.evaluate(best, split="test")
-    m = resnets.evaluate(best, split="test", mode="compile_int8")
-    # a network trained for moments has small margins: int8 may move a few of its 36 test images
-    assert m.n == 36 and abs(m.top1 - fused.top1) <= 100 * 5 / 36
+    with caplog.at_level("WARNING", logger="resnets"):
+        m = resnets.evaluate(best, split="test", mode="compile_int8")
+    # This network, trained for moments, has logits of about 80 with gaps of 0.01-0.1 between them for a third
+    # of its images: 8 bits can move them (how many depends on the CPU's kernels). Never silently.
+    assert m.n == 36
+    assert abs(m.top1 - fused.top1) <= 100 * 5 / 36 or "margins are too small for 8 bits" in caplog.text
 
 
 def test_compare_modes_refuses_an_unknown_mode(tree_run):
@@ -129,6 +135,7 @@ def test_compare_modes_refuses_an_unknown_mode(tree_run):
 
 
 @pytest.mark.slow
+@pytest.mark.precision
 def test_a_server_sized_workload_compiles_once(tree_run, caplog):
     import math
 
@@ -150,6 +157,7 @@ def test_a_server_sized_workload_compiles_once(tree_run, caplog):
         assert [c for c, _ in a] == [c for c, _ in f] and [p for _, p in a] == pytest.approx([p for _, p in f], abs=tol)
 
 
+@pytest.mark.precision
 def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
     from resnets.inference import fastest_mode
 

@@ -137,6 +137,7 @@ def test_bad_inputs(tmp_path):
         train(None, resume=tmp_path / "nothing.pt")
 
 
+@pytest.mark.precision
 def test_bf16_autocast_and_channels_last_train(tmp_path):
     result = train(_cfg(tmp_path, subset=128, epochs=1, precision="bf16", channels_last=True, clip_grad=1.0,
                         no_decay_norm_bias=True, nesterov=True, schedule="multistep", milestones=[0.5]))

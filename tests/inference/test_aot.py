@@ -9,6 +9,8 @@ import resnets
 from resnets.files import cache_dir
 from resnets.inference import aot, prepare_inference
 
+pytestmark = pytest.mark.precision  # in the ISA tier (tests/test_isa_tier.py)
+
 
 def tiny() -> nn.Module:
     torch.manual_seed(0)

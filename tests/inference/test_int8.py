@@ -1,11 +1,15 @@
 """PyTorch's int8 path (compile_int8): calibrated, compiled once, then loaded; refused clearly where it cannot run."""
+import copy
+
 import pytest
 import torch
 
 import resnets
 from resnets import ConfigError, ResnetsError
-from resnets.inference import int8, prepare_inference, torchao_available
+from resnets.inference import int8, modes, prepare_inference, torchao_available
 from resnets.inference.modes import TOLERANCE
+
+pytestmark = pytest.mark.precision  # in the ISA tier (tests/test_isa_tier.py)
 
 needs_torchao = pytest.mark.skipif(not torchao_available(), reason="torchao is not installed (pip install torchao)")
 
@@ -74,3 +78,54 @@ def test_without_torchao_one_clear_error(model_and_images, monkeypatch):
     monkeypatch.setattr(modes, "torchao_available", lambda: True)
     assert "compile_int8" in modes.available_modes() and "compile_int8" not in modes.available_modes(compile=False)
     assert "compile_int8" not in modes.available_modes("cuda")
+
+
+def _tied(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with classifier rows that differ by 1e-4 of their size: float32 still tells the classes apart,
+    8-bit weights cannot."""
+    torch.manual_seed(1)
+    model = copy.deepcopy(model)
+    fc = model.fc
+    with torch.no_grad():
+        fc.weight.copy_(torch.randn(1, fc.in_features) + 1e-4 * torch.randn(fc.out_features, fc.in_features))
+        fc.bias.zero_()
+    return model
+
+
+def test_agreement_check_warns_only_when_int8_moves_the_answers(model_and_images, caplog):
+    from resnets.inference.modes import check_agreement, int8_moved
+
+    model, x = model_and_images
+    with torch.no_grad():
+        ref = model(x)
+    same = lambda images: model(images) + 0.01  # noqa: E731
+    flipped = lambda images: -model(images)  # noqa: E731
+    assert int8_moved(model, same, x) == 0 and int8_moved(model, flipped, x) == 1
+    with caplog.at_level("WARNING", logger="resnets"):
+        torch.testing.assert_close(check_agreement(model, same, x, "int8")(x), ref + 0.01)
+        assert caplog.text == ""
+        run = check_agreement(model, flipped, x, "int8")
+        torch.testing.assert_close(run(x), -ref)
+        run(x)  # checked once
+    assert caplog.text.count("\n") == 1 and "changes the top-1 class of 16 of 16 calibration images" in caplog.text
+
+
+@pytest.mark.skipif(not modes.onnxruntime_available(), reason="onnxruntime is not installed")
+def test_int8_of_a_network_with_tied_classes_says_so(model_and_images, caplog):
+    model, x = model_and_images
+    with caplog.at_level("WARNING", logger="resnets"):
+        prepare_inference(_tied(model), "int8", x)(x)
+    assert "margins are too small for 8 bits" in caplog.text
+
+
+@pytest.mark.skipif(not modes.onnxruntime_available(), reason="onnxruntime is not installed")
+def test_a_trained_network_on_real_images_keeps_its_answers_in_int8(caplog):
+    """The shipped CIFAR-10 ResNet-20 on 200 original test images (tests/fixtures), calibrated on them: no
+    warning, and top-1 within one image of float32 (a random network's margins are too small to ask this)."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "cifar10-test-200"
+    fused = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="fused")
+    with caplog.at_level("WARNING", logger="resnets"):
+        m = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="int8")
+    assert "margins" not in caplog.text and m.n == 200 and abs(m.top1 - fused.top1) <= 100 / 200

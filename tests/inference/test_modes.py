@@ -8,6 +8,8 @@ from resnets.inference import MODES, onnxruntime_available, prepare_inference
 from resnets.inference.modes import TOLERANCE
 from resnets.machine import native_bf16
 
+pytestmark = pytest.mark.precision  # in the ISA tier (tests/test_isa_tier.py)
+
 FAST_MODES = [m for m in MODES if not m.startswith("compile")]
 
 

@@ -19,6 +19,7 @@ from ..inference import (EXAMPLE_MODES, INT8_MODES, MODES, ONNX_MODES, available
                          prepare_inference)
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
+from ..machine import machine_info
 from .checkpoint import model_from_checkpoint
 from .metrics import Metrics, classification_metrics
 from .predict import evaluate_split, predict_logits, resolve_device
@@ -190,7 +191,8 @@ def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, da
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         report = {"checkpoint": str(checkpoint), "split": split, "images": len(evalset),
-                  "calibration_images": len(calib) if calib is not None else 0, "modes": [vars(r) for r in rows]}
+                  "calibration_images": len(calib) if calib is not None else 0, "machine": machine_info(),
+                  "default_mode": fastest_mode(), "modes": [vars(r) for r in rows]}
         atomic_write(out / f"modes_{split}.json", lambda f: f.write(json.dumps(report, indent=2).encode() + b"\n"))
     return rows
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..files import cache_dir
-from ..machine import cpu_flags
+from ..machine import cpu_flags, cpu_isa
 
 log = logging.getLogger("resnets")
 
@@ -32,10 +32,10 @@ EXPORT_BATCH = 2  # an export at batch 1 would fix the batch size to 1
 
 def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> str:
     """A digest of what the compiled code depends on: ``net``'s structure and weights, the image ``shape``
-    (channels, height, width), ``dtype``, torch's version, the CPU's instruction set, and ``salt`` (whatever
+    (channels, height, width), ``dtype``, torch's version, the CPU's instruction set (and the level oneDNN is capped at), and ``salt`` (whatever
     else decides it, such as the calibration images of a quantized network)."""
     h = hashlib.sha256(salt + f"{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
-                       f"{' '.join(sorted(cpu_flags()))}|{dtype}|{tuple(shape)}|{net}".encode())
+                       f"{' '.join(sorted(cpu_flags()))}|{cpu_isa()}|{dtype}|{tuple(shape)}|{net}".encode())
     for name, value in net.state_dict().items():
         h.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
         h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

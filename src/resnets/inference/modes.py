@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from typing import Callable
@@ -52,6 +53,13 @@ COMPILED_TWIN = {"bf16": "compile_bf16", "fused": "compile"}  # the same numbers
 # (then the package is cached) and the twin runs 1.3-2x as fast, so past about 3x the compile time it is ahead.
 COMPILE_PAYS_AFTER_S = 30.0
 TF32_TOLERANCE = 1e-2  # float32 modes on CUDA: cuDNN convolutions round their inputs to TF32 by default
+# An int8 network may change the top-1 class of at most this share of its calibration images (checked on up
+# to AGREEMENT_IMAGES of them): more says the network's margins are too small for 8 bits (a network trained
+# briefly, or one whose logits are large beside the gaps between them), whatever the CPU.
+INT8_MAX_MOVED = 0.03
+AGREEMENT_IMAGES = 64
+
+log = logging.getLogger("resnets")
 
 
 def tolerance(mode: str, device: torch.device | str = "cpu") -> float:
@@ -137,7 +145,8 @@ def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None 
     if mode in EXAMPLE_MODES and example is None:
         raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
     if mode in ONNX_MODES:
-        return onnx_runner(onnx_file(model, example, int8=mode == "int8"))
+        run = onnx_runner(onnx_file(model, example, int8=mode == "int8"))
+        return check_agreement(model, run, example, mode) if mode == "int8" else run
     if mode == "channels_last":
         net = model.to(memory_format=torch.channels_last)
         return _no_grad(lambda x: net(_layout(x)))
@@ -145,13 +154,41 @@ def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None 
     if mode == "compile_int8":
         if next(model.parameters()).is_cuda:
             raise ConfigError("the compile_int8 mode runs on the CPU only")
-        return _no_grad(int8_runner(net, example))
+        return check_agreement(model, _no_grad(int8_runner(net, example)), example, mode)
     if mode.startswith("compile"):
         if not next(model.parameters()).is_cuda:
             return _no_grad(aot_runner(net, dtype))
         net = _cuda_compiled(net)  # a CUDA graph's output is overwritten by its next replay: clone it
         return _no_grad(lambda x: net(_layout(x.to(dtype))).float().clone())
     return _no_grad(lambda x: net(_layout(x.to(dtype))).float())
+
+
+def int8_moved(model: nn.Module, run: Runner, images: torch.Tensor) -> float:
+    """The share of ``images`` whose top-1 class ``run`` (an int8 runner of ``model``) changes from float32."""
+    x = images[:AGREEMENT_IMAGES].float()
+    with torch.inference_mode():
+        return (model(x).argmax(1) != run(x).argmax(1)).float().mean().item()
+
+
+def check_agreement(model: nn.Module, run: Runner, calibration: torch.Tensor, mode: str) -> Runner:
+    """``run``, which after its first answer warns in one line where it changes the top-1 class of more than
+    ``INT8_MAX_MOVED`` of the calibration images: the numbers it gives are then not the network's. (After the
+    first answer: a lazily compiled runner compiles then, and refuses wrong input before any work.)"""
+    checked = False
+
+    def run_checked(x: torch.Tensor) -> torch.Tensor:
+        nonlocal checked
+        y = run(x)
+        if not checked:
+            checked = True
+            moved, n = int8_moved(model, run, calibration), min(len(calibration), AGREEMENT_IMAGES)
+            if moved > INT8_MAX_MOVED:
+                log.warning("%s changes the top-1 class of %d of %d calibration images (%.0f%%): this network's "
+                            "margins are too small for 8 bits; use bf16 or fused for its real accuracy", mode,
+                            round(moved * n), n, 100 * moved)
+        return y
+
+    return run_checked
 
 
 def _folded_net(model: nn.Module, mode: str) -> tuple[nn.Module, torch.dtype]:
