@@ -61,14 +61,14 @@ def test_every_setting_has_a_help_text_for_the_command_line():
 def test_paper_recipe_is_the_paper():
     cfg = make_config("cifar10-resnet56-paper")
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.momentum) == ("resnet56", 128, 0.1, 1e-4, 0.9)
-    # 45k training images / 128 = 352 iterations an epoch: 32k, 48k and 64k iterations.
-    assert [round(m * 352 / 1000) for m in cfg.milestones] == [32, 48] and round(cfg.epochs * 352 / 1000) == 64
+    # 45k training images / 128 = 351 full batches an epoch: exactly 32k, 48k and 64k iterations.
+    assert [round(m * 351) for m in cfg.milestones] == [32000, 48000] and round(cfg.epochs * 351) == 64000
     assert make_config("cifar10-resnet110-paper").warmup_constant
 
 
 def test_overrides_beat_the_recipe():
     cfg = make_config("cifar10-resnet20-paper", lr=0.05, epochs=None)
-    assert cfg.lr == 0.05 and cfg.epochs == 182
+    assert cfg.lr == 0.05 and cfg.epochs == 182.336182
 
 
 def test_recipe_from_a_yaml_file(tmp_path):

@@ -166,15 +166,19 @@ def _wrapped(model: nn.Module, cfg: TrainConfig, device: torch.device, dist: Dis
     return torch.compile(forward) if cfg.compile else forward
 
 
-def setup(cfg: TrainConfig, resume: str | Path | None = None) -> Run:
+def setup(cfg: TrainConfig, resume: str | Path | None = None, machine: dict[str, Any] | None = None) -> Run:
     """Everything a run needs, in a fixed order (the random numbers depend on it); with ``resume``, the
-    configuration, weights, optimiser, random state and progress of that ``last.pt``."""
+    configuration, weights, optimiser, random state and progress of that ``last.pt``, with ``machine``'s
+    settings in place of the checkpoint's (those of the machine that resumes: device, precision, out ...)."""
     ckpt = None
     if resume is not None:
         ckpt = load_training_checkpoint(resume)
         if "optimizer" not in ckpt:
             raise CheckpointError(f"{resume} has no optimizer state: resume from a run's last.pt")
-        cfg = TrainConfig(**ckpt["config"])
+        # "auto" precision is decided again on the machine that resumes (bf16 where it is native, else float32)
+        cfg = TrainConfig(**{**ckpt["config"], "precision": ckpt.get("precision_requested",
+                                                                     ckpt["config"]["precision"]), **(machine or {})})
+    requested = cfg.precision
     cfg.validate()
     start_time = time.perf_counter()
     cfg, device, dist = _placement(cfg)
@@ -190,7 +194,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> Run:
               loader=make_loader(cfg, data, device, dist), out=cfg.out_dir(), start_time=start_time,
               meta={"config": cfg.to_dict(), "classes": data.classes, "mean": list(data.mean),
                     "std": list(data.std), "in_chans": data.in_chans, "image_size": data.image_size,
-                    "crop_size": cfg.crop_size, "splits": data.splits, "format": "resnets-train-v1"},
+                    "crop_size": cfg.crop_size, "splits": data.splits, "format": "resnets-train-v1",
+                    "precision_requested": requested},
               teachers=load_teachers(cfg.teachers, data, device))
     run.forward = _wrapped(model, cfg, device, dist)
     run.out.mkdir(parents=True, exist_ok=True)
@@ -275,8 +280,12 @@ def _begin_epoch(run: Run, bar: Any) -> tuple[torch.Tensor, int]:
     return torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64, device=run.device), 0
 
 
-def train_epoch(run: Run, bar: Any) -> EpochTotals:
-    """The rest of the current epoch: its steps, the progress bar, and mid-epoch checkpoints where configured."""
+Control = Callable[[Run], str | None]  # after each step: None, "save" (a mid-epoch last.pt) or "stop" (save, end)
+
+
+def train_epoch(run: Run, bar: Any, control: Control | None = None) -> EpochTotals | None:
+    """The rest of the current epoch: its steps, the progress bar, and mid-epoch checkpoints where configured
+    or where ``control`` asks for one. None where ``control`` stopped the epoch (its ``last.pt`` is written)."""
     cfg, dist = run.cfg, run.dist
     read_every = 1 if run.device.type == "cpu" else 25  # reading a GPU's numbers waits for its queue
     per_process = getattr(run.loader, "per_process", False)  # streamed batches are already this process's
@@ -301,10 +310,14 @@ def train_epoch(run: Run, bar: Any) -> EpochTotals:
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss_sum / all_seen:.3f}", acc=f"{100 * correct / all_seen:.1f}",
                             img_s=f"{all_seen / elapsed:.0f}", data=f"{100 * waited / elapsed:.0f}%")
-        if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and run.step % run.steps_per_epoch:
+        asked = control(run) if control is not None else None
+        every = cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0
+        if (every or asked) and run.step % run.steps_per_epoch:  # an epoch's end writes its own
             if dist.main:
                 save_checkpoint(run.out / "last.pt", run.state(epoch=run.epoch, epoch_totals=totals.tolist() + [seen]))
             dist.barrier()
+        if asked == "stop" and run.step % run.steps_per_epoch:
+            return None
         t_ready = time.perf_counter()
     seconds = time.perf_counter() - t0
     return EpochTotals(*_read_totals(totals, seen, dist, run.out, run.epoch), seconds, waited)

@@ -1,0 +1,343 @@
+"""Training that outlives the machine: runs longer than any one machine's stint (a wall-time limit, a preemptible
+instance, a laptop that sleeps) advanced in budgeted segments.
+
+A campaign is a manifest of runs in priority order. ``advance`` resumes the first unfinished run from its
+state (the run's ``last.pt``: weights, optimiser, random state, step and position in the data order, so the
+result is the one an uninterrupted run gives), trains until the budget is spent or a signal asks it to stop,
+and writes the state again: copying the state folder carries the runs to the next machine. The precision is
+decided anew each segment (bfloat16 where this machine computes it natively, else float32), and every segment
+records its machine, precision, steps and seconds. A finished run leaves a result JSON and its weights, and its
+state is removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import CheckpointError, ConfigError, ResnetsError
+from ..files import atomic_write
+from ..machine import cpu_isa, machine_info
+from ..models import list_models
+from .checkpoint import load_training_checkpoint, save_weights
+from .config import TrainConfig, list_recipes, make_config
+from .predict import evaluate_split
+from .train import Run, end_epoch, setup, train_epoch
+
+STATE_FORMAT = "resnets-campaign-v1"
+SAVE_EVERY_S = 600.0  # a mid-epoch state at least this often: a hard stop loses little
+# Settings that may change from one segment to the next: they decide speed, not the numbers.
+PER_MACHINE = ("precision", "device", "workers", "progress", "compile", "channels_last", "tensorboard", "out")
+
+
+@dataclass(frozen=True)
+class CampaignRun:
+    """One run of a manifest: a recipe, a model and a seed, on ``data`` (None: the recipe's), with ``overrides``
+    of the recipe."""
+
+    name: str
+    recipe: str
+    model: str
+    seed: int = 0
+    data: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, state: Path, device: str = "auto", compile: bool = False) -> TrainConfig:
+        """The run's training configuration, writing to its folder under ``state`` (``compile``: through
+        ``torch.compile``, which pays on a GPU)."""
+        return make_config(self.recipe, **{**self.overrides, "model": self.model, "seed": self.seed,
+                                           "data": self.data, "out": str(state / self.name), "device": device,
+                                           "compile": compile, "progress": False, "tensorboard": False,
+                                           "eval_test": False})
+
+
+def parse_budget(text: str) -> float:
+    """Seconds in ``"150m"``, ``"2h"``, ``"90s"`` or ``"600"``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if m is None:
+        raise ConfigError(f"budget {text!r} is not a duration: write e.g. 150m, 2h or 90s")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def load_manifest(path: str | Path, data: dict[str, str] | None = None) -> list[CampaignRun]:
+    """The runs of a manifest (YAML: ``runs:``, a list of name, recipe, model, seed, data, overrides), each
+    checked: a known recipe and model, a unique name, settings the configuration accepts. ``data`` fills
+    ``{placeholders}`` in the data entries."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read the campaign manifest {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list) or not doc["runs"]:
+        raise ConfigError(f"{path} must hold 'runs:', a list of runs (name, recipe, model, seed, data)")
+    runs: list[CampaignRun] = []
+    for i, entry in enumerate(doc["runs"]):
+        runs.append(_manifest_entry(entry, i, path, data or {}))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path} names a run twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    return runs
+
+
+def _manifest_entry(entry: Any, i: int, path: str | Path, data: dict[str, str]) -> CampaignRun:
+    if not isinstance(entry, dict) or not {"name", "recipe", "model"} <= set(entry):
+        raise ConfigError(f"run {i + 1} of {path} needs name, recipe and model")
+    unknown = set(entry) - {"name", "recipe", "model", "seed", "data", "overrides"}
+    if unknown:
+        raise ConfigError(f"run {entry['name']} of {path} has unknown keys {sorted(unknown)}")
+    if entry["recipe"] not in list_recipes():
+        raise ConfigError(f"run {entry['name']}: unknown recipe {entry['recipe']!r} (resnets recipes lists them)")
+    if entry["model"] not in list_models():
+        raise ConfigError(f"run {entry['name']}: unknown model {entry['model']!r} (resnets list shows them)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(entry["name"])):
+        raise ConfigError(f"run name {entry['name']!r} must be letters, digits, '.', '_' or '-'")
+    try:
+        run = CampaignRun(str(entry["name"]), entry["recipe"], entry["model"], int(entry.get("seed", 0)),
+                          None if entry.get("data") is None else str(entry["data"]).format(**data),
+                          dict(entry.get("overrides") or {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"run {entry['name']} of {path}: {type(e).__name__}: {e}") from None
+    run.config(Path("state"))  # every setting checked now, before any work
+    return run
+
+
+class CampaignLock:
+    """``state/RUNNING``, holding the process id while a campaign runs; a second process on the same folder is
+    refused (a stale file, whose process is gone, is taken over)."""
+
+    def __init__(self, state: Path):
+        self.path = state / "RUNNING"
+
+    def __enter__(self) -> "CampaignLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        other = running_pid(self.path.parent)
+        if other is not None and other != os.getpid():
+            raise ResnetsError(f"a campaign already runs on {self.path.parent} (process {other}): wait for it, "
+                               f"or stop it with kill -TERM {other}")
+        self.path.write_text(f"{os.getpid()}\n")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if running_pid(self.path.parent) == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def running_pid(state: Path) -> int | None:
+    """The process id in ``state/RUNNING`` if that process is alive, else None."""
+    try:
+        pid = int((state / "RUNNING").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+class StopSignals:
+    """SIGTERM and SIGINT set ``asked`` instead of ending the process: the campaign then writes its state and
+    returns (within one step)."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __enter__(self) -> "StopSignals":
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.asked = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def machine_kind(device: torch.device) -> str:
+    """A short name of the kind of machine a segment ran on: the GPU's name, or the CPU's instruction set."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_isa() or "cpu"
+
+
+def _segments_path(state: Path, run: CampaignRun) -> Path:
+    return state / run.name / "segments.json"
+
+
+def read_segments(state: Path, run: CampaignRun) -> list[dict[str, Any]]:
+    path = _segments_path(state, run)
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text())["segments"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}): restore it from version control") from None
+
+
+def _write_segments(state: Path, run: CampaignRun, segments: list[dict[str, Any]]) -> None:
+    text = json.dumps({"format": STATE_FORMAT, "run": run.name, "segments": segments}, indent=1)
+    atomic_write(_segments_path(state, run), lambda f: f.write(text.encode() + b"\n"))
+
+
+def check_state(run: CampaignRun, state: Path) -> Path | None:
+    """The run's ``last.pt`` if there is one, after checking that it is whole and was made by this manifest
+    entry's recipe (a changed setting would make the result neither the old run nor the new one)."""
+    last = state / run.name / "last.pt"
+    if not last.exists():
+        return None
+    ckpt = load_training_checkpoint(last)
+    if ckpt.get("format") != "resnets-train-v1" or "optimizer" not in ckpt:
+        raise CheckpointError(f"{last} is not a training state this version can resume: move it away to restart "
+                              f"run {run.name}")
+    want, had = run.config(state).to_dict(), dict(ckpt["config"])
+    for cfg in (want, had):  # the same data wherever this clone keeps it
+        cfg["data"] = Path(str(cfg["data"])).name
+    changed = sorted(k for k, v in want.items() if k not in PER_MACHINE and had.get(k) != v)
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"run {run.name}: its state was made with {k}={ckpt['config'].get(k)!r}, the manifest now "
+                          f"says {want[k]!r}: restore the manifest, or give the changed run a new name")
+    return last
+
+
+@dataclass
+class Budget:
+    """When a segment must end: ``deadline`` (``time.monotonic()``), a stop signal, or ``max_steps`` steps."""
+
+    deadline: float
+    signals: StopSignals | None = None
+    max_steps: int | None = None
+    steps: int = 0
+
+    def over(self) -> bool:
+        return (time.monotonic() >= self.deadline or (self.signals is not None and self.signals.asked)
+                or (self.max_steps is not None and self.steps >= self.max_steps))
+
+
+def advance(run: CampaignRun, state: Path, budget: Budget, results: Path, device: str = "auto",
+            compile: bool = False) -> dict[str, Any]:
+    """Train ``run`` on from its state until it ends or ``budget`` is over; returns this segment's record
+    (and, for a finished run, writes its result and weights into ``results`` and removes its state)."""
+    resume = check_state(run, state)
+    segments = read_segments(state, run) if resume else []
+    cfg = run.config(state, device, compile)
+    run_obj = setup(cfg, resume, machine={k: getattr(cfg, k) for k in PER_MACHINE})
+    record = {"machine": machine_info().get("gpu") or machine_info()["cpu"], "kind": machine_kind(run_obj.device),
+              "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": compile, "start_step": run_obj.step,
+              "total_steps": run_obj.total_steps,
+              "steps": 0, "seconds": 0.0, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    start, last_save = time.perf_counter(), time.perf_counter()
+
+    def keep() -> None:
+        record["steps"], record["seconds"] = run_obj.step - record["start_step"], round(time.perf_counter() - start, 1)
+        _write_segments(state, run, [*segments, record])
+
+    def control(r: Run) -> str | None:
+        nonlocal last_save
+        budget.steps += 1
+        if budget.over() or time.perf_counter() - last_save > SAVE_EVERY_S:
+            last_save = time.perf_counter()
+            keep()
+            return "stop" if budget.over() else "save"
+        return None
+
+    bar = _Silent()
+    try:
+        while run_obj.step < run_obj.total_steps and not budget.over():
+            totals = train_epoch(run_obj, bar, control)
+            if totals is None:
+                break
+            end_epoch(run_obj, totals, bar, None)
+            keep()
+    finally:
+        if hasattr(run_obj.loader, "close"):
+            run_obj.loader.close()
+    keep()
+    if run_obj.step >= run_obj.total_steps:
+        finish(run, run_obj, [*segments, record], state, results)
+    return record
+
+
+class _Silent:
+    """The progress bar's interface, printing nothing: a campaign's log is its segments."""
+
+    def update(self, n: int) -> None: ...
+    def set_description(self, text: str) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def write(self, text: str, file: Any = None) -> None: ...
+
+
+def finish(run: CampaignRun, r: Any, segments: list[dict[str, Any]], state: Path, results: Path) -> Path:
+    """A finished run's result: the final weights (no choice among epochs, none on the test split) scored once
+    on validation and test in float32, the training error of the last epoch, the curves and every segment."""
+    kwargs = dict(r.eval_kwargs(), precision="fp32")
+    r.model.eval()
+    val = evaluate_split(r.model, r.data.val, r.data.classes, r.aug, "val", **kwargs) if len(r.data.val) else None
+    test = evaluate_split(r.model, r.data.test, r.data.classes, r.aug, "test", **kwargs)
+    history = [{"epoch": h["epoch"], "step": h["step"], "lr": h["lr"], "train_loss": round(h["train_loss"], 5),
+                "train_error": round(100 - h["train_acc"], 3),
+                "val_error": None if h["val_acc"] is None else round(100 - h["val_acc"], 3)} for h in r.history]
+    kinds: dict[str, float] = {}
+    for s in segments:
+        kinds[s["kind"]] = round(kinds.get(s["kind"], 0.0) + s["seconds"], 1)
+    result = {"run": run.name, "model": run.model, "recipe": run.recipe, "seed": run.seed,
+              "data": Path(r.cfg.data).name, "splits": r.data.splits, "iterations": r.step,
+              "test_top1": test.top1, "val_top1": val and val.top1, "final_train_error": history[-1]["train_error"],
+              "final_val_error": history[-1]["val_error"], "weights": f"{run.name}.safetensors",
+              "note": "the final weights after the full schedule; the test split was used once, at the end",
+              "seconds_by_kind": kinds, "segments": segments, "config": r.cfg.to_dict(), "history": history}
+    results.mkdir(parents=True, exist_ok=True)
+    ckpt = {**r.meta, "model": r.model.state_dict()}
+    save_weights(results / f"{run.name}.safetensors", ckpt, {"test_top1": test.top1, "val_top1": val and val.top1,
+                                                            "iterations": r.step, "seed": run.seed,
+                                                            "recipe": run.recipe, "campaign_run": run.name})
+    out = results / f"{run.name}.json"
+    atomic_write(out, lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
+    shutil.rmtree(state / run.name)
+    return out
+
+
+def unfinished(runs: list[CampaignRun], results: Path) -> Iterator[CampaignRun]:
+    return (r for r in runs if not (results / f"{r.name}.json").is_file())
+
+
+def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str, Any]]:
+    """Per run: steps done of the total, compute spent per kind of machine, and the time left on this kind of
+    machine at the speed of its last segment here (None where no segment ran on this kind)."""
+    rows = []
+    kind = cpu_isa() or "cpu"
+    for run in runs:
+        done = results / f"{run.name}.json"
+        if done.is_file():
+            res = json.loads(done.read_text())
+            rows.append({"run": run.name, "step": res["iterations"], "total": res["iterations"], "done": True,
+                         "test_top1": res["test_top1"], "seconds_by_kind": res["seconds_by_kind"], "eta_s": 0})
+            continue
+        segments = read_segments(state, run) if (state / run.name / "last.pt").exists() else []
+        step = segments[-1]["start_step"] + segments[-1]["steps"] if segments else 0
+        total = segments[-1]["total_steps"] if segments else _total_steps(run)
+        here = [s for s in segments if s["kind"] == kind and s["steps"] > 0]
+        rate = here[-1]["seconds"] / here[-1]["steps"] if here else None
+        by_kind: dict[str, float] = {}
+        for s in segments:
+            by_kind[s["kind"]] = round(by_kind.get(s["kind"], 0.0) + s["seconds"], 1)
+        rows.append({"run": run.name, "step": step, "total": total, "done": False, "seconds_by_kind": by_kind,
+                     "eta_s": None if rate is None or total is None else round(rate * (total - step))})
+    return rows
+
+
+def _total_steps(run: CampaignRun) -> int | None:
+    """The run's length in steps before it starts, from its recipe: epochs x full batches of CIFAR's 50,000
+    training images less the validation split (the last partial batch is dropped); None for other data."""
+    cfg = run.config(Path("state"))
+    if "cifar" not in cfg.data.lower() or cfg.val_size is None:
+        return None
+    train = 50000 - (cfg.val_size if cfg.val_size >= 1 else round(50000 * cfg.val_size))
+    return round(cfg.epochs * (int(train) // cfg.batch_size))

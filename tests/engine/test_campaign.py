@@ -1,0 +1,153 @@
+"""The training campaign: a run advanced in segments ends exactly where one uninterrupted run does, each segment
+is recorded, a finished run leaves its result and weights, and bad manifests, changed recipes, damaged states
+and a second process are refused in one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import resnets
+from resnets import CheckpointError, ConfigError, ResnetsError
+from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, check_state, load_manifest,
+                                     parse_budget, read_segments, running_pid, status, unfinished)
+from resnets.engine.checkpoint import load_training_checkpoint, model_from_checkpoint
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SETTINGS = {"epochs": 2, "batch_size": 64}
+
+
+def _manifest(tmp_path, runs=None):
+    runs = runs or [{"name": "r20", "recipe": "digits", "model": "resnet20", "seed": 3, "data": "digits",
+                     "overrides": SETTINGS}]
+    path = tmp_path / "campaign.yaml"
+    path.write_text(json.dumps({"runs": runs}))  # JSON is YAML
+    return path
+
+
+def _segment(run, state, results, steps):
+    return advance(run, state, Budget(time.monotonic() + 600, max_steps=steps), results)
+
+
+def test_segments_end_where_an_uninterrupted_run_ends(tmp_path):
+    (run,) = load_manifest(_manifest(tmp_path))
+    state, results = tmp_path / "state", tmp_path / "results"
+    first = _segment(run, state, results, 7)  # mid-epoch
+    assert first["start_step"] == 0 and first["steps"] == 7 and first["total_steps"] == 38
+    assert load_training_checkpoint(state / "r20" / "last.pt")["step"] == 7
+    second = _segment(run, state, results, 30)  # over an epoch's end, into the next
+    assert second["start_step"] == 7 and second["steps"] == 30
+    assert [s["steps"] for s in read_segments(state, run)] == [7, 30]
+    assert status([run], state, results)[0] | {"seconds_by_kind": None} == {
+        "run": "r20", "step": 37, "total": 38, "done": False, "seconds_by_kind": None,
+        "eta_s": status([run], state, results)[0]["eta_s"]}
+    _segment(run, state, results, 100)
+    assert not (state / "r20").exists() and list(unfinished([run], results)) == []
+    result = json.loads((results / "r20.json").read_text())
+    assert result["iterations"] == 38 and result["model"] == "resnet20" and result["seed"] == 3
+    assert [s["steps"] for s in result["segments"]] == [7, 30, 1] and 0 <= result["final_train_error"] <= 100
+    assert len(result["history"]) == 2 and result["segments"][0]["precision"] in ("bf16", "fp32")
+
+    straight = resnets.train(resnets.make_config("digits", model="resnet20", seed=3, out=str(tmp_path / "straight"),
+                                                 progress=False, tensorboard=False, **SETTINGS))
+    model, ckpt = model_from_checkpoint(results / "r20.safetensors")
+    want = load_training_checkpoint(straight.out_dir / "last.pt")["model"]
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=0)
+    assert ckpt["test_top1"] == result["test_top1"] and ckpt["iterations"] == 38
+
+
+def test_bad_manifests_are_refused_in_one_line(tmp_path):
+    base = {"name": "a", "recipe": "digits", "model": "resnet20"}
+    for entry, message in (({**base, "recipe": "nope"}, "unknown recipe 'nope'"),
+                           ({**base, "model": "resnet7"}, "unknown model 'resnet7'"),
+                           ({"name": "a", "recipe": "digits"}, "needs name, recipe and model"),
+                           ({**base, "colour": 1}, "unknown keys"), ({**base, "name": "../x"}, "must be letters"),
+                           ({**base, "overrides": {"lr": -1}}, "lr")):
+        with pytest.raises(ConfigError, match=message):
+            load_manifest(_manifest(tmp_path, [entry]))
+    with pytest.raises(ConfigError, match="names a run twice"):
+        load_manifest(_manifest(tmp_path, [base, base]))
+    (tmp_path / "bad.yaml").write_text("runs: [")
+    with pytest.raises(ConfigError, match="cannot read the campaign manifest"):
+        load_manifest(tmp_path / "bad.yaml")
+
+
+def test_a_changed_recipe_or_a_damaged_state_is_refused(tmp_path):
+    (run,) = load_manifest(_manifest(tmp_path))
+    state, results = tmp_path / "state", tmp_path / "results"
+    _segment(run, state, results, 3)
+    (changed,) = load_manifest(_manifest(tmp_path, [{"name": "r20", "recipe": "digits", "model": "resnet20",
+                                                     "seed": 3, "data": "digits",
+                                                     "overrides": {**SETTINGS, "lr": 0.2}}]))
+    with pytest.raises(ConfigError, match="made with lr=0.05, the manifest now says 0.2"):
+        check_state(changed, state)
+    last = state / "r20" / "last.pt"
+    before = last.read_bytes()
+    last.write_bytes(before[: len(before) // 2])
+    with pytest.raises(CheckpointError):
+        _segment(run, state, results, 3)
+    assert last.read_bytes() == before[: len(before) // 2]  # nothing overwritten
+    (state / "r20" / "segments.json").write_text("{")
+    with pytest.raises(CheckpointError, match="damaged"):
+        read_segments(state, run)
+
+
+def test_one_campaign_per_state_folder(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "RUNNING").write_text(f"{child.pid}\n")
+        assert running_pid(tmp_path) == child.pid
+        with pytest.raises(ResnetsError, match=f"already runs on .* \\(process {child.pid}\\)"):
+            CampaignLock(tmp_path).__enter__()
+    finally:
+        child.kill()
+        child.wait()
+    assert running_pid(tmp_path) is None  # a stale file is taken over
+    with CampaignLock(tmp_path):
+        assert running_pid(tmp_path) == os.getpid()
+    assert not (tmp_path / "RUNNING").exists()
+
+
+def test_budgets_and_signals():
+    assert [parse_budget(t) for t in ("150m", "2h", "90s", "600", "1.5h")] == [9000, 7200, 90, 600, 5400]
+    with pytest.raises(ConfigError, match="not a duration"):
+        parse_budget("soon")
+    with StopSignals() as signals:
+        budget = Budget(time.monotonic() + 600, signals)
+        assert not budget.over()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.asked and budget.over()
+    assert Budget(time.monotonic() - 1).over() and Budget(time.monotonic() + 60, max_steps=0).over()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_state_and_exits(tmp_path):
+    manifest = _manifest(tmp_path, [{"name": "r20", "recipe": "digits", "model": "resnet20",
+                                     "overrides": {"epochs": 50, "batch_size": 64}}])  # the recipe's data
+    state = tmp_path / "state"
+    args = [sys.executable, str(BENCH / "campaign.py"), "--manifest", str(manifest), "--state", str(state),
+            "--results", str(tmp_path / "results")]
+    proc = subprocess.Popen([*args, "run", "--budget", "10m", "--nice", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while not (state / "r20" / "segments.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)  # the first epoch ended: the run is under way
+    assert running_pid(state) == proc.pid
+    time.sleep(1)
+    asked = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and time.monotonic() - asked < 30, err
+    record = json.loads(out.splitlines()[-1])
+    assert load_training_checkpoint(state / "r20" / "last.pt")["step"] == record["start_step"] + record["steps"] > 0
+    assert not (state / "RUNNING").exists()
+    done = subprocess.run([*args, "status", "--json"], capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stdout)[0]["step"] == record["steps"]
+    bad = subprocess.run([*args, "run", "--budget", "soon"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not a duration" in bad.stderr
