@@ -172,3 +172,20 @@ def test_weights_file_and_bad_requests(parent, tmp_path, capsys):
         assert main(args) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "x.onnx").exists()
+
+
+def test_weights_without_a_recipe_need_one_to_fine_tune(tmp_path, capsys):
+    """The shipped weights carry their architecture but no training recipe: fine-tuning after pruning asks for
+    one in a line, and runs on the data given with the recipe given."""
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parent / "fixtures" / "cifar10-test-200")
+    out = tmp_path / "small.pt"
+    args = ["prune", "resnet20_cifar10", "--amount", "0.5", "--finetune-epochs", "0.5", "--data", folder, "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "carries no training recipe" in err and "--recipe" in err and err.count("\n") == 0 and not out.exists()
+    assert main([*args, "--recipe", "cifar10-quick", "--json"]) in (0, None)
+    r = json.loads(capsys.readouterr().out)
+    _, ckpt = model_from_checkpoint(out)
+    assert r["finetuned"]["epochs"] == 0.5 and ckpt["config"]["data"] == folder and ckpt["config"]["lr"] > 0

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine.checkpoint import load_training_checkpoint, model_from_checkpoint, save_checkpoint, save_weights
+from .engine.checkpoint import (load_training_checkpoint, model_from_checkpoint, save_checkpoint, save_weights,
+                                training_recipe)
 from .errors import ConfigError
 from .models.channels import inner_channels, keep_channels, kept_width
 
@@ -128,13 +129,14 @@ def size_of(model: nn.Module, input_size: int) -> dict[str, int]:
 def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, criterion: str = "l1",
                      scope: str = "layer", multiple: int = 1, finetune_epochs: float = 0, lr_factor: float = 0.1,
                      distill: bool = False, data: str | None = None, data_root: str | None = None,
-                     calibration: int = 2048, progress: bool = True) -> dict[str, Any]:
+                     calibration: int = 2048, progress: bool = True, recipe: str | None = None) -> dict[str, Any]:
     """Prune a trained checkpoint, re-estimate its batch-norm statistics on ``calibration`` training images,
     fine-tune it for ``finetune_epochs`` with its own recipe at ``lr_factor`` times its learning rate (with
     ``distill``, learning from the parent's outputs as well as the labels: the parent is the teacher), and
     write the smaller network to ``out`` (``.pt`` checkpoint, or ``.safetensors``
     weights; with fine-tuning, the network before it is kept as ``OUT-pruned.pt`` and the run in
-    ``OUT-finetune/``). Returns sizes and validation/test top-1 before pruning, after it and after fine-tuning."""
+    ``OUT-finetune/``; on ``data`` where given, and with ``recipe`` where the checkpoint carries none). Returns
+    sizes and validation/test top-1 before pruning, after it and after fine-tuning."""
     from .engine.evaluate import calibration_images, load_checkpoint_and_data
 
     out = Path(out)
@@ -148,6 +150,9 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
     check_settings(amount, criterion, scope, multiple)  # before any work
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     ckpt = loaded.checkpoint
+    # the settings to fine-tune with, checked before any work
+    recipe_cfg = training_recipe(ckpt, checkpoint, recipe, data=data, data_root=data_root) if finetune_epochs else \
+        ckpt["config"]
     model, size = loaded.model, ckpt.get("crop_size") or ckpt["image_size"]
     report: dict[str, Any] = {"parent": str(checkpoint), "amount": amount, "criterion": criterion, "scope": scope,
                               "multiple": multiple,
@@ -156,7 +161,7 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, amount: float, *, 
     report["pruned"] = {**size_of(model, size), "top1": split_top1(model, loaded)}
     recalibrate_batch_norm(model, calibration_images(loaded, calibration))
     report["recalibrated"] = {"images": calibration, "top1": split_top1(model, loaded)}
-    config = {**ckpt["config"], "model_args": {**ckpt["config"].get("model_args", {}), "channels": channels}}
+    config = {**recipe_cfg, "model_args": {**ckpt["config"].get("model_args", {}), "channels": channels}}
     description = {k: report[k] for k in ("parent", "amount", "criterion", "scope", "multiple")}
     teachers = [str(checkpoint)] if distill else None
     result = {**{k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "rng", "ema")},

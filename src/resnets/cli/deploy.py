@@ -62,7 +62,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
                          multiple=args.multiple,
                          finetune_epochs=args.finetune_epochs, lr_factor=args.lr_factor, distill=args.distill,
                          data=args.data,
-                         data_root=args.data_root, calibration=args.calibration, progress=not args.json)
+                         data_root=args.data_root, calibration=args.calibration, progress=not args.json,
+                         recipe=args.recipe)
     if args.json:
         print(json.dumps(r))
         return
@@ -93,6 +94,8 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--multiple", type=int, default=1,
                    help="round each block's kept channels to a multiple of N (8 or 16: kernel-friendly widths)")
     p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tune with the checkpoint's recipe")
+    p.add_argument("--recipe", help="fine-tune with this recipe instead (weights saved without one need it: "
+                                    "resnets recipes lists them)")
     p.add_argument("--lr-factor", type=float, default=0.1, help="fine-tuning learning rate / the recipe's")
     p.add_argument("--distill", action="store_true",
                    help="fine-tune learning from the parent's outputs too (knowledge distillation, the parent "

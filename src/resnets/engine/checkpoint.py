@@ -84,6 +84,26 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, 
     return model.eval(), ckpt
 
 
+def training_recipe(ckpt: dict[str, Any], source: str | Path, recipe: str | None = None,
+                    **overrides: Any) -> dict[str, Any]:
+    """The full training settings to go on training the network of ``ckpt`` (read from ``source``) with: the
+    recipe it was trained with, or, given ``recipe``, that recipe for its architecture (weights saved without
+    their recipe, such as the shipped ones, need it). ``overrides`` (None values ignored: data, data_root ...)
+    replace the settings."""
+    from .config import TrainConfig, make_config
+
+    cfg = ckpt["config"]
+    arch = {"model": cfg["model"], "model_args": cfg.get("model_args", {})}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if recipe is not None:
+        return make_config(recipe, **{**arch, "val_size": cfg.get("val_size"), **given}).to_dict()
+    missing = [f for f in TrainConfig.__dataclass_fields__ if f not in cfg]
+    if missing:
+        raise CheckpointError(f"{source} carries no training recipe (its weights were saved without one): pass "
+                              f"--recipe NAME to train it on (resnets recipes lists them)")
+    return {**cfg, **given}
+
+
 def check_architecture(path: str | Path, model: str) -> None:
     """Refuse a checkpoint or described weights file made for another architecture than ``model``."""
     found = load_training_checkpoint(path)["config"]["model"]
