@@ -12,7 +12,8 @@ from pathlib import Path
 
 MARKER = "<!-- models-table -->"
 ROOT = Path(__file__).resolve().parents[1]
-PARITY = ROOT / "tests" / "fixtures" / "parity" / "resnet_reference.json"  # checked by tests/models/test_parity.py
+PARITY = [ROOT / "tests" / "fixtures" / "parity" / f for f in ("resnet_reference.json", "resnetrs_reference.json")]
+# (both checked by tests/models/test_parity.py)
 LIBRARIES = ROOT / "bench" / "results" / "parity.json"  # bench/parity.py, run beside torchvision and timm
 
 
@@ -21,7 +22,8 @@ def _parity(name: str, ref: dict, libraries: dict) -> str:
     for prefix, library in (("tv", "torchvision"), ("timm", "timm")):
         entry = ref.get(f"{prefix}:{name}")
         if entry is not None:
-            checks.append(f"keys and shapes = {library}" + ("; float64 logits equal" if "logits" in entry else ""))
+            logits = "logits" in entry or "outputs" in entry
+            checks.append(f"keys and shapes = {library}" + ("; float64 logits equal" if logits else ""))
         run = libraries.get(f"{'torchvision' if prefix == 'tv' else 'timm'}:{name}")
         if run is not None and run["agrees"]:
             checks.append(f"{library}'s weights load; logits and gradients identical")
@@ -34,7 +36,7 @@ def models_table() -> str:
     from resnets.models import get_model_spec, list_models
     from resnets.models.profile import profile_model
 
-    ref = json.loads(PARITY.read_text())
+    ref = {k: v for path in PARITY for k, v in json.loads(path.read_text()).items()}
     libraries = json.loads(LIBRARIES.read_text())["models"]
     rows = ["| model | family | parameters | MACs (input) | reference | checked against |", "|---|---|---:|---:|---|---|"]
     for name in list_models():

@@ -155,3 +155,32 @@ def test_the_publishers_interpolation_is_applied(home, served, monkeypatch):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo, "PNG")
     expected = Image.open(io.BytesIO(photo.getvalue())).resize((341, 256), Image.BICUBIC).crop((42, 0, 298, 256))
     assert np.array_equal(predictor.load(photo.getvalue()).permute(1, 2, 0).numpy(), np.asarray(expected))
+
+
+def test_every_tag_names_a_registered_model_and_a_checksum():
+    from resnets.models import list_models
+
+    for name, w in pretrained.PRETRAINED.items():
+        assert w.model in list_models() and name == f"{w.model}.{w.tag}"
+        assert len(w.sha256) >= 8 and all(c in "0123456789abcdef" for c in w.sha256)
+        assert w.source != "timm" or w.urls[0].rsplit("/", 1)[1].split("-")[-1].startswith(w.sha256)
+    rs = [f"resnetrs{d}.tf_in1k" for d in (50, 101, 152, 200, 270, 350, 420)]
+    assert set(rs) <= set(pretrained.PRETRAINED) and {"resnet50.a2_in1k", "resnet50.a3_in1k"} <= set(pretrained.PRETRAINED)
+    p = pretrained.PRETRAINED["resnetrs50.tf_in1k"].preprocessing
+    assert (p.resize, p.crop, p.interpolation) == (246, 224, "bicubic")  # timm: floor(224 / 0.91), bicubic
+
+
+def test_a_timm_resnet_rs_file_loads_by_its_tag(home, tmp_path, http_root, monkeypatch):
+    """timm's ResNet-RS files hold our key names: one served from 127.0.0.1 loads with strict keys."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    state = resnets.create_model("resnetrs50").state_dict()
+    torch.save(state, folder / "resnetrs50_test.pth")
+    digest = hashlib.sha256((folder / "resnetrs50_test.pth").read_bytes()).hexdigest()
+    tag = replace(pretrained.PRETRAINED["resnetrs50.tf_in1k"], urls=(f"{http_root(folder)}/resnetrs50_test.pth",),
+                  sha256=digest[:8])
+    monkeypatch.setitem(pretrained.PRETRAINED, "resnetrs50.tf_in1k", tag)
+    model = resnets.create_model("resnetrs50", pretrained=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    predictor = resnets.Predictor(resolve_weights("resnetrs50.tf_in1k"), mode="fused")
+    assert predictor.image_size == 246 and len(predictor.classes) == 1000

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import resnets
+from resnets.models.profile import profile_model
 
 
 def _ours(ref_name: str) -> str:
@@ -34,3 +35,45 @@ def test_logits_match_the_reference_implementation_in_float64(parity_reference, 
     expected = torch.tensor(ref[ref_name]["logits"], dtype=torch.float64)
     rel = (logits - expected).abs().max() / expected.abs().max()
     assert rel < 1e-9
+
+
+@pytest.fixture(scope="module")
+def resnetrs_reference(parity_reference):
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "resnetrs_reference.json"
+    return json.loads(path.read_text()), parity_reference[1]
+
+
+@pytest.mark.parametrize("depth", [50, 101, 152, 200])
+def test_resnet_rs_has_timms_keys_shapes_and_parameter_counts(resnetrs_reference, depth):
+    ref, _ = resnetrs_reference
+    entry = ref[f"timm:resnetrs{depth}"]
+    model = resnets.create_model(f"resnetrs{depth}")
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(ours) == list(entry["keys"]) and ours == entry["keys"]
+    assert sum(p.numel() for p in model.parameters()) == entry["num_params"]
+    # every parameter belongs to one part of the profile (the strided-conv stem pool is the stem's)
+    assert sum(r.params for r in profile_model(model, 64)) == entry["num_params"]
+    model.freeze(0)
+    assert not any(p.requires_grad for p in model.maxpool.parameters())
+
+
+def test_resnet_rs_logits_match_timm_in_float64(resnetrs_reference):
+    ref, fill = resnetrs_reference
+    model = resnets.create_model("resnetrs50").double().eval()
+    model.load_state_dict(fill.fill_state_dict(model.state_dict()), strict=True)
+    with torch.no_grad():
+        logits = model(fill.reference_input())
+    expected = torch.tensor(ref["timm:resnetrs50"]["outputs"], dtype=torch.float64)
+    assert ((logits - expected).abs().max() / expected.abs().max()) < 1e-9
+
+
+@pytest.mark.parametrize("depth, blocks", [(270, (4, 29, 53, 4)), (350, (4, 36, 72, 4)), (420, (4, 44, 87, 4))])
+def test_the_deepest_resnet_rs_have_the_papers_stages(depth, blocks):
+    """timm's layer counts for the depths the reference does not cover (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = resnets.create_model(f"resnetrs{depth}")
+    assert tuple(len(s) for s in model.stages) == blocks and model.maxpool[0].stride == (2, 2)
+    assert model.layer1[0].se.fc1.out_channels == 64  # SE at a quarter of the block's 256 output channels

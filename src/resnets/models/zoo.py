@@ -36,6 +36,12 @@ IMAGENET: dict[str, tuple[dict[str, Any], str, str]] = {
     "resnet50d": (
         dict(block=_BN, layers=_L34, stem="deep", stem_width=32, avg_down=True), "timm", "ResNet-50-D (He et al. 2019)"),
     "seresnet50": (dict(block=_BN, layers=_L34, se_ratio=1 / 16), "timm", "SE-ResNet-50 (Hu et al. 2018)"),
+    **{f"resnetrs{depth}": (
+        dict(block=_BN, layers=layers, stem="deep", stem_width=32, replace_stem_pool=True, avg_down=True,
+             se_ratio=0.25), "timm",
+        f"ResNet-RS-{depth} (Bello et al. 2021): ResNet-D with squeeze-and-excitation and a strided-conv stem")
+       for depth, layers in ((50, _L34), (101, (3, 4, 23, 3)), (152, (3, 8, 36, 3)), (200, (3, 24, 36, 3)),
+                             (270, (4, 29, 53, 4)), (350, (4, 36, 72, 4)), (420, (4, 44, 87, 4)))},
     "resnetv2_50": (
         dict(block=PreActBottleneck, layers=_L34), "resnets",
         "Pre-activation ResNet-50 v2 (He et al. 2016), torchvision-style key names"),
