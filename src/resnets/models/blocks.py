@@ -1,5 +1,8 @@
 """Residual blocks: BasicBlock and Bottleneck, post-activation (He et al. 2015) and pre-activation (He et al. 2016).
 
+``dilation=(first, rest)`` dilates the 3x3 convolutions (a dilated stage, for a smaller output stride): a
+bottleneck's one 3x3 takes ``first``; a basic block's first 3x3 takes ``first`` and its second ``rest``.
+
 Every block computes ``y = F(x) + shortcut(x)``; with ``shortcut=None`` it computes ``y = F(x)``,
 the paper's plain network. Attribute names follow torchvision (``conv1``, ``bn1``, ..., ``downsample``)
 and timm (``se``), so their state dicts load unchanged.
@@ -78,13 +81,14 @@ class BasicBlock(_ResidualBlock):
         shortcut: nn.Module | None = None,
         opts: BlockOptions = BlockOptions(),
         drop_path: float = 0.0,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         opts.check_basic()
         super().__init__()
-        self.conv1 = conv3x3(in_chs, planes, stride)
+        self.conv1 = conv3x3(in_chs, planes, stride, dilation=dilation[0])
         self.bn1 = opts.norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation[1])
         self.bn2 = opts.norm_layer(planes)
         self._add_residual_parts(planes, shortcut, opts.se_ratio, drop_path)
 
@@ -105,10 +109,11 @@ class HighwayBlock(BasicBlock):
     the input, as the paper advises). Closed gates make the block its shortcut; open ones, a plain block."""
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1, shortcut: nn.Module | None = None,
-                 opts: BlockOptions = BlockOptions(), drop_path: float = 0.0, gate_bias: float = -2.0) -> None:
+                 opts: BlockOptions = BlockOptions(), drop_path: float = 0.0, dilation: tuple[int, int] = (1, 1),
+                 gate_bias: float = -2.0) -> None:
         if shortcut is None:
             raise ConfigError("a highway block carries its input: it needs a shortcut (option A, B or C)")
-        super().__init__(in_chs, planes, stride, shortcut, opts, drop_path)
+        super().__init__(in_chs, planes, stride, shortcut, opts, drop_path, dilation)
         self.gate = nn.Conv2d(in_chs, planes, 1, stride, bias=True)
         nn.init.constant_(self.gate.bias, gate_bias)
         self.openness: float | None = None  # the mean of T(x) over the last batch
@@ -140,13 +145,14 @@ class Bottleneck(_ResidualBlock):
         shortcut: nn.Module | None = None,
         opts: BlockOptions = BlockOptions(),
         drop_path: float = 0.0,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         out_chs = planes * self.expansion
         super().__init__()
         width, s1, s3 = opts.bottleneck_dims(planes, stride)
         self.conv1 = conv1x1(in_chs, width, s1)
         self.bn1 = opts.norm_layer(width)
-        self.conv2 = conv3x3(width, width, s3, opts.groups)
+        self.conv2 = conv3x3(width, width, s3, opts.groups, dilation[0])
         self.bn2 = opts.norm_layer(width)
         self.conv3 = conv1x1(width, out_chs)
         self.bn3 = opts.norm_layer(out_chs)
@@ -188,13 +194,14 @@ class PreActBasicBlock(_PreActBlock):
         shortcut: nn.Module | None = None,
         opts: BlockOptions = BlockOptions(),
         drop_path: float = 0.0,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         opts.check_basic()
         super().__init__()
         self.bn1 = opts.norm_layer(in_chs)
-        self.conv1 = conv3x3(in_chs, planes, stride)
+        self.conv1 = conv3x3(in_chs, planes, stride, dilation=dilation[0])
         self.bn2 = opts.norm_layer(planes)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation[1])
         self.relu = nn.ReLU(inplace=True)
         self._add_residual_parts(planes, shortcut, opts.se_ratio, drop_path)
 
@@ -220,6 +227,7 @@ class PreActBottleneck(_PreActBlock):
         shortcut: nn.Module | None = None,
         opts: BlockOptions = BlockOptions(),
         drop_path: float = 0.0,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         out_chs = planes * self.expansion
         super().__init__()
@@ -227,7 +235,7 @@ class PreActBottleneck(_PreActBlock):
         self.bn1 = opts.norm_layer(in_chs)
         self.conv1 = conv1x1(in_chs, width, s1)
         self.bn2 = opts.norm_layer(width)
-        self.conv2 = conv3x3(width, width, s3, opts.groups)
+        self.conv2 = conv3x3(width, width, s3, opts.groups, dilation[0])
         self.bn3 = opts.norm_layer(width)
         self.conv3 = conv1x1(width, out_chs)
         self.relu = nn.ReLU(inplace=True)

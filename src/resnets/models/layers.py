@@ -17,8 +17,9 @@ NormLayer = Callable[[int], nn.Module]
 Shortcut = Literal["A", "B", "C"] | None
 
 
-def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, groups=groups, bias=False)
+def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=dilation, groups=groups, dilation=dilation,
+                     bias=False)
 
 
 def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
@@ -66,10 +67,12 @@ def make_shortcut(
     *,
     avg_down: bool = False,
     with_norm: bool = True,
+    dilated: bool = False,
 ) -> nn.Module | None:
     """The shortcut branch of one block; ``None`` means the block has no shortcut (plain network).
 
-    ``avg_down`` is ResNet-D's downsampling (average-pool, then a stride-1 projection).
+    ``avg_down`` is ResNet-D's downsampling (average-pool, then a stride-1 projection); in a ``dilated`` stage
+    the pool keeps the resolution (2x2, stride 1, "same" padding, as timm's).
     ``with_norm=False`` gives the bare 1x1 projection of pre-activation blocks.
     """
     if kind is None:
@@ -82,9 +85,17 @@ def make_shortcut(
     if not with_norm:
         return conv1x1(in_chs, out_chs, stride)
     if avg_down:
-        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        pool = (nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1
+                else SameAvgPool2x2() if dilated else nn.Identity())
         return nn.Sequential(pool, conv1x1(in_chs, out_chs), norm_layer(out_chs))
     return nn.Sequential(conv1x1(in_chs, out_chs, stride), norm_layer(out_chs))
+
+
+class SameAvgPool2x2(nn.Module):
+    """A 2x2 average at stride 1 that keeps the size: the input padded by one zero row and column at the end."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, 1)
 
 
 class SqueezeExcite(nn.Module):

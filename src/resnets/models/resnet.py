@@ -145,6 +145,16 @@ class StagedNet(nn.Module):
         self.grad_checkpointing = tuple(range(n)) if enable else ()
 
 
+def _check_output_stride(output_stride: int, multi_grid: Sequence[int] | None, stem: str, layers: Sequence[int]) -> None:
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    if stem == "cifar" and output_stride != 32:
+        raise ConfigError("the CIFAR networks end at stride 4: output_stride applies to the ImageNet networks")
+    if multi_grid is not None and (output_stride == 32 or len(multi_grid) != layers[-1] or min(multi_grid) < 1):
+        raise ConfigError(f"multi_grid needs output_stride 8 or 16 and one multiplier >= 1 per block of the last "
+                          f"stage ({layers[-1]}), got {tuple(multi_grid)} at output stride {output_stride}")
+
+
 def _checkpointed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, modules: list[nn.Module]) -> torch.Tensor:
     """``fn(x)`` through activation checkpointing; ``modules`` (what ``fn`` runs) keep their batch-norm
     statistics through the recomputation."""
@@ -185,6 +195,10 @@ class ResNet(StagedNet):
         widths: base width of each stage (a block outputs ``width * block.expansion`` channels).
         stem: stem kind, see ``Stem``; ``stem_width`` is its output width (doubled for "deep").
         replace_stem_pool: the stem's max-pool becomes a strided 3x3 conv + norm + ReLU (ResNet-RS).
+        output_stride: 32, 16 or 8: the strides of the stages past it become dilations (torchvision's
+            ``replace_stride_with_dilation``: the first block of a dilated stage keeps the dilation before it).
+        multi_grid: dilation multipliers of the last stage's blocks (DeepLabv3's (1, 2, 4)), with
+            ``output_stride`` < 32: block ``j`` of that stage is dilated by its rate times ``multi_grid[j]``.
         shortcut: "A", "B", "C" or None (plain network), see ``layers.Shortcut``.
         avg_down: ResNet-D downsampling in projection shortcuts.
         groups, base_width: ResNeXt cardinality and width per group (``base_width=128`` is WRN-50-2).
@@ -207,6 +221,8 @@ class ResNet(StagedNet):
         stem: Stem = "imagenet",
         stem_width: int = 64,
         replace_stem_pool: bool = False,
+        output_stride: int = 32,
+        multi_grid: Sequence[int] | None = None,
         shortcut: Shortcut = "B",
         avg_down: bool = False,
         groups: int = 1,
@@ -233,19 +249,25 @@ class ResNet(StagedNet):
         self.grad_checkpointing: tuple[int, ...] = ()  # indices of the stages whose blocks are recomputed
         self.frozen_stages: int | None = None  # stem + this many stages are frozen (None: nothing)
 
+        _check_output_stride(output_stride, multi_grid, stem, layers)
         stem_out = self._make_stem(stem, in_chans, stem_width, norm_layer, block.preact, replace_stem_pool)
-        reduction = 1 if stem == "cifar" else 4
+        reduction, dilation = (1 if stem == "cifar" else 4), 1
         self.feature_info: list[dict] = []
         in_chs, total, idx = stem_out, sum(layers), 0
         for i, (depth, width) in enumerate(zip(layers, widths)):
-            stride = 1 if i == 0 else 2
+            stride, previous = (1 if i == 0 else 2), dilation
+            if reduction >= output_stride:  # past the output stride, a stage's stride becomes dilation
+                dilation, stride = dilation * stride, 1
             reduction *= stride
+            grid = multi_grid if multi_grid is not None and i == len(layers) - 1 else None
             blocks = []
             for j in range(depth):
                 s = stride if j == 0 else 1
+                d = (dilation * grid[j],) * 2 if grid else (previous if j == 0 else dilation, dilation)
                 out_chs = width * block.expansion
-                sc = make_shortcut(shortcut, in_chs, out_chs, s, norm_layer, avg_down=avg_down, with_norm=not block.preact)
-                blocks.append(block(in_chs, width, s, sc, opts, drop_path_rate * idx / max(total - 1, 1)))
+                sc = make_shortcut(shortcut, in_chs, out_chs, s, norm_layer, avg_down=avg_down, with_norm=not block.preact,
+                                   dilated=dilation > 1)
+                blocks.append(block(in_chs, width, s, sc, opts, drop_path_rate * idx / max(total - 1, 1), d))
                 in_chs, idx = out_chs, idx + 1
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
