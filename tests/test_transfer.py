@@ -92,7 +92,7 @@ def test_features_and_linear_probe(tmp_path):
     assert saved["train.features"].shape == (300, 512) and saved["test.labels"].shape == (360,)
     assert 0 <= result["linear_probe_top1"]["test"] <= 100
     npz = tmp_path / "f.npz"
-    features(path, "digits", npz, model="resnet18", stage=1, subset=50)
+    features(path, "digits", npz, model="resnet18", stage=2, subset=50)  # the second stage (0: the stem)
     with np.load(npz) as z:
         assert z["train.features"].shape == (50, 128, 4, 4) and z["val.files"][0].startswith("digits[")
 

@@ -73,11 +73,12 @@ def input_stats(source: Source, data: ImageData) -> tuple[tuple[float, ...], tup
 @torch.no_grad()
 def extract_features(net: ResNet, images: torch.Tensor, aug: BatchAugment, stage: int | None = None,
                      batch_size: int = 256, input_size: int | None = None, bf16: bool = False) -> np.ndarray:
-    """Pooled embeddings (``stage=None``), or the feature maps of stage ``stage`` (0-based), for uint8 images;
+    """Pooled embeddings (``stage=None``), or the feature map ``stage`` (timm's numbering: 0 the stem, 1..N the
+    stages), for uint8 images;
     ``input_size``: the normalised images resized (bilinear) to it first, e.g. CIFAR's 32 pixels to the 224 an
     ImageNet network was trained at; ``bf16``: under bfloat16 autocast (fast where the CPU has it natively)."""
-    if stage is not None and not 0 <= stage < net.num_stages:
-        raise ConfigError(f"stage must be in 0..{net.num_stages - 1}, got {stage}")
+    if stage is not None:
+        net.check_feature_indices([stage])
     out = []
     for i in range(0, len(images), batch_size):
         x = aug.eval(images[i:i + batch_size])

@@ -45,6 +45,6 @@ def test_whitening_weights_and_norm_scales_never_train():
 def test_size_and_feature_info_follow_airbench94():
     model = resnets.create_model("fastresnet8")
     assert sum(p.numel() for p in model.parameters()) == 1_972_792  # airbench94's 1.97M parameters
-    assert [f["num_chs"] for f in model.feature_info] == [64, 256, 256]
+    assert model.feature_info.channels() == [24, 64, 256, 256]  # the whitening stem (0), then the stages
     feats = model.forward_intermediates(torch.zeros(1, 3, 32, 32))
-    assert [f.shape[-1] for f in feats] == [15, 7, 3]
+    assert [f.shape[-1] for f in feats] == [31, 15, 7, 3]

@@ -38,10 +38,11 @@ def test_dilated_networks_equal_their_references(reference, parity_reference, sp
     assert ((logits - expected).abs().max() / expected.abs().max()) < 1e-9
 
 
-@pytest.mark.parametrize("output_stride, strides", [(32, [4, 8, 16, 32]), (16, [4, 8, 16, 16]), (8, [4, 8, 8, 8])])
-def test_stage_outputs_have_the_output_stride(output_stride, strides):
+@pytest.mark.parametrize("output_stride, strides", [(32, [2, 4, 8, 16, 32]), (16, [2, 4, 8, 16, 16]),
+                                                    (8, [2, 4, 8, 8, 8])])
+def test_feature_maps_have_the_output_stride(output_stride, strides):
     model = resnets.create_model("resnet18", output_stride=output_stride).eval()
-    assert [f["reduction"] for f in model.feature_info] == strides
+    assert model.feature_info.reduction() == strides
     with torch.no_grad():
         outs = model.forward_intermediates(torch.randn(1, 3, 64, 64))
     assert [64 // o.shape[-1] for o in outs] == strides

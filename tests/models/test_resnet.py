@@ -26,16 +26,20 @@ def test_reset_classifier():
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2048)
 
 
-@pytest.mark.parametrize("name,strides", [("resnet50", [4, 8, 16, 32]), ("resnet20", [1, 2, 4])])
-def test_feature_extraction_gives_multiscale_stage_outputs(name, strides):
+@pytest.mark.parametrize("name,strides,channels", [("resnet50", [2, 4, 8, 16, 32], [64, 256, 512, 1024, 2048]),
+                                                    ("resnet20", [1, 1, 2, 4], [16, 16, 32, 64]),
+                                                    ("resnetv2_50", [2, 4, 8, 16, 32], [64, 256, 512, 1024, 2048])])
+def test_feature_extraction_follows_timms_numbering(name, strides, channels):
+    """Index 0 is the stem's output (before its pool), 1..N the stages', as timm's features_only."""
     size = 64
     extractor = resnets.create_model(name, features_only=True)
     feats = extractor(torch.randn(1, 3, size, size))
-    assert [size // f.shape[-1] for f in feats] == strides
-    assert [i["reduction"] for i in extractor.feature_info] == strides
-    assert [f.shape[1] for f in feats] == [i["num_chs"] for i in extractor.feature_info]
-    some = resnets.create_model(name, features_only=True, out_indices=(1,))(torch.randn(1, 3, size, size))
-    assert len(some) == 1 and some[0].shape == feats[1].shape
+    assert [size // f.shape[-1] for f in feats] == strides == extractor.feature_info.reduction()
+    assert [f.shape[1] for f in feats] == channels == extractor.feature_info.channels()
+    some = resnets.create_model(name, features_only=True, out_indices=(1, 2))
+    assert some.feature_info.channels() == channels[1:3] and some.feature_info.module_name() == ["layer1", "layer2"]
+    out = some(torch.randn(1, 3, size, size))
+    assert len(out) == 2 and out[1].shape == feats[2].shape
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet50", "preact_resnet110", "fastresnet8"])

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .resnet import StagedNet
+from .resnet import FeatureInfo, StagedNet
 
 
 class BiasNorm(nn.BatchNorm2d):
@@ -89,7 +89,8 @@ class FastResNet(StagedNet):
         self.whiten = nn.Conv2d(in_chans, 2 * in_chans * 4, 2, bias=True)  # set by init_from_data
         self.whiten.weight.requires_grad_(False)
         nn.init.zeros_(self.whiten.bias)
-        in_chs, reduction, self.feature_info = self.whiten.out_channels, 1, []
+        in_chs, reduction = self.whiten.out_channels, 1
+        self.feature_info = FeatureInfo([dict(num_chs=in_chs, reduction=1, module="whiten")])
         for i, width in enumerate(widths):
             reduction *= 2
             self.add_module(f"layer{i + 1}", nn.Sequential(ConvPool(in_chs, width), ResidualConv(width, shortcut)))

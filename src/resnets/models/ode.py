@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .layers import conv3x3
-from .resnet import StagedNet
+from .resnet import FeatureInfo, StagedNet
 
 
 def _norm(width: int) -> nn.GroupNorm:
@@ -49,7 +49,8 @@ class ODENet(StagedNet):
         self.grad_checkpointing: tuple[int, ...] = ()
         self.frozen_stages: int | None = None
         self.conv1 = conv3x3(in_chans, widths[0])
-        self.feature_info, in_chs, reduction = [], widths[0], 1
+        self.feature_info, in_chs, reduction = FeatureInfo([dict(num_chs=widths[0], reduction=1, module="conv1")]), \
+            widths[0], 1
         for i, width in enumerate(widths):
             parts: list[nn.Module] = []
             if i > 0:

@@ -23,12 +23,27 @@ from .layers import NormLayer, Shortcut, conv3x3, global_avg_pool, make_shortcut
 Stem = Literal["imagenet", "deep", "cifar"]
 
 
+class FeatureInfo(list):
+    """The feature maps a network gives, in timm's numbering: index 0 is the stem's output, 1..N the stages'.
+    A list of ``dict(num_chs, reduction, module)``, with timm's accessors."""
+
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self]
+
+    def reduction(self) -> list[int]:
+        return [f["reduction"] for f in self]
+
+    def module_name(self) -> list[str]:
+        return [f["module"] for f in self]
+
+
 class StagedNet(nn.Module):
     """The uniform model API of every network here: ``stem -> layer1..layerN -> head``.
 
     A subclass builds ``layer1``..``layerN`` (``nn.Sequential`` stages), ``fc`` and ``norm`` (or None), sets
-    ``num_stages``, ``num_features``, ``num_classes``, ``feature_info``, ``grad_checkpointing = ()`` and
-    ``frozen_stages = None``, and defines ``forward_stem``, ``forward_head`` and ``stem_modules``.
+    ``num_stages``, ``num_features``, ``num_classes``, ``feature_info`` (a ``FeatureInfo``: the stem's map, then
+    each stage's), ``grad_checkpointing = ()`` and ``frozen_stages = None``, and defines ``forward_stem``,
+    ``forward_head`` and ``stem_modules`` (and ``forward_stem_split`` where the stem pools after its map).
     """
 
     grad_checkpointing: tuple[int, ...]  # indices of the stages whose blocks are recomputed
@@ -65,23 +80,34 @@ class StagedNet(nn.Module):
             x = _checkpointed(blk, x, [blk])
         return x
 
-    def check_stage_indices(self, indices: Sequence[int]) -> Sequence[int]:
-        """``indices`` if it names one or more of the stages (``0..num_stages - 1``); a ``ConfigError`` if not."""
-        if not indices or not set(indices) <= set(range(self.num_stages)):
-            raise ConfigError(f"stage indices must be in 0..{self.num_stages - 1}, got {list(indices)}")
+    def check_feature_indices(self, indices: Sequence[int]) -> Sequence[int]:
+        """``indices`` if it names one or more feature maps (``0``: the stem, ``1..num_stages``: the stages, as
+        in timm); a ``ConfigError`` if not."""
+        if not indices or not set(indices) <= set(range(self.num_stages + 1)):
+            raise ConfigError(f"feature indices must be in 0..{self.num_stages} (0: the stem, 1..{self.num_stages}: "
+                              f"the stages), got {list(indices)}")
         return indices
 
+    def forward_stem_split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stem's feature map (index 0) and what the first stage reads (the same, unless the stem pools)."""
+        y = self.forward_stem(x)
+        return y, y
+
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Outputs of the stages in ``indices`` (default: all), e.g. strides 4/8/16/32 for detection."""
-        want = set(range(self.num_stages) if indices is None else self.check_stage_indices(indices))
-        x = self._run_stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = self._run_stage(i, stage, x)
+        """The feature maps in ``indices`` (default: all), in timm's numbering: 0 is the stem's output, 1..N the
+        stages' (a ResNet-50: strides 2, 4, 8, 16, 32)."""
+        want = set(range(self.num_stages + 1) if indices is None else self.check_feature_indices(indices))
+        if 0 in want:
+            stem, x = self.forward_stem_split(x)
+            outs = [stem]
+        else:
+            x, outs = self._run_stem(x), []
+        for i, stage in enumerate(self.stages, start=1):
+            if i > max(want):
+                break
+            x = self._run_stage(i - 1, stage, x)
             if i in want:
                 outs.append(x)
-            if i >= max(want):
-                break
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,7 +278,9 @@ class ResNet(StagedNet):
         _check_output_stride(output_stride, multi_grid, stem, layers)
         stem_out = self._make_stem(stem, in_chans, stem_width, norm_layer, block.preact, replace_stem_pool)
         reduction, dilation = (1 if stem == "cifar" else 4), 1
-        self.feature_info: list[dict] = []
+        stem_map = "conv1" if block.preact else "relu"  # the stem's feature map: before its pool
+        self.feature_info = FeatureInfo([dict(num_chs=stem_out, reduction=1 if stem == "cifar" else 2,
+                                              module=stem_map)])
         in_chs, total, idx = stem_out, sum(layers), 0
         for i, (depth, width) in enumerate(zip(layers, widths)):
             stride, previous = (1 if i == 0 else 2), dilation
@@ -308,12 +336,13 @@ class ResNet(StagedNet):
         return out
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stem_split(x)[1]
+
+    def forward_stem_split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv1(x)
         if self.bn1 is not None:
             x = self.relu(self.bn1(x))
-        if self.maxpool is not None:
-            x = self.maxpool(x)
-        return x
+        return x, (x if self.maxpool is None else self.maxpool(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = global_avg_pool(x)
@@ -338,15 +367,16 @@ class ResNet(StagedNet):
 
 
 class FeatureExtractor(nn.Module):
-    """A backbone that returns the stage outputs in ``out_indices`` (``create_model(..., features_only=True)``)."""
+    """A backbone that returns the feature maps in ``out_indices`` (``create_model(..., features_only=True)``),
+    numbered as in timm: 0 is the stem's output, 1..N the stages' (default: all of them)."""
 
     def __init__(self, model: StagedNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.out_indices = tuple(range(model.num_stages) if out_indices is None
-                                 else model.check_stage_indices(out_indices))
+        self.out_indices = tuple(sorted(range(model.num_stages + 1) if out_indices is None
+                                        else model.check_feature_indices(out_indices)))
         model.reset_classifier(0)
         self.model = model
-        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+        self.feature_info = FeatureInfo(model.feature_info[i] for i in self.out_indices)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model.forward_intermediates(x, self.out_indices)
