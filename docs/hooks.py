@@ -12,15 +12,17 @@ from pathlib import Path
 
 MARKER = "<!-- models-table -->"
 ROOT = Path(__file__).resolve().parents[1]
-PARITY = [ROOT / "tests" / "fixtures" / "parity" / f for f in ("resnet_reference.json", "resnetrs_reference.json")]
+PARITY = [ROOT / "tests" / "fixtures" / "parity" / f
+          for f in ("resnet_reference.json", "resnetrs_reference.json", "segmentation_reference.json")]
 # (both checked by tests/models/test_parity.py)
 LIBRARIES = ROOT / "bench" / "results" / "parity.json"  # bench/parity.py, run beside torchvision and timm
 
 
 def _parity(name: str, ref: dict, libraries: dict) -> str:
     checks = []
-    for prefix, library in (("tv", "torchvision"), ("timm", "timm")):
-        entry = ref.get(f"{prefix}:{name}")
+    for prefix, library in (("tv", "torchvision"), ("timm", "timm"), ("tvseg", "torchvision")):
+        entry = ref.get(f"{prefix}:{name}") or next((v for k, v in ref.items() if k.startswith(f"{prefix}:{name}:")),
+                                                    None)
         if entry is not None:
             logits = "logits" in entry or "outputs" in entry
             checks.append(f"keys and shapes = {library}" + ("; float64 logits equal" if logits else ""))

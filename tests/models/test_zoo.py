@@ -17,7 +17,10 @@ GMACS_224 = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet101": 
 HUGE = {"resnet1202", "preact_resnet1001"}  # shape and parameter count only
 # the deepest and widest (over 40M parameters, or over 100 layers at 224 pixels) run only in the full suite
 BIG = {"resnet101", "resnet152", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2", "preact_resnet110",
-       "wrn28_10", "preact_resnet164", "resnet110", "plain110", "highway110"}
+       "wrn28_10", "preact_resnet164", "resnet110", "plain110", "highway110",
+       *(f"resnetrs{d}" for d in (101, 152, 200, 270, 350, 420))}
+# the classifiers (the segmentation networks have tests of their own: tests/models/test_segmentation.py)
+CLASSIFIERS = [n for n in list_models() if get_model_spec(n).family != "segmentation"]
 
 
 def _sized(names):
@@ -74,7 +77,7 @@ def _forward_backward(model: torch.nn.Module, size: int, in_chans: int = 3) -> t
     return y
 
 
-@pytest.mark.parametrize("name", _sized(sorted(set(list_models()) - HUGE)))
+@pytest.mark.parametrize("name", _sized(sorted(set(CLASSIFIERS) - HUGE)))
 def test_every_model_trains_at_32(name):
     model = resnets.create_model(name, num_classes=7, in_chans=1)
     y = _forward_backward(model, 32, in_chans=1)
@@ -95,7 +98,7 @@ def test_huge_models_build_with_the_right_output_shape(name):
     assert n_params(model) > 10_000_000
 
 
-@pytest.mark.parametrize("name", _sized(sorted(set(list_models()) - HUGE)))
+@pytest.mark.parametrize("name", _sized(sorted(set(CLASSIFIERS) - HUGE)))
 def test_every_model_exports(name):
     model = resnets.create_model(name).eval()
     x = torch.randn(2, 3, 32, 32)

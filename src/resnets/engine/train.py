@@ -21,10 +21,10 @@ from torch import nn
 from ..data import BatchAugment, BatchLoader, ImageData, batch_generator, take
 from ..data.sources import images_of
 from ..data.stream import StreamLoader
-from ..errors import CheckpointError, ResnetsError
+from ..errors import CheckpointError, ConfigError, ResnetsError
 from ..files import atomic_write
 from ..machine import native_bf16
-from ..models import create_model
+from ..models import create_model, get_model_spec
 from ..models.loading import load_state_dict_into
 from .batches import augment_config, make_loader, prepare_data, workers
 from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -180,6 +180,9 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None, machine: dict[str,
                                                                      ckpt["config"]["precision"]), **(machine or {})})
     requested = cfg.precision
     cfg.validate()
+    if get_model_spec(cfg.model).family == "segmentation":  # before any data is read
+        raise ConfigError(f"{cfg.model} is a segmentation network: resnets train trains classifiers (build it with "
+                          f"resnets.create_model and train it with a per-pixel loss)")
     start_time = time.perf_counter()
     cfg, device, dist = _placement(cfg)
     _seed_everything(cfg.seed, cfg.deterministic)

@@ -26,9 +26,11 @@ def layer_macs(module: nn.Module, out: torch.Tensor) -> int:
     return per_image * module.in_features
 
 
-def profile_model(model: StagedNet, input_size: int = 224) -> list[StageStats]:
+def profile_model(model: nn.Module, input_size: int = 224) -> list[StageStats]:
     """Run one image of ``input_size`` through ``model`` (any network of the zoo) and count each part: stem, each
-    stage, head."""
+    stage, head (a segmentation network: its backbone's stem and stages, then its heads)."""
+    if not isinstance(model, StagedNet):
+        return _profile_segmentation(model, input_size)
     parts: list[tuple[str, list[nn.Module]]] = [
         ("stem", model.stem_modules()),
         *[(f"layer{i + 1}", [s]) for i, s in enumerate(model.stages)],
@@ -73,3 +75,30 @@ def format_profile(name: str, rows: list[StageStats], input_size: int) -> str:
     total_p, total_m = sum(r.params for r in rows), sum(r.macs for r in rows)
     lines.append(f"{'total':<8} {'':>16} {total_p:>14,} {total_m:>16,}  ({total_m / 1e9:.3f} GMACs)")
     return "\n".join(lines)
+
+
+def _profile_segmentation(model: nn.Module, input_size: int) -> list[StageStats]:
+    """A segmentation network's parts: the backbone's stem and stages, then its head and auxiliary head, each
+    counted on the maps it reads."""
+    backbone = model.backbone  # type: ignore[attr-defined]
+    rows = [r for r in profile_model(backbone, input_size) if r.name != "head"]
+    with torch.no_grad():
+        x = torch.zeros(1, backbone.in_chans, input_size, input_size, device=next(model.parameters()).device)
+        aux_in, last = backbone.forward_intermediates(x, (3, 4))
+    for name, head, inp in (("head", model.classifier, last), ("aux", model.aux_classifier, aux_in)):  # type: ignore[attr-defined]
+        if head is None:
+            continue
+        macs = [0]
+        hooks = [m.register_forward_hook(lambda mod, _i, out: macs.__setitem__(0, macs[0] + layer_macs(mod, out)))
+                 for m in head.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        try:
+            was = head.training
+            head.eval()
+            with torch.no_grad():
+                out = head(inp)
+            head.train(was)
+        finally:
+            for h in hooks:
+                h.remove()
+        rows.append(StageStats(name, tuple(out.shape[1:]), sum(p.numel() for p in head.parameters()), macs[0]))
+    return rows

@@ -8,6 +8,7 @@ from .registry import ModelSpec, register_model
 from .fast import FastResNet
 from .ode import ODENet
 from .resnet import ResNet
+from .segmentation import segmentation_net
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -94,3 +95,11 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     "eulernet20", ODENet, dict(steps=3, tied=False), "odenet20 untied: its own function at every step, a "
     "pre-activation ResNet-20 with group norm and steps of 1/3", "cifar", "ode", 32, CIFAR10_MEAN, CIFAR10_STD))
+
+for _backbone in ("resnet50", "resnet101"):
+    for _head, _paper in (("deeplabv3", "DeepLabv3 (Chen et al. 2017): atrous spatial pyramid pooling"),
+                          ("fcn", "FCN (Long et al. 2015)")):
+        register_model(ModelSpec(
+            f"{_head}_{_backbone}", segmentation_net, dict(backbone=_backbone, head=_head), f"{_paper} on a dilated "
+            f"{_backbone} (output stride 8), torchvision's layout; aux_loss=True adds the third stage's FCN head",
+            "segmentation", "torchvision", 520))
