@@ -49,6 +49,33 @@ def parity_reference():
 
 
 @pytest.fixture(scope="session")
+def parity_json():
+    """``parity_json(name)``: a reference file of tests/fixtures/parity (keys, shapes, float64 outputs)."""
+    import json
+
+    @functools.cache
+    def read(name: str) -> dict:
+        return json.loads((FIXTURES / "parity" / name).read_text())
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def filled_outputs(parity_reference):
+    """``filled_outputs(model, size)``: ``model``'s float64 eval-mode output on the reference input, with the
+    deterministic weights of ``parity/fill.py`` (the references' weights)."""
+    _, fill = parity_reference
+
+    def run(model: torch.nn.Module, size: int = 224):
+        model = model.double().eval()
+        model.load_state_dict(fill.fill_state_dict(model.state_dict()), strict=True)
+        with torch.no_grad():
+            return model(fill.reference_input(size=size))
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def cifar10_jpeg():
     path = SHARED / "data" / "cifar10-jpeg.tar.gz"
     if not path.is_file():

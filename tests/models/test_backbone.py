@@ -1,8 +1,5 @@
 """Detection backbones: torchvision's resnet_fpn_backbone in keys, trainable parameters and float64 outputs,
 frozen batch norm that keeps trained statistics, and the settings refused."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,26 +7,18 @@ import resnets
 from resnets import ConfigError
 from resnets.models.backbone import FrozenBatchNorm2d, freeze_batch_norm
 
-REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "fpn_reference.json"
 
-
-@pytest.fixture(scope="module")
-def reference():
-    return json.loads(REFERENCE.read_text())
 
 
 @pytest.mark.parametrize("name, trainable, layers", [("resnet50", 3, [1, 2, 3, 4]), ("resnet18", 5, [2, 3, 4])])
-def test_the_fpn_backbone_is_torchvisions(reference, parity_reference, name, trainable, layers):
-    _, fill = parity_reference
+def test_the_fpn_backbone_is_torchvisions(parity_json, filled_outputs, name, trainable, layers):
+    reference = parity_json("fpn_reference.json")
     entry = reference[f"tv:resnet_fpn_backbone:{name}:{trainable}:{layers}"]
     backbone = resnets.create_backbone(name, fpn=True, trainable_layers=trainable, returned_layers=layers)
     ours = {k: list(v.shape) for k, v in backbone.state_dict().items()}
     assert list(ours) == list(entry["keys"]) and ours == entry["keys"] and backbone.out_channels == 256
     assert [n for n, p in backbone.named_parameters() if p.requires_grad] == entry["trainable"]
-    backbone = backbone.double().eval()
-    backbone.load_state_dict(fill.fill_state_dict(backbone.state_dict()), strict=True)
-    with torch.no_grad():
-        out = backbone(fill.reference_input(size=128))
+    out = filled_outputs(backbone, 128)
     assert list(out) == list(entry["outputs"])  # "0", "1", ..., "pool"
     for key, y in out.items():
         want = entry["outputs"][key]

@@ -1,28 +1,20 @@
 """Output stride by dilation: torchvision's dilated ResNets and timm's (basic blocks, ResNet-D, ResNet-RS) in
 keys and float64 logits, the feature strides, multi-grid, and the settings refused."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 import resnets
 from resnets import ConfigError
 
-REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "dilated_reference.json"
 # the reference's constructor arguments, as ours
 OURS = {"tv:resnet50": ("resnet50", 8), "tv:resnet101": ("resnet101", 16), "timm:resnet18": ("resnet18", 8),
         "timm:resnet50d": ("resnet50d", 16), "timm:resnetrs50": ("resnetrs50", 8)}
 
 
-@pytest.fixture(scope="module")
-def reference():
-    return json.loads(REFERENCE.read_text())
-
 
 @pytest.mark.parametrize("spec", list(OURS))
-def test_dilated_networks_equal_their_references(reference, parity_reference, spec):
-    _, fill = parity_reference
+def test_dilated_networks_equal_their_references(parity_json, filled_outputs, spec):
+    reference = parity_json("dilated_reference.json")
     (entry,) = [v for k, v in reference.items() if k.startswith(spec + ":")]
     name, output_stride = OURS[spec]
     model = resnets.create_model(name, output_stride=output_stride)
@@ -30,10 +22,7 @@ def test_dilated_networks_equal_their_references(reference, parity_reference, sp
     assert list(ours) == list(entry["keys"]) and ours == entry["keys"]
     if "outputs" not in entry:
         return
-    model = model.double().eval()
-    model.load_state_dict(fill.fill_state_dict(model.state_dict()), strict=True)
-    with torch.no_grad():
-        logits = model(fill.reference_input(size=entry["size"]))
+    logits = filled_outputs(model, entry["size"])
     expected = torch.tensor(entry["outputs"], dtype=torch.float64)
     assert ((logits - expected).abs().max() / expected.abs().max()) < 1e-9
 

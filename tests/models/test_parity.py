@@ -26,29 +26,17 @@ def test_every_reference_model_has_identical_keys_and_shapes(parity_reference):
 
 
 @pytest.mark.parametrize("ref_name", ["tv:resnet18", "tv:resnet50"])
-def test_logits_match_the_reference_implementation_in_float64(parity_reference, ref_name):
-    ref, fill = parity_reference
-    model = resnets.create_model(_ours(ref_name)).double().eval()
-    model.load_state_dict(fill.fill_state_dict(model.state_dict()), strict=True)
-    with torch.no_grad():
-        logits = model(fill.reference_input())
+def test_logits_match_the_reference_implementation_in_float64(parity_reference, filled_outputs, ref_name):
+    ref, _ = parity_reference
+    logits = filled_outputs(resnets.create_model(_ours(ref_name)))
     expected = torch.tensor(ref[ref_name]["logits"], dtype=torch.float64)
     rel = (logits - expected).abs().max() / expected.abs().max()
     assert rel < 1e-9
 
 
-@pytest.fixture(scope="module")
-def resnetrs_reference(parity_reference):
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "resnetrs_reference.json"
-    return json.loads(path.read_text()), parity_reference[1]
-
-
 @pytest.mark.parametrize("depth", [50, 101, 152, 200])
-def test_resnet_rs_has_timms_keys_shapes_and_parameter_counts(resnetrs_reference, depth):
-    ref, _ = resnetrs_reference
+def test_resnet_rs_has_timms_keys_shapes_and_parameter_counts(parity_json, depth):
+    ref = parity_json("resnetrs_reference.json")
     entry = ref[f"timm:resnetrs{depth}"]
     model = resnets.create_model(f"resnetrs{depth}")
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -60,13 +48,9 @@ def test_resnet_rs_has_timms_keys_shapes_and_parameter_counts(resnetrs_reference
     assert not any(p.requires_grad for p in model.maxpool.parameters())
 
 
-def test_resnet_rs_logits_match_timm_in_float64(resnetrs_reference):
-    ref, fill = resnetrs_reference
-    model = resnets.create_model("resnetrs50").double().eval()
-    model.load_state_dict(fill.fill_state_dict(model.state_dict()), strict=True)
-    with torch.no_grad():
-        logits = model(fill.reference_input())
-    expected = torch.tensor(ref["timm:resnetrs50"]["outputs"], dtype=torch.float64)
+def test_resnet_rs_logits_match_timm_in_float64(parity_json, filled_outputs):
+    logits = filled_outputs(resnets.create_model("resnetrs50"))
+    expected = torch.tensor(parity_json("resnetrs_reference.json")["timm:resnetrs50"]["outputs"], dtype=torch.float64)
     assert ((logits - expected).abs().max() / expected.abs().max()) < 1e-9
 
 

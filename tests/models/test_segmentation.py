@@ -1,8 +1,5 @@
 """Segmentation networks: torchvision's DeepLabv3 and FCN in keys, parameter counts and float64 outputs (main
 and auxiliary), outputs at the input's size, and the settings refused."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,19 +7,14 @@ import resnets
 from resnets import ConfigError
 from resnets.models.profile import profile_model
 
-REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "segmentation_reference.json"
 SPECS = {"deeplabv3_resnet50": ('tvseg:deeplabv3_resnet50:{"weights_backbone": null, "aux_loss": true}', True),
          "fcn_resnet50": ('tvseg:fcn_resnet50:{"weights_backbone": null, "aux_loss": false}', False)}
 
 
-@pytest.fixture(scope="module")
-def reference():
-    return json.loads(REFERENCE.read_text())
-
 
 @pytest.mark.parametrize("name", list(SPECS))
-def test_segmentation_networks_are_torchvisions(reference, parity_reference, name):
-    _, fill = parity_reference
+def test_segmentation_networks_are_torchvisions(parity_json, filled_outputs, name):
+    reference = parity_json("segmentation_reference.json")
     spec, aux = SPECS[name]
     entry = reference[spec]
     model = resnets.create_model(name, num_classes=21, aux_loss=aux)
@@ -31,10 +23,7 @@ def test_segmentation_networks_are_torchvisions(reference, parity_reference, nam
     assert sum(p.numel() for p in model.parameters()) == entry["num_params"]
     if "outputs" not in entry:
         return
-    model = model.double().eval()
-    model.load_state_dict(fill.fill_state_dict(model.state_dict()), strict=True)
-    with torch.no_grad():
-        out = model(fill.reference_input(size=entry["size"]))
+    out = filled_outputs(model, entry["size"])
     assert set(out) == {"out", "aux"}
     for key, y in out.items():
         assert y.shape[-2:] == (entry["size"], entry["size"])  # at the input's size
