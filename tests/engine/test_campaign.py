@@ -88,6 +88,11 @@ def test_a_changed_recipe_or_a_damaged_state_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="made with lr=0.05, the manifest now says 0.2"):
         check_state(changed, state)
     last = state / "r20" / "last.pt"
+    # a state made before a setting existed: it had that setting's default, and resumes
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["config"]["optimizer"]
+    torch.save(ckpt, last)
+    assert check_state(run, state) == last
     before = last.read_bytes()
     last.write_bytes(before[: len(before) // 2])
     with pytest.raises(CheckpointError):

@@ -199,7 +199,8 @@ def check_state(run: CampaignRun, state: Path) -> Path | None:
     want, had = run.config(state).to_dict(), dict(ckpt["config"])
     for cfg in (want, had):  # the same data wherever this clone keeps it
         cfg["data"] = Path(str(cfg["data"])).name
-    changed = sorted(k for k, v in want.items() if k not in PER_MACHINE and had.get(k) != v)
+    defaults = TrainConfig().to_dict()  # a setting added since the state was made had its default then
+    changed = sorted(k for k, v in want.items() if k not in PER_MACHINE and had.get(k, defaults[k]) != v)
     if changed:
         k = changed[0]
         raise ConfigError(f"run {run.name}: its state was made with {k}={ckpt['config'].get(k)!r}, the manifest now "

@@ -17,6 +17,8 @@ from ..errors import ConfigError
 
 Schedule = Literal["cosine", "linear", "step", "multistep", "constant"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Optimizer = Literal["sgd", "lamb"]
+Loss = Literal["ce", "bce"]
 
 
 def option(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
@@ -61,7 +63,12 @@ class TrainConfig:
     epochs: float = option(30, "training epochs (may be fractional)")
     batch_size: int = option(128, "images per step (the global batch over all processes)")
     lr: float = option(0.1, "peak learning rate")
+    optimizer: Optimizer = option("sgd", "sgd, or lamb (You et al. 2019: Adam moments, a trust ratio per parameter)")
     momentum: float = option(0.9, "SGD momentum")
+    betas: list[float] = option(factory=lambda: [0.9, 0.999], help="LAMB's moment decay rates (beta1 beta2)")
+    loss: Loss = option("ce", "ce: cross-entropy; bce: binary cross-entropy on one-hot or mixed targets "
+                              "(ResNet strikes back)")
+    bce_target_thresh: float | None = option(None, "bce: targets above this become 1, the others 0 (timm's 0.2)")
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(1e-4, "L2 weight decay")
     no_decay_norm_bias: bool = option(False, "exempt norm and bias parameters from weight decay")
@@ -158,6 +165,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "bce_target_thresh": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "ema_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
     "lookahead_every": (lambda v: v >= 0, ">= 0 steps"),
     "lookahead_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),

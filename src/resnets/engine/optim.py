@@ -1,4 +1,5 @@
-"""SGD with optional weight-decay exemptions, and the learning-rate schedule as a function of the step."""
+"""The optimisers (SGD, and LAMB for large batches) with optional weight-decay exemptions, and the learning-rate
+schedule as a function of the step."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .config import TrainConfig
 
 
@@ -33,8 +35,49 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
             for (is_head, no_decay, norm), params in sorted(groups.items())]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning", Algorithm 2): Adam's bias-corrected
+    moments give the direction ``r = m_hat / (sqrt(v_hat) + eps)``, decoupled weight decay is added
+    (``u = r + wd * w``), and each parameter tensor steps by ``lr * ||w|| / ||u||`` along ``u`` (the trust
+    ratio; 1 where either norm is 0). Parameters without weight decay (biases and norms, with
+    ``no_decay_norm_bias``) take the plain Adam step, as timm's ``Lamb`` does for them."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0) -> None:
+        if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"LAMB needs lr >= 0, eps > 0, weight_decay >= 0 and betas in [0, 1), got lr {lr}, "
+                              f"eps {eps}, weight_decay {weight_decay}, betas {tuple(betas)}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"], state["m"], state["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                state["step"] += 1
+                t, m, v = state["step"], state["m"], state["v"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                update = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+                ratio = 1.0
+                if wd:
+                    update.add_(p, alpha=wd)
+                    w_norm, u_norm = p.norm(), update.norm()
+                    ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+                p.sub_(update * (group["lr"] * ratio))
+        return loss
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias, cfg.head_lr_mult, cfg.norm_lr_mult)
+    if cfg.optimizer == "lamb":
+        return Lamb(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 

@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .distill import Teacher, distillation_loss, load_teachers, soft_targets
 from .distributed import Dist, convert_sync_batchnorm, init_distributed
 from .ema import Lookahead, ModelEma
+from .loss import classification_loss
 from .metrics import Metrics
 from .optim import frozen_stages_at, lr_factor, make_optimizer, set_lr
 from .predict import autocast, evaluate_split, resolve_device
@@ -242,7 +243,8 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, per_process: 
                                  temperature=cfg.distill_temperature, alpha=cfg.distill_alpha,
                                  label_smoothing=cfg.label_smoothing)
     else:
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+        loss = classification_loss(cfg.loss, logits.float(), target, smoothing=cfg.label_smoothing,
+                                   target_thresh=cfg.bce_target_thresh)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if cfg.clip_grad is not None:
