@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .randaugment import RandAugmentPolicy, rand_augment
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -25,6 +27,7 @@ class AugmentConfig:
     jitter: float = 0.0  # brightness, contrast and saturation strength
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
     cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 = off
+    randaugment: str | None = None  # a RandAugment policy string (randaugment.py), after the crops and flips
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -145,6 +148,7 @@ class BatchAugment:
         self.mean = torch.tensor(mean)
         self.std = torch.tensor(std)
         self.num_classes = num_classes
+        self.randaugment = RandAugmentPolicy.parse(cfg.randaugment) if cfg.randaugment else None
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mean.device != x.device:  # moved once, not at every batch
@@ -163,6 +167,8 @@ class BatchAugment:
             if cfg.hflip:
                 x = random_flip(x, g)
             x = x.float()
+        if self.randaugment is not None:
+            x = rand_augment(x, self.randaugment, g)
         if cfg.jitter > 0:
             x = color_jitter(x, cfg.jitter, g)
         x = normalize(x, *self._stats(x))

@@ -22,11 +22,12 @@ def augment_config(cfg: TrainConfig, streamed: bool = False) -> AugmentConfig:
     """The augmentation of batches. Streamed with random-resized crops, the workers crop and flip each image
     (``stream_transform``), and batches are only jittered, mixed and normalised."""
     if streamed and cfg.rrc_scale:
-        return AugmentConfig(crop_padding=0, hflip=False, jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+        return AugmentConfig(crop_padding=0, hflip=False, jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                             randaugment=cfg.randaugment)
     return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode,
                          hflip=cfg.hflip and not cfg.alternate_flips,  # alternate flips: done by the loader
                          rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
-                         jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix)
+                         jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix, randaugment=cfg.randaugment)
 
 
 def stream_transform(cfg: TrainConfig, data: StreamSet) -> SampleTransform:

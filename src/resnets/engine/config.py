@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal
 
 import yaml
 
+from ..data.randaugment import RandAugmentPolicy
 from ..errors import ConfigError
 
 Schedule = Literal["cosine", "linear", "step", "multistep", "constant"]
@@ -100,6 +101,8 @@ class TrainConfig:
     rrc_scale: list[float] | None = option(None, "random-resized crops with this area range, e.g. 0.08 1")
     crop_size: int | None = option(None, "train on crops of this size (evaluation: centre crops)")
     jitter: float = option(0.0, "colour jitter strength")
+    randaugment: str | None = option(None, "RandAugment policy, timm's strings: rand-m9-mstd0.5-inc1 (m magnitude 0-10, "
+                                           "n ops per image, mstd magnitude noise, inc1 the increasing ops)")
     mixup: float = option(0.0, "mixup alpha; 0: off")
     cutmix: float = option(0.0, "cutmix alpha; 0: off")
     # knowledge distillation
@@ -141,6 +144,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not ok(value):
                 raise ConfigError(f"setting {name!r} must be {allowed}, got {value!r}")
+        if self.randaugment is not None:
+            RandAugmentPolicy.parse(self.randaugment)  # one line naming what cannot be read
         if self.folds and self.fold >= self.folds:
             raise ConfigError(f"setting 'fold' must be below folds ({self.folds}), got {self.fold}")
         if self.folds and self.val_size not in (None, 0):
