@@ -1,5 +1,9 @@
 """Batched augmentation and the in-memory loader."""
+import pytest
 import torch
+
+import resnets
+from resnets import ConfigError
 
 from resnets.data import AugmentConfig, BatchAugment, BatchLoader, ImageSet, batch_generator
 from resnets.data.augment import normalize, random_crop, random_flip
@@ -100,3 +104,30 @@ def test_reflect_crop_is_a_window_of_the_mirrored_image():
         windows = [mirrored[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(y[i], w) for w in windows)
     assert (y != 0).all()  # no zero border from reflected padding (the images are >= 1)
+
+
+
+def test_repeated_augmentation_keeps_the_epoch_and_repeats_each_image():
+    n = 700
+    data = ImageSet(_images(n, 4), torch.arange(n))  # the label names the image
+    loader = BatchLoader(data, 64, shuffle=True, drop_last=True, seed=5, repeats=3)
+    assert len(loader) == 512 // 64  # timm: an epoch of whole multiples of 256 images, not 3 x 700
+    labels = torch.cat([y for _, y in loader.batches(2)])
+    groups = labels[:510].view(-1, 3)
+    assert (groups == groups[:, :1]).all() and len(set(labels.tolist())) == 171  # 3 consecutive copies of each
+    assert torch.equal(torch.cat([y for _, y in loader.batches(2)]), labels)  # the order depends on (seed, epoch)
+    assert not torch.equal(torch.cat([y for _, y in loader.batches(3)]), labels)
+    tail = torch.cat([y for _, y in loader.batches(2, start=3)])
+    assert torch.equal(tail, labels[3 * 64:])  # a resumed epoch goes on with the same images
+    x, y = next(iter(loader.batches(2)))
+    aug = BatchAugment(AugmentConfig(crop_padding=1, hflip=True), (0.5,) * 3, (0.25,) * 3, n)
+    out, _ = aug.train(x, y, batch_generator(0, 2, 0))
+    assert not torch.equal(out[0], out[1]) or not torch.equal(out[1], out[2])  # copies are augmented apart
+
+
+def test_repeats_are_refused_below_one_and_without_shuffling():
+    for kwargs in ({"shuffle": True, "repeats": 0}, {"shuffle": False, "repeats": 3}):
+        with pytest.raises(ValueError, match="repeats must be >= 1"):
+            BatchLoader(ImageSet(_images(8), torch.arange(8)), 4, **kwargs)
+    with pytest.raises(ConfigError, match="aug_repeats' must be in \\[1, 16\\]"):
+        resnets.make_config(None, aug_repeats=0)

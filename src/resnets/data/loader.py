@@ -22,13 +22,20 @@ class BatchLoader:
     images (fixed by the seed) comes mirrored in even epochs and the other half in odd ones, so that
     every two epochs show each image both ways (airbench's alternating flips; random flips leave a
     quarter of the images unmirrored, or always mirrored, over two epochs).
+
+    With ``repeats > 1`` (repeated augmentation, Hoffer et al. 2020; timm's ``RepeatAugSampler``) each epoch
+    takes ``repeats`` consecutive copies of each image of its order, so that a batch holds differently augmented
+    copies of the same images, and an epoch keeps the length of one pass (a multiple of 256 images, as timm's):
+    it sees a ``1 / repeats`` share of the images, each ``repeats`` times.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool, drop_last: bool = False, seed: int = 0,
                  device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 alternate_flips: bool = False) -> None:
+                 alternate_flips: bool = False, repeats: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        if repeats < 1 or (repeats > 1 and not shuffle):
+            raise ValueError(f"repeats must be >= 1 (and only for a shuffled order), got {repeats}")
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.flipped_first = None
@@ -41,15 +48,25 @@ class BatchLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        self.repeats = repeats
+
+    def _epoch_images(self) -> int:
+        """Images an epoch shows: all of them, or under repeated augmentation whole multiples of 256 (timm)."""
+        n = len(self.labels)
+        return n // 256 * 256 if self.repeats > 1 and n >= 256 else n
 
     def _order(self, epoch: int) -> torch.Tensor:
         n = len(self.labels)
         if not self.shuffle:
             return torch.arange(n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        if self.repeats > 1:
+            order = order.repeat_interleave(self.repeats)[:self._epoch_images()]
+        return order
 
     def __len__(self) -> int:
-        n = len(self.labels) // self.world_size if self.shuffle else -(-len(self.labels) // self.world_size)
+        total = self._epoch_images()
+        n = total // self.world_size if self.shuffle else -(-total // self.world_size)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

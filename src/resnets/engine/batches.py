@@ -43,7 +43,11 @@ def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: D
     """The training batches: slices of the images in memory (global batches), or streamed (this process's)."""
     if not data.streamed:
         return BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                           seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips)
+                           seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips,
+                           repeats=cfg.aug_repeats)
+    if cfg.aug_repeats > 1:
+        raise ResnetsError("repeated augmentation (--aug-repeats) needs the training images in memory: add "
+                           "--in-memory, or leave it out for streamed data")
     local, n = cfg.batch_size // dist.world, len(data.train)
     loader = StreamLoader(data.train, stream_transform(cfg, data.train), local, shuffle=True,
                           drop_last=n // dist.world > local, seed=cfg.seed, rank=dist.rank, world=dist.world,

@@ -103,6 +103,8 @@ class TrainConfig:
     jitter: float = option(0.0, "colour jitter strength")
     randaugment: str | None = option(None, "RandAugment policy, timm's strings: rand-m9-mstd0.5-inc1 (m magnitude 0-10, "
                                            "n ops per image, mstd magnitude noise, inc1 the increasing ops)")
+    aug_repeats: int = option(1, "repeated augmentation: each image of an epoch comes N times, differently "
+                                 "augmented, in an epoch of the usual length (Hoffer et al. 2020; 3 in RSB A1/A2)")
     mixup: float = option(0.0, "mixup alpha; 0: off")
     cutmix: float = option(0.0, "cutmix alpha; 0: off")
     # knowledge distillation
@@ -170,6 +172,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "aug_repeats": (lambda v: 1 <= v <= 16, "in [1, 16]"),
     "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "bce_target_thresh": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "ema_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
