@@ -184,3 +184,33 @@ def test_a_timm_resnet_rs_file_loads_by_its_tag(home, tmp_path, http_root, monke
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     predictor = resnets.Predictor(resolve_weights("resnetrs50.tf_in1k"), mode="fused")
     assert predictor.image_size == 246 and len(predictor.classes) == 1000
+
+
+def test_torchvisions_segmentation_weights_load_by_tag(home, tmp_path, http_root, monkeypatch):
+    """The COCO-with-VOC-labels tags: 21 classes, the auxiliary head, torchvision's keys, mIoU as the metric."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    state = resnets.create_model("fcn_resnet50", aux_loss=True).state_dict()
+    torch.save(state, folder / "fcn_test.pth")
+    digest = hashlib.sha256((folder / "fcn_test.pth").read_bytes()).hexdigest()
+    tag = replace(pretrained.PRETRAINED["fcn_resnet50.tv_coco_voc"], urls=(f"{http_root(folder)}/fcn_test.pth",),
+                  sha256=digest)
+    monkeypatch.setitem(pretrained.PRETRAINED, "fcn_resnet50.tv_coco_voc", tag)
+    model = resnets.create_model("fcn_resnet50", pretrained=True)
+    assert model.aux_classifier is not None and model.num_classes == 21
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    w = pretrained.PRETRAINED["deeplabv3_resnet50.tv_coco_voc"]
+    assert len(w.classes) == 21 and w.classes[15] == "person" and w.sha256 == "cd0a2569"
+    assert pretrained.describe(w).split()[1:3] == ["mIoU", "66.4"]
+
+
+def test_a_segmentation_tag_given_to_a_classifier_command_is_one_line(home, tmp_path, http_root, monkeypatch, capsys):
+    folder = tmp_path / "www"
+    folder.mkdir()
+    torch.save(resnets.create_model("fcn_resnet50", aux_loss=True).state_dict(), folder / "fcn.pth")
+    digest = hashlib.sha256((folder / "fcn.pth").read_bytes()).hexdigest()
+    tag = replace(pretrained.PRETRAINED["fcn_resnet50.tv_coco_voc"], urls=(f"{http_root(folder)}/fcn.pth",), sha256=digest)
+    monkeypatch.setitem(pretrained.PRETRAINED, "fcn_resnet50.tv_coco_voc", tag)
+    assert main(["eval", "fcn_resnet50.tv_coco_voc", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds the segmentation network fcn_resnet50" in err and err.count("\n") == 0

