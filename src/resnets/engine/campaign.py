@@ -285,15 +285,12 @@ def finish(run: CampaignRun, r: Any, segments: list[dict[str, Any]], state: Path
     history = [{"epoch": h["epoch"], "step": h["step"], "lr": h["lr"], "train_loss": round(h["train_loss"], 5),
                 "train_error": round(100 - h["train_acc"], 3),
                 "val_error": None if h["val_acc"] is None else round(100 - h["val_acc"], 3)} for h in r.history]
-    kinds: dict[str, float] = {}
-    for s in segments:
-        kinds[s["kind"]] = round(kinds.get(s["kind"], 0.0) + s["seconds"], 1)
     result = {"run": run.name, "model": run.model, "recipe": run.recipe, "seed": run.seed,
               "data": Path(r.cfg.data).name, "splits": r.data.splits, "iterations": r.step,
               "test_top1": test.top1, "val_top1": val and val.top1, "final_train_error": history[-1]["train_error"],
               "final_val_error": history[-1]["val_error"], "weights": f"{run.name}.safetensors",
               "note": "the final weights after the full schedule; the test split was used once, at the end",
-              "seconds_by_kind": kinds, "segments": segments, "config": r.cfg.to_dict(), "history": history}
+              "seconds_by_kind": seconds_by_kind(segments), "segments": segments, "config": r.cfg.to_dict(), "history": history}
     results.mkdir(parents=True, exist_ok=True)
     ckpt = {**r.meta, "model": r.model.state_dict()}
     save_weights(results / f"{run.name}.safetensors", ckpt, {"test_top1": test.top1, "val_top1": val and val.top1,
@@ -303,6 +300,14 @@ def finish(run: CampaignRun, r: Any, segments: list[dict[str, Any]], state: Path
     atomic_write(out, lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
     shutil.rmtree(state / run.name)
     return out
+
+
+def seconds_by_kind(segments: list[dict[str, Any]]) -> dict[str, float]:
+    """Training seconds per kind of machine over a run's segments."""
+    kinds: dict[str, float] = {}
+    for seg in segments:
+        kinds[seg["kind"]] = round(kinds.get(seg["kind"], 0.0) + seg["seconds"], 1)
+    return kinds
 
 
 def unfinished(runs: list[CampaignRun], results: Path) -> Iterator[CampaignRun]:
@@ -326,10 +331,7 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
         total = segments[-1]["total_steps"] if segments else _total_steps(run)
         here = [s for s in segments if s["kind"] == kind and s["steps"] > 0]
         rate = here[-1]["seconds"] / here[-1]["steps"] if here else None
-        by_kind: dict[str, float] = {}
-        for s in segments:
-            by_kind[s["kind"]] = round(by_kind.get(s["kind"], 0.0) + s["seconds"], 1)
-        rows.append({"run": run.name, "step": step, "total": total, "done": False, "seconds_by_kind": by_kind,
+        rows.append({"run": run.name, "step": step, "total": total, "done": False, "seconds_by_kind": seconds_by_kind(segments),
                      "eta_s": None if rate is None or total is None else round(rate * (total - step))})
     return rows
 
