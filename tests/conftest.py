@@ -83,6 +83,15 @@ def cifar10_jpeg():
     return path
 
 
+@pytest.fixture(scope="session")
+def cifar10_lossless():
+    """The original CIFAR-10 pixels, in the official python-batches layout (a .tar.xz of it)."""
+    path = SHARED / "data" / "cifar-10-lossless-python.tar.xz"
+    if not path.is_file():
+        pytest.skip(f"the original CIFAR-10 archive is not at {path}")
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     """Every test gets a fresh dataset cache, outside the user's home."""

@@ -18,7 +18,17 @@ def test_shipped_weights_are_described():
     path = shipped_weights()["resnet20_cifar10"]
     meta = weights_metadata(path)
     assert meta["classes"] == CIFAR10 and meta["config"]["model"] == "resnet20"
-    assert meta["test_top1"] > 85 and meta["command"].startswith("python bench/ship_resnet20.py")
+    assert meta["test_top1"] > 91 and meta["command"].startswith("python bench/ship_weights.py")
+    assert meta["iterations"] == 64000 and meta["recipe"] == "cifar10-resnet20-paper" and meta["seed"] == 0
+
+
+def test_shipped_weights_are_stored_in_half_and_read_in_float32():
+    from safetensors import safe_open
+
+    with safe_open(str(shipped_weights()["resnet20_cifar10"]), "pt") as f:
+        assert f.get_tensor("conv1.weight").dtype == torch.float16
+    state = resnets.models.loading.read_checkpoint("resnet20_cifar10")
+    assert state["conv1.weight"].dtype == torch.float32 and state["bn1.num_batches_tracked"].dtype == torch.int64
 
 
 def test_predict_by_name(tmp_path, capsys):
@@ -50,8 +60,8 @@ def test_shipped_accuracy_on_original_cifar10_test_images():
 
 
 @pytest.mark.slow
-def test_shipped_accuracy_on_real_images(cifar10_jpeg):
-    metrics = resnets.evaluate("resnet20_cifar10", str(cifar10_jpeg), split="test", mode="fused")
+def test_shipped_accuracy_on_the_official_test_set(cifar10_lossless):
+    metrics = resnets.evaluate("resnet20_cifar10", str(cifar10_lossless), split="test", mode="fused")
     assert metrics.n == 10000 and metrics.top1 == pytest.approx(weights_metadata(
         shipped_weights()["resnet20_cifar10"])["test_top1"], abs=0.01)
 

@@ -69,7 +69,7 @@ def read_checkpoint(path: str | Path) -> dict:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu")
+            return widen(load_file(str(path), device="cpu"))
         with warnings.catch_warnings():  # torch's warnings about pickle protocols: the error below says it all
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -81,6 +81,12 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     return obj
+
+
+def widen(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Half-precision tensors (weights stored in float16 or bfloat16 to be small, as the shipped ones are) as
+    float32: the networks are built in float32 and choose their lower-precision modes themselves."""
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
 
 
 def _not_a_torch_file(path: Path) -> str | None:
