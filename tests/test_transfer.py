@@ -8,6 +8,7 @@ from safetensors.numpy import load_file
 
 import resnets
 from resnets import ConfigError
+from resnets.errors import CheckpointError
 from resnets.engine.optim import frozen_stages_at, make_optimizer, set_lr
 from resnets.transfer import describe_source, features
 
@@ -79,7 +80,7 @@ def test_foreign_state_dicts_fine_tune_on_grayscale_digits(tmp_path, maker, mode
 
 
 def test_plain_state_dict_needs_a_model_name(tmp_path):
-    with pytest.raises(ConfigError, match="--model"):
+    with pytest.raises(CheckpointError, match="plain state dict: name its architecture with --model"):
         describe_source(_torchvision_style_file(tmp_path))
 
 

@@ -15,55 +15,28 @@ import torch.nn.functional as F
 
 from .data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
 from .errors import ConfigError, ResnetsError
-from .models import create_model, extract_state_dict, get_model_spec, load_state_dict_into, read_checkpoint
+from .models import create_model, load_state_dict_into
 from .models.loading import resolve_weights
+from .models.source import Checkpoint, read_source
 from .models.resnet import ResNet
 
 log = logging.getLogger("resnets")
 
 
-@dataclass
-class Source:
-    """What a pretrained file holds: the architecture, its arguments and its input normalisation."""
-
-    path: Path
-    model: str
-    model_args: dict[str, Any]
-    mean: tuple[float, ...] | None
-    std: tuple[float, ...] | None
-    in_chans: int | None
+def describe_source(path: str | Path | Checkpoint, model: str | None = None) -> Checkpoint:
+    """Read a pretrained file, a shipped weights name or published weights: this project's checkpoints and
+    described weights name their model; a plain state dict needs ``model``."""
+    return read_source(path, model=model).need("model", fix="--model (e.g. resnet50)")
 
 
-def describe_source(path: str | Path, model: str | None = None) -> Source:
-    """Read a pretrained file (or a shipped weights name): this project's checkpoints and described weights
-    name their model; a plain state dict needs ``model``."""
-    from .engine.checkpoint import load_training_checkpoint, weights_metadata
-
-    path = resolve_weights(path)
-    described = path.suffix == ".safetensors" and weights_metadata(path) is not None
-    ckpt = load_training_checkpoint(path) if described else read_checkpoint(path)
-    cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
-    if cfg is not None:
-        if model is not None and model != cfg["model"]:
-            raise ConfigError(f"{path} holds a {cfg['model']}, not a {model}")
-        return Source(path, cfg["model"], dict(cfg.get("model_args", {})), tuple(ckpt["mean"]), tuple(ckpt["std"]),
-                      ckpt.get("in_chans"))
-    if model is None:
-        raise ConfigError(f"{path} is a plain state dict: name its architecture with --model (e.g. resnet50)")
-    spec = get_model_spec(model)
-    first = next((v for k, v in extract_state_dict(ckpt).items() if k.endswith("weight") and v.dim() == 4), None)
-    return Source(path, model, {}, spec.mean, spec.std, first.shape[1] if first is not None else None)
-
-
-def load_backbone(source: Source, in_chans: int) -> ResNet:
+def load_backbone(source: Checkpoint, in_chans: int) -> ResNet:
     """The pretrained network for ``in_chans`` input channels (the first convolution adapted) with no classifier."""
     net = create_model(source.model, num_classes=0, in_chans=in_chans, **source.model_args)
-    state = extract_state_dict(read_checkpoint(source.path))
-    load_state_dict_into(net, {k: v for k, v in state.items() if not k.startswith("fc.")})
+    load_state_dict_into(net, {k: v for k, v in source.state_dict.items() if not k.startswith("fc.")})
     return net.eval()
 
 
-def input_stats(source: Source, data: ImageData) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def input_stats(source: Checkpoint, data: ImageData) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The pretrained normalisation where the channels match, else the target data's own statistics."""
     if source.mean is not None and source.std is not None and len(source.mean) == data.in_chans:
         return source.mean, source.std

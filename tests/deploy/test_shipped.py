@@ -8,7 +8,7 @@ from PIL import Image
 
 import resnets
 from resnets.cli import main
-from resnets.engine.checkpoint import weights_metadata
+from resnets.models.source import read_description
 from resnets.models.loading import shipped_weights
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -16,7 +16,7 @@ CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 def test_shipped_weights_are_described():
     path = shipped_weights()["resnet20_cifar10"]
-    meta = weights_metadata(path)
+    meta = read_description(path)
     assert meta["classes"] == CIFAR10 and meta["config"]["model"] == "resnet20"
     assert meta["test_top1"] > 91 and meta["command"].startswith("python bench/ship_weights.py")
     assert meta["iterations"] == 64000 and meta["recipe"] == "cifar10-resnet20-paper" and meta["seed"] == 0
@@ -51,7 +51,7 @@ def test_shipped_accuracy_on_original_cifar10_test_images():
     """200 images of the CIFAR-10 test set (20 a class, in tests/fixtures): top-1 within three standard errors
     of the 10,000-image figure the weights' description reports; the float32 fast path agrees with eager."""
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "cifar10-test-200"
-    reported = weights_metadata(shipped_weights()["resnet20_cifar10"])["test_top1"]
+    reported = read_description(shipped_weights()["resnet20_cifar10"])["test_top1"]
     fused = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="fused")
     eager = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="eager")
     se = 100 * (reported / 100 * (1 - reported / 100) / 200) ** 0.5
@@ -62,7 +62,7 @@ def test_shipped_accuracy_on_original_cifar10_test_images():
 @pytest.mark.slow
 def test_shipped_accuracy_on_the_official_test_set(cifar10_lossless):
     metrics = resnets.evaluate("resnet20_cifar10", str(cifar10_lossless), split="test", mode="fused")
-    assert metrics.n == 10000 and metrics.top1 == pytest.approx(weights_metadata(
+    assert metrics.n == 10000 and metrics.top1 == pytest.approx(read_description(
         shipped_weights()["resnet20_cifar10"])["test_top1"], abs=0.01)
 
 

@@ -9,7 +9,9 @@ from resnets.files import atomic_write
 
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {}, "classes": ["a"]})
+    described = {"config": {"model": "resnet20"}, "classes": ["a"], "in_chans": 1, "mean": [0.5], "std": [0.2],
+                 "image_size": 8}
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, **described})
 
     def broken_save(obj, f):
         f.write(b"half a checkpoint")

@@ -42,7 +42,7 @@ atomic_write(sys.argv[1], write)
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {"model": "resnet20"}, "classes": ["a"],
-                           "epoch": 1})
+                           "in_chans": 1, "mean": [0.5], "std": [0.2], "image_size": 8, "epoch": 1})
     proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"  # the new file is half written
     proc.send_signal(signal.SIGKILL)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..inference import MODES
+from ..models.source import Checkpoint, read_source
 from ..errors import ConfigError, ResnetsError
 from ..engine.config import TrainConfig, list_recipes, load_recipe, make_config
 
@@ -121,18 +122,18 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
 
 
-def weights_source(weights: str, model: str | None) -> str:
+def weights_source(weights: str, model: str | None) -> str | Checkpoint:
     """What ``--weights W [--model M]`` names: a file, a shipped name, or published weights (``--weights
-    tv2_in1k --model resnet50``, or ``--weights resnet50.tv2_in1k``); checked against ``M`` when given."""
-
+    tv2_in1k --model resnet50``, or ``--weights resnet50.tv2_in1k``); checked against ``M`` when given, and
+    read as a plain state dict of ``M`` where it names no architecture itself."""
     from ..models.pretrained import PRETRAINED
-    from ..engine.checkpoint import check_architecture
 
     source = f"{model}.{weights}" if model and f"{model}.{weights}" in PRETRAINED and not Path(weights).exists() \
         else weights
-    if model:
-        check_architecture(source, model)
-    return source
+    if not model:
+        return source
+    ck = read_source(source, model=model)
+    return ck if ck.kind == "state_dict" else source
 
 
 def _checkpoint_of(args: argparse.Namespace) -> str:

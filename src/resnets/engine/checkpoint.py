@@ -1,7 +1,6 @@
 """Checkpoints: written atomically (temporary file, fsync, rename), read back with ``weights_only=True``."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..files import atomic_write
-from ..models.loading import META_KEY, read_checkpoint, resolve_weights, save_described
+from ..models.loading import save_described
+from ..models.source import Checkpoint, read_source
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -42,51 +42,31 @@ def save_weights(path: str | Path, ckpt: dict[str, Any], extra: dict[str, Any] |
     return save_described(path, ckpt["model"], {**meta, **(extra or {})})
 
 
-def weights_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The description that ``save_weights`` stored in a safetensors file (None for a plain state dict)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            text = (f.metadata() or {}).get(META_KEY)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
-    return json.loads(text) if text else None
+def load_training_checkpoint(path: str | Path | Checkpoint) -> dict[str, Any]:
+    """A checkpoint written by ``resnets train`` (weights only), or described weights (a file, a shipped name, a
+    published tag), read through ``read_source`` and given back in the form ``resnets train`` writes."""
+    return _known(read_source(path)).as_dict()
 
 
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``resnets train`` (weights only), or weights saved by ``save_weights``
-    (a file or a shipped name), with its required entries checked."""
-    path = resolve_weights(path)
-    if path.suffix == ".safetensors" and path.is_file():
-        meta = weights_metadata(path)
-        if meta is None:
-            raise CheckpointError(f"{path} holds weights without a description (architecture, classes); "
-                                  f"load it with create_model(..., pretrained=) or resnets finetune --model")
-        return {**meta, "model": read_checkpoint(path)}
-    ckpt = read_checkpoint(path)
-    missing = [k for k in ("model", "config", "classes") if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path} is not a resnets training checkpoint (no {', '.join(missing)})")
-    return ckpt
+def model_from_checkpoint(path: str | Path | Checkpoint, model: str | None = None
+                          ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The evaluation model of a checkpoint (in eval mode, on the CPU) and the checkpoint itself as a dict;
+    ``model`` names the architecture of a plain state dict (which is refused without it)."""
+    ck = _known(read_source(path, model=model))
+    return ck.classifier(), ck.as_dict()
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The evaluation model of a training checkpoint (in eval mode, on the CPU) and the checkpoint itself."""
-    from ..models import create_model
-    from ..models.loading import load_state_dict_into
-
-    from ..models import get_model_spec
-
-    ckpt = load_training_checkpoint(path)
-    cfg = ckpt["config"]
-    if get_model_spec(cfg["model"]).family == "segmentation":
-        raise CheckpointError(f"{path} holds the segmentation network {cfg['model']}: the commands that take a "
-                              f"checkpoint take classifiers (load it with resnets.create_model(..., pretrained=True))")
-    model = create_model(cfg["model"], num_classes=len(ckpt["classes"]), in_chans=ckpt["in_chans"],
-                         **cfg.get("model_args", {}))
-    load_state_dict_into(model, ckpt["model"], adapt=False)
-    return model.eval(), ckpt
+def _known(ck: Checkpoint) -> Checkpoint:
+    """``ck``, or the one-line refusal of a plain state dict whose architecture nobody named."""
+    if ck.model is not None:
+        return ck
+    if ck.path.suffix == ".safetensors":
+        raise CheckpointError(f"{ck.source} holds weights without a description (architecture, classes): give "
+                              f"its architecture (--weights FILE --model NAME, or resnets finetune --from FILE "
+                              f"--model NAME)")
+    raise CheckpointError(f"{ck.source} is not a resnets training checkpoint (no model, config, classes) but a "
+                          f"plain state dict: give its architecture (--weights FILE --model NAME, or resnets "
+                          f"finetune --from FILE --model NAME)")
 
 
 def training_recipe(ckpt: dict[str, Any], source: str | Path, recipe: str | None = None,
@@ -107,10 +87,3 @@ def training_recipe(ckpt: dict[str, Any], source: str | Path, recipe: str | None
         raise CheckpointError(f"{source} carries no training recipe (its weights were saved without one): pass "
                               f"--recipe NAME to train it on (resnets recipes lists them)")
     return {**cfg, **given}
-
-
-def check_architecture(path: str | Path, model: str) -> None:
-    """Refuse a checkpoint or described weights file made for another architecture than ``model``."""
-    found = load_training_checkpoint(path)["config"]["model"]
-    if found != model:
-        raise CheckpointError(f"{path} holds weights for {found}, not {model}")

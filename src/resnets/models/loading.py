@@ -42,7 +42,8 @@ def shipped_weights() -> dict[str, Path]:
 
 def resolve_weights(name_or_path: str | Path) -> Path:
     """A shipped weights name (``resnet20_cifar10``), a published weights name (``resnet50.tv2_in1k``: fetched
-    once, then cached with its description) or a local file path, as a path."""
+    once, then cached with its description), a URL (fetched once, verified by the sha256 in ``#sha256=HEX`` or
+    in its file name, as torchvision names its files) or a local file path, as a path."""
     from .pretrained import PRETRAINED, described_file
 
     name = str(name_or_path)
@@ -51,7 +52,28 @@ def resolve_weights(name_or_path: str | Path) -> Path:
         return shipped[name]
     if name in PRETRAINED and not Path(name).exists():
         return described_file(PRETRAINED[name])
+    if re.match(r"^(https?|file)://", name):
+        return _fetch_url(name)
     return Path(name_or_path)
+
+
+_URL_SHA = re.compile(r"#sha256=([0-9a-f]{64})$")
+_NAME_SHA = re.compile(r"-([0-9a-f]{8,64})\.\w+$")  # torchvision's resnet50-0676ba61.pth: a sha256 prefix
+
+
+def _fetch_url(url: str) -> Path:
+    from ..hub import fetch
+
+    given = _URL_SHA.search(url)
+    bare = url[:given.start()] if given else url
+    sha = given[1] if given else None
+    if sha is None:
+        in_name = _NAME_SHA.search(bare.rsplit("/", 1)[-1])
+        sha = in_name[1] if in_name else None
+    if sha is None:
+        raise CheckpointError(f"{url}: a weights URL needs its sha256 to be verified: append #sha256=HEX (the "
+                              "file's sha256sum)")
+    return fetch([bare], sha, progress=False)
 
 
 def read_checkpoint(path: str | Path) -> dict:
