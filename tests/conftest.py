@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import http.server
 import os
@@ -184,9 +185,9 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def http_root():
-    """``serve(folder)`` serves a folder on 127.0.0.1 for the test (its URL is returned), then stops."""
+@contextlib.contextmanager
+def _http_servers():
+    """``serve(folder)`` serves a folder on 127.0.0.1 (its URL is returned) until the block ends."""
     servers = []
 
     def serve(folder):
@@ -196,7 +197,23 @@ def http_root():
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
-    yield serve
-    for s in servers:
-        s.shutdown()
-        s.server_close()
+    try:
+        yield serve
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
+@pytest.fixture
+def http_root():
+    """``serve(folder)`` serves a folder on 127.0.0.1 for the test (its URL is returned), then stops."""
+    with _http_servers() as serve:
+        yield serve
+
+
+@pytest.fixture(scope="module")
+def http_root_module():
+    """``http_root`` for a whole test module."""
+    with _http_servers() as serve:
+        yield serve

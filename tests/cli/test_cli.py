@@ -20,6 +20,18 @@ def test_info_counts_come_from_the_model(capsys):
     assert "11,175,370" in capsys.readouterr().out
 
 
+def test_info_describes_a_checkpoint_and_its_network(capsys, tree_run):
+    """``resnets info`` takes a checkpoint too: what it is, what it predicts, how it reads images, its stages."""
+    _, best, _ = tree_run
+    assert main(["info", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "a resnets training checkpoint" in out and "architecture  resnet20" in out and "3 classes (cat, dog, fox" \
+        in out and "recipe        saved with it" in out and "resnet20 at 32x32" in out and "269," in out
+    assert main(["info", "resnet20_cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert "recipe        cifar10-resnet20-paper (by name" in out and "iterations    64000" in out
+
+
 def test_unknown_model_is_one_line_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "resnets", "info", "resnt18"], capture_output=True, text=True)
     assert proc.returncode == 2

@@ -188,3 +188,15 @@ def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
         fallback = predictor.predict_tensor(images, topk=3)
     assert "ONNX export failed (RuntimeError: unsupported operator)" in caplog.text and predictor.mode == "fused"
     assert [p for _, p in fallback[0]] == pytest.approx([p for _, p in fused[0]], abs=1e-6)
+
+
+def test_an_empty_split_names_the_splits_there_are(tree_run):
+    """A flat folder of classes is all test images: asking for its (empty) validation split is one line that
+    names the splits it has, not a crash in the metrics."""
+    from resnets.engine.evaluate import load_checkpoint_and_data, split_of
+
+    tree, best, _ = tree_run
+    loaded = load_checkpoint_and_data(best, str(tree / "test"))
+    with pytest.raises(DataError, match=r"no images in a val split: choose one it has with --split: train \(36 "
+                                        r"images\), test \(36 images\)"):
+        split_of(loaded.dataset, "val")

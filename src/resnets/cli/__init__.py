@@ -33,15 +33,39 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from ..models import create_model, get_model_spec
+    from ..models import create_model, get_model_spec, list_models
     from ..models.profile import format_profile, profile_model
 
+    if args.model not in list_models():
+        return _info_source(args)
     spec = get_model_spec(args.model)
     size = args.input_size or spec.input_size
     if size < 32:
         raise ResnetsError(f"--input-size must be at least 32, got {size}")
     model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
     print(format_profile(args.model, profile_model(model, size), size))
+
+
+def _info_source(args: argparse.Namespace) -> None:
+    """``resnets info CHECKPOINT``: what a checkpoint, weights file, shipped name or published tag holds, and
+    its network's stages."""
+    from pathlib import Path
+
+    from ..models import get_model_spec
+    from ..models.loading import shipped_weights
+    from ..models.pretrained import PRETRAINED
+    from ..models.profile import format_profile, profile_model
+    from ..models.source import read_source
+
+    name = args.model
+    if not (Path(name).exists() or name in shipped_weights() or name in PRETRAINED or "://" in name):
+        get_model_spec(name)  # neither a model nor a source: the unknown-model error, with its suggestions
+    ck = read_source(name)
+    print(ck.describe())
+    if ck.model is not None:
+        size = args.input_size or ck.crop_size or ck.image_size
+        print()
+        print(format_profile(ck.model, profile_model(ck.network(), size), size))
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -89,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "reported accuracy, preprocessing, source")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("info", help="stages, output shapes, parameters and MACs of a model")
-    p.add_argument("model")
+    p = sub.add_parser("info", help="stages, output shapes, parameters and MACs of a model; or what a checkpoint "
+                                    "holds (architecture, classes, preprocessing, recipe, provenance)")
+    p.add_argument("model", help="a registered model, or a checkpoint, weights file, shipped name or published tag")
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's own)")
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=None)

@@ -84,6 +84,9 @@ def training_recipe(ckpt: dict[str, Any], source: str | Path, recipe: str | None
         return make_config(recipe, **{**arch, "val_size": cfg.get("val_size"), **given}).to_dict()
     missing = [f for f in TrainConfig.__dataclass_fields__ if f not in cfg]
     if missing:
+        named = ckpt.get("recipe") if isinstance(ckpt.get("recipe"), str) else None
+        which = f"--recipe {named} (the recipe it was trained with)" if named else \
+            "--recipe NAME to train it on (resnets recipes lists them)"
         raise CheckpointError(f"{source} carries no training recipe (its weights were saved without one): pass "
-                              f"--recipe NAME to train it on (resnets recipes lists them)")
+                              f"{which}")
     return {**cfg, **given}

@@ -72,6 +72,8 @@ def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
     if flat:
         dataset.test = dataset.train
         dataset.splits["test"] = f"every image of {data} ({len(dataset.test)} images)"
+    if "classes" in ckpt.get("inferred", ()) and len(dataset.classes) == len(ckpt["classes"]) != 1000:
+        ckpt["classes"] = list(dataset.classes)  # a plain state dict's outputs are the data's classes, in order
     if dataset.classes != ckpt["classes"]:
         mapping = class_mapping(dataset.classes, ckpt["classes"], ckpt.get("wnids"))
         if mapping is None:
@@ -107,8 +109,10 @@ def split_of(dataset: ImageData, split: str) -> ImageSet:
     """One split of ``dataset`` by name, with a clear error for a missing or unknown one."""
     check_split(split)
     subset = getattr(dataset, split)
-    if subset is None:
-        raise DataError(f"{dataset.name} has no {split} split")
+    if subset is None or len(subset) == 0:
+        has = ", ".join(f"{s} ({len(getattr(dataset, s))} images)" for s in ("train", "val", "test")
+                        if getattr(dataset, s) is not None and len(getattr(dataset, s)))
+        raise DataError(f"{dataset.name} has no images in a {split} split: choose one it has with --split: {has}")
     return subset
 
 

@@ -233,5 +233,17 @@ def load_state_dict_into(model: nn.Module, state: Mapping[str, torch.Tensor], *,
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
-    """Load weights from a local file into ``model`` (see ``load_state_dict_into``)."""
-    return load_state_dict_into(model, extract_state_dict(read_checkpoint(path)))
+    """Load weights from a source (a file, shipped name, published tag or URL) into ``model`` (see
+    ``load_state_dict_into``); weights described with other architecture arguments (a pruned network's
+    widths) are refused with the way to build their architecture."""
+    from .source import read_source
+
+    ck = read_source(path)
+    try:
+        return load_state_dict_into(model, ck.state_dict)
+    except CheckpointError:
+        if not ck.model_args:
+            raise
+        raise CheckpointError(f"{path} holds {ck.model} built with other arguments ({', '.join(ck.model_args)}) "
+                              f"than the network to load it into: start from it with resnets finetune --from "
+                              f"{path}, which builds its architecture") from None

@@ -45,7 +45,7 @@ class Checkpoint:
     kind: Kind
     model: str | None
     model_args: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
     classes: list[str] | None
     in_chans: int | None
     mean: tuple[float, ...] | None
@@ -55,6 +55,9 @@ class Checkpoint:
     config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
     inferred: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.source
 
     def need(self, *what: str, fix: str | None = None) -> "Checkpoint":
         """This checkpoint, or a CheckpointError naming the first of ``what`` (``"model"``, ``"classes"``,
@@ -98,7 +101,8 @@ class Checkpoint:
         """The checkpoint in the form ``resnets train`` writes it: ``config``, ``classes``, ``mean`` ... and
         the state dict under ``model``, with ``meta``'s entries beside them."""
         config = {**self.config, "model": self.model, "model_args": self.model_args}
-        return {**self.meta, "config": config, "classes": self.classes, "in_chans": self.in_chans,
+        inferred = {"inferred": list(self.inferred)} if self.inferred else {}
+        return {**self.meta, **inferred, "config": config, "classes": self.classes, "in_chans": self.in_chans,
                 "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None,
                 "image_size": self.image_size, "crop_size": self.crop_size, "model": self.state_dict}
 
@@ -113,14 +117,22 @@ class Checkpoint:
                  f"  input         {self.in_chans} channels, {self.image_size} px"
                  + (f", centre crop {self.crop_size}" if self.crop_size else "")
                  + (f", mean {list(self.mean)} std {list(self.std)}" if self.mean and self.std else ""),
-                 f"  recipe        {'saved with it' if self.kind == 'training' else 'none (weights only)'}"]
-        for key in ("pruned", "distilled", "source", "weights", "epoch"):
+                 f"  recipe        {self._recipe_words()}"]
+        for key in ("pruned", "distilled", "source", "weights", "epoch", "seed", "iterations", "val_top1",
+                    "test_top1"):
             if key in self.meta:
                 value = self.meta[key]
                 lines.append(f"  {key:<13} {json.dumps(value)[:160] if not isinstance(value, (int, str)) else value}")
         if self.inferred:
             lines.append(f"  inferred      {', '.join(self.inferred)} (not recorded in the file)")
         return "\n".join(lines)
+
+    def _recipe_words(self) -> str:
+        if self.kind == "training":
+            return "saved with it"
+        named = self.meta.get("recipe")
+        return f"{named} (by name: train on with --recipe {named})" if isinstance(named, str) else \
+            "none (weights only)"
 
 
 def read_description(path: str | Path) -> dict[str, Any] | None:
