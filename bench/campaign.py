@@ -62,7 +62,8 @@ def run_parallel(args: argparse.Namespace, names: list[str]) -> None:
     left = max(1.0, parse_budget(args.budget))
     with CampaignLock(args.state):
         where = ["--state", str(args.state), "--results", str(args.results), "--manifest", str(args.manifest)]
-        extra = (["--max-steps", str(args.max_steps)] if args.max_steps else []) + (["--compile"] if args.compile else [])
+        extra = (["--max-steps",
+                  str(args.max_steps)] if args.max_steps else []) + (["--compile"] if args.compile else [])
         children = [subprocess.Popen([sys.executable, __file__, *where, "run", "--only", name, "--child", "--budget",
                                       f"{left:.0f}s", "--device", args.device, "--nice", "0", *extra])
                     for name in names]

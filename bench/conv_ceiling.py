@@ -56,7 +56,7 @@ def layers_alone(net: nn.Module, x: torch.Tensor, dtype: torch.dtype, repeats: i
         if inp.dim() == 4:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            seconds = time_calls(lambda: layer(inp), repeats, warmup=3).median_s
+            seconds = time_calls(lambda layer=layer, inp=inp: layer(inp), repeats, warmup=3).median_s
         total_s, total_flops = total_s + count * seconds, total_flops + count * f
         rows.append({"layer": repr(layer), "input": list(shape), "count": count, "gflops": round(f / seconds / 1e9, 1)})
     return {"seconds": total_s, "flops": total_flops, "layers": rows}

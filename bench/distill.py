@@ -100,7 +100,8 @@ def main() -> None:
     teacher_top1 = json.loads(teacher_report.read_text())["test"]["top1"] if teacher_report.is_file() else None
     write_result("distill", {"command": f"python bench/distill.py --teacher TEACHER --data DATA --epochs "
                                         f"{args.epochs:g} --seeds {args.seeds}",
-                             "teacher": args.teacher, "teacher_test_top1": teacher_top1, "student": args.student, "epochs": args.epochs,
+                             "teacher": args.teacher, "teacher_test_top1": teacher_top1, "student": args.student,
+                             "epochs": args.epochs,
                              "arms": arms, "seconds": seconds, **report, "machine": machine_info()}, args.results)
 
 

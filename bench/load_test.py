@@ -41,7 +41,8 @@ def multipart(field: str, name: str, data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None, ctype: str | None = None) -> tuple[int, bytes]:
+def request(port: int, method: str, path: str, body: bytes | None = None, ctype: str | None = None) -> tuple[int,
+                                                                                                             bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})

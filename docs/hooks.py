@@ -40,7 +40,8 @@ def models_table() -> str:
 
     ref = {k: v for path in PARITY for k, v in json.loads(path.read_text()).items()}
     libraries = json.loads(LIBRARIES.read_text())["models"]
-    rows = ["| model | family | parameters | MACs (input) | reference | checked against |", "|---|---|---:|---:|---|---|"]
+    rows = ["| model | family | parameters | MACs (input) | reference | checked against |",
+            "|---|---|---:|---:|---|---|"]
     for name in list_models():
         spec = get_model_spec(name)
         model = resnets.create_model(name).eval()

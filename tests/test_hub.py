@@ -165,7 +165,8 @@ def test_every_tag_names_a_registered_model_and_a_checksum():
         assert len(w.sha256) >= 8 and all(c in "0123456789abcdef" for c in w.sha256)
         assert w.source != "timm" or w.urls[0].rsplit("/", 1)[1].split("-")[-1].startswith(w.sha256)
     rs = [f"resnetrs{d}.tf_in1k" for d in (50, 101, 152, 200, 270, 350, 420)]
-    assert set(rs) <= set(pretrained.PRETRAINED) and {"resnet50.a2_in1k", "resnet50.a3_in1k"} <= set(pretrained.PRETRAINED)
+    assert set(rs) <= set(pretrained.PRETRAINED) and {"resnet50.a2_in1k",
+                                                      "resnet50.a3_in1k"} <= set(pretrained.PRETRAINED)
     p = pretrained.PRETRAINED["resnetrs50.tf_in1k"].preprocessing
     assert (p.resize, p.crop, p.interpolation) == (246, 224, "bicubic")  # timm: floor(224 / 0.91), bicubic
 
@@ -209,7 +210,8 @@ def test_a_segmentation_tag_given_to_a_classifier_command_is_one_line(home, tmp_
     folder.mkdir()
     torch.save(resnets.create_model("fcn_resnet50", aux_loss=True).state_dict(), folder / "fcn.pth")
     digest = hashlib.sha256((folder / "fcn.pth").read_bytes()).hexdigest()
-    tag = replace(pretrained.PRETRAINED["fcn_resnet50.tv_coco_voc"], urls=(f"{http_root(folder)}/fcn.pth",), sha256=digest)
+    tag = replace(pretrained.PRETRAINED["fcn_resnet50.tv_coco_voc"], urls=(f"{http_root(folder)}/fcn.pth",),
+                  sha256=digest)
     monkeypatch.setitem(pretrained.PRETRAINED, "fcn_resnet50.tv_coco_voc", tag)
     assert main(["eval", "fcn_resnet50.tv_coco_voc", "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

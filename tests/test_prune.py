@@ -162,7 +162,8 @@ def test_weights_file_and_bad_requests(parent, tmp_path, capsys):
     r = prune_checkpoint(parent, tmp_path / "w.safetensors", 0.3, criterion="bn", scope="global", progress=False)
     assert r["recalibrated"]["images"] == 2048 and "finetuned" not in r
     model, ckpt = model_from_checkpoint(tmp_path / "w.safetensors")
-    assert ckpt["pruned"]["criterion"] == "bn" and sum(ckpt["config"]["model_args"]["channels"].values()) == round(336 * 0.7)
+    assert ckpt["pruned"]["criterion"] == "bn"
+    assert sum(ckpt["config"]["model_args"]["channels"].values()) == round(336 * 0.7)
     for bad, message in ((["--amount", "0"], "between 0 and 1"), (["--amount", "1.5"], "between 0 and 1"),
                          (["--amount", "0.5", "--lr-factor", "2"], "learning-rate factor"),
                          (["--amount", "0.5", "--multiple", "0"], "whole number >= 1"),
@@ -181,7 +182,8 @@ def test_weights_without_a_recipe_need_one_to_fine_tune(tmp_path, capsys):
 
     folder = str(Path(__file__).resolve().parent / "fixtures" / "cifar10-test-200")
     out = tmp_path / "small.pt"
-    args = ["prune", "resnet20_cifar10", "--amount", "0.5", "--finetune-epochs", "0.5", "--data", folder, "--out", str(out)]
+    args = ["prune", "resnet20_cifar10", "--amount", "0.5", "--finetune-epochs", "0.5", "--data", folder, "--out",
+            str(out)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "carries no training recipe" in err and "--recipe" in err and err.count("\n") == 0 and not out.exists()

@@ -116,7 +116,7 @@ def check_gradient_norms(ex) -> None:
 
 
 def check_zero_init(ex) -> None:
-    for name, size in (("resnet18", 64), ("resnet50", 64)):
+    for name in ("resnet18", "resnet50"):
         model = resnets.create_model(name).eval()
         ex.zero_init_last_bn(model)
         for block in (m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +119,8 @@ def features(checkpoint: str | Path, data: str, out: str | Path | None = None, *
     sets = {s: getattr(dataset, s) for s in ("train", "val", "test") if getattr(dataset, s) is not None}
     sets = {s: v for s, v in sets.items() if len(v)}
     feats = {s: extract_features(net, v.images, aug, stage, input_size=input_size, bf16=bf16) for s, v in sets.items()}
-    result: dict[str, Any] = {"model": source.model, "data": dataset.name, "dim": int(np.prod(feats["train"].shape[1:])),
+    result: dict[str, Any] = {"model": source.model, "data": dataset.name,
+                              "dim": int(np.prod(feats["train"].shape[1:])),
                               "images": {s: len(v) for s, v in sets.items()}}
     if out is not None:
         result["out"] = str(save_features(out, feats, sets, dataset.classes))

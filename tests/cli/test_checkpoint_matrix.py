@@ -3,7 +3,6 @@ either works or refuses in one line that names what is missing and how to supply
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,7 +91,8 @@ COMMANDS = {  # command -> (argv for a source, marks)
     "eval": lambda k, s, o: ["eval", *_net(k, s), "--data", str(FOLDER), "--mode", "eager"],
     "predict": lambda k, s, o: ["predict", *_net(k, s), IMAGE, "--mode", "eager"],
     "export": lambda k, s, o: ["export", s, "--format", "onnx", "--out", str(o / "x.onnx")],
-    "quantize": lambda k, s, o: ["quantize", s, "--data", str(FOLDER), "--calibration", "32", "--split", "test", "--out",
+    "quantize": lambda k, s, o: ["quantize", s, "--data", str(FOLDER), "--calibration", "32", "--split", "test",
+                                 "--out",
                                  str(o / "q.onnx")],
     "prune": lambda k, s, o: ["prune", s, "--amount", "0.5", "--data", str(FOLDER), "--out", str(o / "p.pt")],
     "prune-finetune": lambda k, s, o: ["prune", s, "--amount", "0.5", "--finetune-epochs", "0.2", "--data",

@@ -1,5 +1,5 @@
-import pytest
 """The command line: listing, model info, one-line errors."""
+import pytest
 import subprocess
 import sys
 
@@ -35,7 +35,8 @@ def test_info_describes_a_checkpoint_and_its_network(capsys, tree_run):
 def test_unknown_model_is_one_line_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "resnets", "info", "resnt18"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "resnets info: error: unknown model 'resnt18'; did you mean resnet18, resnet152, resnet110?"
+    assert proc.stderr.strip() == ("resnets info: error: unknown model 'resnt18'; did you mean resnet18, resnet152, "
+                                   "resnet110?")
 
 
 def test_train_options_explain_themselves(capsys):
@@ -46,7 +47,8 @@ def test_train_options_explain_themselves(capsys):
         pass
     text = " ".join(capsys.readouterr().out.split())
     assert "--val-size VAL_SIZE validation split held out of train (fraction or count)" in text
-    assert "--epochs EPOCHS training epochs (may be fractional) (default: 30)" in text and "--lookahead-every LOOKAHEAD_EVERY airbench's lookahead" in text
+    assert "--epochs EPOCHS training epochs (may be fractional) (default: 30)" in text
+    assert "--lookahead-every LOOKAHEAD_EVERY airbench's lookahead" in text
     args = build_parser().parse_args(["train", "--recipe", "cifar10-fast", "--lr", "0.5"])
     assert args.lr == 0.5 and not hasattr(args, "epochs")
 

@@ -38,7 +38,8 @@ def keras_resnet50(rng):
         weights[f"{name}/bias"] = rng.normal(0, 0.1, cout)
         layers.append(_layer("BatchNormalization", bn, [name], epsilon=1e-3, axis=[3]))
         weights.update({f"{bn}/gamma": rng.uniform(0.5, 1.5, cout), f"{bn}/beta": rng.normal(0, 0.1, cout),
-                        f"{bn}/moving_mean": rng.normal(0, 0.1, cout), f"{bn}/moving_variance": rng.uniform(0.5, 2, cout)})
+                        f"{bn}/moving_mean": rng.normal(0, 0.1, cout), f"{bn}/moving_variance": rng.uniform(0.5, 2,
+                                                                                                            cout)})
         if not relu:
             return bn
         layers.append(_layer("Activation", f"{bn}_relu", [bn], activation="relu"))
@@ -132,7 +133,8 @@ def test_bad_sources_are_refused_in_one_line(random_tfjs, tmp_path, capsys):
     model_json, weights = random_tfjs
     broken = tmp_path / "broken"
     shutil.copytree(model_json.parent, broken)
-    shard = broken / "group1-shard1of1.bin" if (broken / "group1-shard1of1.bin").exists() else broken / "group1-shard2.bin"
+    one = broken / "group1-shard1of1.bin"
+    shard = one if one.exists() else broken / "group1-shard2.bin"
     shard.write_bytes(shard.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated"):
         convert(broken / "model.json", tmp_path / "x.safetensors")

@@ -92,7 +92,8 @@ def test_levels_follow_timms_ranges():
 
 @pytest.mark.parametrize("text, policy", [
     ("rand-m9-mstd0.5-inc1", RandAugmentPolicy(9, 2, 0.5, 10, True)), ("rand-m7-mstd0.5", RandAugmentPolicy(7, 2, 0.5)),
-    ("rand-m6-n3", RandAugmentPolicy(6, 3)), ("rand", RandAugmentPolicy()), ("rand-m15-mmax15", RandAugmentPolicy(15, 2, 0, 15))])
+    ("rand-m6-n3", RandAugmentPolicy(6, 3)), ("rand", RandAugmentPolicy()),
+    ("rand-m15-mmax15", RandAugmentPolicy(15, 2, 0, 15))])
 def test_timms_policy_strings(text, policy):
     assert RandAugmentPolicy.parse(text) == policy
 
@@ -110,7 +111,8 @@ def test_the_batch_transform_is_seeded_per_image_and_stays_in_range():
     x = torch.randint(0, 256, (32, 3, 24, 24), dtype=torch.uint8)
     policy = RandAugmentPolicy.parse("rand-m9-mstd0.5-inc1")
     before = x.float()
-    assert torch.equal(rand_augment(before, policy, torch.Generator().manual_seed(3)), rand_augment(x, policy, torch.Generator().manual_seed(3)))
+    assert torch.equal(rand_augment(before, policy, torch.Generator().manual_seed(3)),
+                       rand_augment(x, policy, torch.Generator().manual_seed(3)))
     assert torch.equal(before, x.float())  # the input is left alone
     a = rand_augment(x, policy, torch.Generator().manual_seed(3))
     b = rand_augment(x, policy, torch.Generator().manual_seed(3))

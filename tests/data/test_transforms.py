@@ -68,5 +68,5 @@ def test_grayscale_and_png_inputs_come_out_as_rgb():
 
 
 def test_undecodable_bytes_raise():
-    with pytest.raises(Exception):
+    with pytest.raises(OSError, match="cannot identify image"):
         SampleTransform(32, 32, scale=(0.5, 1.0))(b"not an image", 0, 0)

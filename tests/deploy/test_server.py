@@ -47,7 +47,8 @@ def test_predict_one_and_several(client, predictor):
     r = client.post("/predict", files={"files": ("a.png", png(), "image/png")})
     assert r.status_code == 200
     (pred,) = r.json()["predictions"]
-    assert pred["file"] == "a.png" and [t["class"] for t in pred["top"]] == [c for c, _ in predictor.predict([png()])[0]]
+    assert pred["file"] == "a.png" and [t["class"] for t in pred["top"]] == [c for c,
+                                                                             _ in predictor.predict([png()])[0]]
     assert sum(t["prob"] for t in pred["top"]) == pytest.approx(1.0, abs=1e-4)
     r = client.post("/predict?topk=2", files=[("files", (f"{i}.png", png(seed=i), "image/png")) for i in range(3)])
     assert [len(p["top"]) for p in r.json()["predictions"]] == [2, 2, 2]

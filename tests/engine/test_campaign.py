@@ -138,7 +138,8 @@ def test_sigterm_saves_the_state_and_exits(tmp_path):
     state = tmp_path / "state"
     args = [sys.executable, str(BENCH / "campaign.py"), "--manifest", str(manifest), "--state", str(state),
             "--results", str(tmp_path / "results")]
-    proc = subprocess.Popen([*args, "run", "--budget", "10m", "--nice", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([*args, "run", "--budget", "10m", "--nice", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 240
     while not (state / "r20" / "segments.json").exists() and time.monotonic() < deadline:

@@ -13,7 +13,8 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 NAMES = [f.name for f in fields(TrainConfig)]
 VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12) | st.floats() | st.text(max_size=20),
-                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=3),
                       max_leaves=6)
 SETTINGS = st.dictionaries(st.sampled_from(NAMES) | st.text(max_size=12), VALUES, max_size=4)
 

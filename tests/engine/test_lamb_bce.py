@@ -81,7 +81,8 @@ def test_lamb_and_bce_train_a_network(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [({"optimizer": "adamw"}, "one of sgd, lamb"),
                                              ({"betas": [0.9]}, "two numbers in \\[0, 1\\)"),
-                                             ({"bce_target_thresh": 1.5}, "in \\[0, 1\\)"), ({"loss": "mse"}, "one of ce, bce")])
+                                             ({"bce_target_thresh": 1.5}, "in \\[0, 1\\)"), ({"loss": "mse"},
+                                                                                             "one of ce, bce")])
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         resnets.make_config(None, **kwargs)

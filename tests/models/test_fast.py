@@ -39,7 +39,8 @@ def test_whitening_weights_and_norm_scales_never_train():
     for name, p in model.named_parameters():
         assert p.requires_grad == (id(p) not in fixed), name
     assert all(not m.weight.requires_grad for m in model.modules() if isinstance(m, BiasNorm))
-    assert model.get_classifier().bias is None and model.forward_features(torch.zeros(1, 1, 32, 32)).shape == (1, 256, 3, 3)
+    assert model.get_classifier().bias is None and model.forward_features(torch.zeros(1, 1, 32, 32)).shape == (1, 256,
+                                                                                                               3, 3)
 
 
 def test_size_and_feature_info_follow_airbench94():

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from resnets import CheckpointError
 from resnets.models.loading import read_checkpoint
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _read(tmp_path, data: bytes, suffix: str = ".pt"):

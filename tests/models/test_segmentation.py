@@ -52,7 +52,8 @@ def test_bad_segmentation_settings_are_refused():
         resnets.create_model("deeplabv3_resnet50", num_classes=0)
     with pytest.raises(ConfigError, match="unknown segmentation head 'unet'"):
         resnets.create_model("deeplabv3_resnet50", head="unet")
-    with pytest.raises(ConfigError, match="deeplabv3_resnet50 has no setting 'aux'; its settings: backbone, head, num_classes, aux_loss"):
+    with pytest.raises(ConfigError, match="deeplabv3_resnet50 has no setting 'aux'; its settings: backbone, head, "
+                                          "num_classes, aux_loss"):
         resnets.create_model("deeplabv3_resnet50", aux=True)
 
 

@@ -65,7 +65,8 @@ def test_settings_a_network_does_not_take_are_named():
         resnets.create_model("resnet20", drop_path=0.1)
     with pytest.raises(resnets.ConfigError, match="fastresnet8 has no setting 'zero_init_last'; its settings: "):
         resnets.create_model("fastresnet8", zero_init_last=True)
-    with pytest.raises(resnets.ConfigError, match="feature indices must be in 0..3 \\(0: the stem, 1..3: the stages\\), got \\[4\\]"):
+    with pytest.raises(resnets.ConfigError,
+                       match="feature indices must be in 0..3 \\(0: the stem, 1..3: the stages\\), got \\[4\\]"):
         resnets.create_model("resnet20", features_only=True, out_indices=(4,))
 
 

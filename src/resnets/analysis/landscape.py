@@ -105,7 +105,7 @@ def _power_iteration(hvp: Callable[[Params], Params], v: Params, iterations: int
                      shift: float = 0.0) -> tuple[float, int]:
     """The eigenvalue of largest magnitude of ``H - shift·I`` and the number of products taken."""
     eigenvalue, done = 0.0, 0
-    for done in range(1, iterations + 1):
+    for done in range(1, iterations + 1):  # noqa: B007 (the count is returned after the loop)
         norm = math.sqrt(float(dot(v, v)))
         v = {k: t / norm for k, t in v.items()}
         hv = {k: t - shift * v[k] for k, t in hvp(v).items()}
@@ -139,8 +139,8 @@ def top_eigenvalue(loss: Callable[[Params], torch.Tensor], params: Params, itera
 
 def network_landscape(start: Params, trained: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                       points: int = 21, seed: int = 0, hessian_iterations: int = 20) -> dict:
-    """Every measurement of one network: the 1-D interpolation from the weights ``start`` to ``trained``, the 2-D surface
-    around ``trained`` (``points`` × ``points``, directions drawn with ``seed``) and its sharpness."""
+    """Every measurement of one network: the 1-D interpolation from the weights ``start`` to ``trained``, the 2-D
+    surface around ``trained`` (``points`` × ``points``, directions drawn with ``seed``) and its sharpness."""
     land = Landscape(trained, images, labels)
     start = {k: start[k].to(v.dtype) for k, v in land.params.items()}
     directions = (random_direction(land.params, seed), random_direction(land.params, seed + 1))
@@ -205,9 +205,11 @@ def plot_landscapes(networks: list[dict], out: Path) -> list[Path]:
     rows = math.ceil(len(networks) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 1, 4.0 * rows), squeeze=False,
                              layout="constrained")
-    for ax, n in zip(axes.flat, sorted(networks, key=lambda n: (int(n["label"].split("-")[-1]), not n["label"].startswith("plain")))):
+    for ax, n in zip(axes.flat, sorted(networks, key=lambda n: (int(n["label"].split("-")[-1]),
+                                                                not n["label"].startswith("plain")))):
         c = n["surface"]["coords"]
-        filled = ax.contourf(c, c, np.clip(n["surface"]["loss"], low, levels[-1]), levels, norm=LogNorm(), cmap="viridis")
+        filled = ax.contourf(c, c, np.clip(n["surface"]["loss"], low, levels[-1]), levels, norm=LogNorm(),
+                             cmap="viridis")
         ax.contour(c, c, np.clip(n["surface"]["loss"], low, levels[-1]), levels[::3], colors="white", linewidths=0.5)
         ax.plot(0, 0, "r*", ms=9)
         ax.set(title=f"{n['label']}: top Hessian eigenvalue {n['top_hessian_eigenvalue']:.3g}", xlabel="δ",

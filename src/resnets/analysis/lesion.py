@@ -162,7 +162,7 @@ def analyze_lesion(checkpoints: dict[str, str | Path], out: str | Path, *, split
         loaded = load_checkpoint_and_data(path, data, data_root)
         subset = take(split_of(loaded.dataset, split), images)
 
-        def accuracy(model: ResNet) -> float:
+        def accuracy(model: ResNet, subset: Any = subset, loaded: Any = loaded) -> float:
             with torch.no_grad():
                 return evaluate_split(model, subset, loaded.dataset.classes, loaded.aug, split).top1
 
@@ -174,7 +174,8 @@ def analyze_lesion(checkpoints: dict[str, str | Path], out: str | Path, *, split
         for label, r in results.items():
             w.writerow([label, "intact", 0, "", round(r["intact"], 2), ""])
             for s in r["single"]:
-                w.writerow([label, "single", 1, s["block"], "" if s["accuracy"] is None else round(s["accuracy"], 2), ""])
+                w.writerow([label, "single", 1, s["block"], "" if s["accuracy"] is None else round(s["accuracy"], 2),
+                            ""])
             for m in r["random"]:
                 w.writerow([label, "random", m["deleted"], "", round(m["mean"], 2), round(m["std"], 2)])
     (out / "lesion.json").write_text(json.dumps(results, indent=2))

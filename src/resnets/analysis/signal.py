@@ -153,7 +153,7 @@ def run_signal(out: str | Path, *, quick: bool = False, seed: int = 0, depths: t
     plot_signal({VARIANTS[n].label: r[deepest] for n, r in results.items()},
                 {VARIANTS[n].label: [r[d].variance[-1] for d in depths] for n, r in results.items()},
                 depths, out / "signal.png")
-    for name, s in summary.items():
+    for s in summary.values():
         log(f"{s['label']:<52} variance {s['variance_growth']:<12} final variance at {deepest} blocks "
             f"{_show(s['final_variance'][deepest])}, gradient first/last {_show(s['grad_first_over_last'][deepest])}")
     return report

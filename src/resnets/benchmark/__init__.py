@@ -4,8 +4,8 @@ and reported as a ratio to the naive baseline (eager float32 NCHW) measured in t
 - inference: images/s and p50/p99 latency per mode (``inference.MODES``), and the largest
   difference from the baseline's logits;
 - training: images/s per mode (naive, channels_last, bf16 autocast, compile);
-- the machine's peak: large float32 and bfloat16 matrix multiplies (the faster of BLAS and oneDNN), so that each model figure is
-  also a fraction of what the cores can do (model FLOP/s / matmul FLOP/s);
+- the machine's peak: large float32 and bfloat16 matrix multiplies (the faster of BLAS and oneDNN), so that each model
+  figure is also a fraction of what the cores can do (model FLOP/s / matmul FLOP/s);
 - memory: peak resident memory of one training step per image, with and without gradient checkpointing,
   measured in a fresh process (on CUDA: the peak of the caching allocator).
 

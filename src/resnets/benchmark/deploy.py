@@ -95,7 +95,7 @@ def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, re
             for mode, p in formats.items()}
     for batch in batches:
         x = torch.randn(batch, model.in_chans, size, size)
-        timing = time_interleaved({m: (lambda r=r: r(x)) for m, (r, _) in runners.items()}, repeats)
+        timing = time_interleaved({m: (lambda r=r, x=x: r(x)) for m, (r, _) in runners.items()}, repeats)
         for m, t in timing.items():
             rows[m].images_per_s[str(batch)] = round(batch / t.median_s, 1)
             if batch == 1:
@@ -153,7 +153,8 @@ def format_rows(rows: Sequence[DeployRow]) -> str:
     for r in rows:
         speed = "  ".join(f"b{b} {v:8.1f} img/s" for b, v in r.images_per_s.items())
         top1 = f"  top-1 {r.top1:.2f}% ({r.split})" if r.top1 is not None else ""
-        lines.append(f"{r.network:<24} {r.precision:<8} {r.mode:<12} {r.params / 1e6:6.2f} M params {r.macs / 1e6:9.1f} M MACs "
+        lines.append(f"{r.network:<24} {r.precision:<8} {r.mode:<12} {r.params / 1e6:6.2f} M params "
+                     f"{r.macs / 1e6:9.1f} M MACs "
                      f"{r.file_mb:7.2f} MB  latency {r.latency_ms:7.2f} ms  {speed}{top1}")
     return "\n".join(lines)
 

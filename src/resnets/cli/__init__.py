@@ -23,7 +23,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
     if args.weights:
         from ..models.pretrained import PRETRAINED, describe
 
-        for name, weights in PRETRAINED.items():
+        for weights in PRETRAINED.values():
             if fnmatch.fnmatchcase(weights.model, args.pattern):
                 print(describe(weights))
         return
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="deploy: print the table as JSON")
     p.add_argument("--plot", help="deploy: draw speed against accuracy into this PNG")
     p.add_argument("--quick", action="store_true", help="one small configuration of each part")
-    p.add_argument("--no-compile", action="store_true", help="leave out the compiled modes (torch.compile, AOTInductor)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="leave out the compiled modes (torch.compile, AOTInductor)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run the suite")
     p.add_argument("--out", help="write the results as JSON here")
     p.set_defaults(func=_cmd_bench)

@@ -36,7 +36,7 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
                             depths=tuple(args.depth) if args.depth else None, seed=args.seed, seeds=args.seeds,
                             progress=not args.no_progress, **extra)
     for r in result["runs"]:
-        def show(key: str) -> str:
+        def show(key: str, r: dict = r) -> str:
             return f"{r[key]:6.2f}%" + (f" ± {r[key + '_std']:.2f}" if key + "_std" in r else "")
 
         test = f"test error {show('test_error')}" if r["test_error"] is not None else ""

@@ -258,7 +258,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root")
     p.add_argument("--model", help="architecture of a plain state dict (this project's checkpoints name theirs)")
     p.add_argument("--out", help="features file (.npz or .safetensors) with labels and file names")
-    p.add_argument("--stage", type=int, help="save this feature map instead of pooled features: 0 the stem's, 1..N the stages'")
+    p.add_argument("--stage", type=int,
+                   help="save this feature map instead of pooled features: 0 the stem's, 1..N the stages'")
     p.add_argument("--linear-probe", action="store_true", help="fit a logistic regression and report its accuracy")
     p.add_argument("--subset", type=int, help="use N training images (class-balanced)")
     p.add_argument("--val-size", type=float)

@@ -4,4 +4,5 @@ from .datasets import load_data
 from .loader import BatchLoader, batch_generator
 from .types import ImageData, ImageSet, take
 
-__all__ = ["AugmentConfig", "BatchAugment", "BatchLoader", "ImageData", "ImageSet", "batch_generator", "load_data", "take"]
+__all__ = ["AugmentConfig", "BatchAugment", "BatchLoader", "ImageData", "ImageSet", "batch_generator", "load_data",
+           "take"]

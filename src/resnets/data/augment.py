@@ -72,8 +72,8 @@ def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, size: int | N
         src, rows, cols = x, _reflect(rows - padding, h), _reflect(cols - padding, w)
     else:
         src = F.pad(x, (padding,) * 4)
-    return src[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-               rows[:, None, :, None], cols[:, None, None, :]]
+    batch, channel = torch.arange(n, device=x.device), torch.arange(c, device=x.device)
+    return src[batch[:, None, None, None], channel[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

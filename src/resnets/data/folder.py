@@ -216,7 +216,7 @@ def list_image_folder(source: Path) -> tuple[dict[str | None, tuple[list[str], l
     groups: Groups = {}
     dirs: list[PurePosixPath] = []
     names = []
-    for rel, place, reader, reason in _in_class_folders(_walk_folder(source), dirs):
+    for rel, place, _reader, reason in _in_class_folders(_walk_folder(source), dirs):
         names.append(str(rel))
         if reason is None:
             groups.setdefault(place, []).append(str(source / rel))

@@ -270,7 +270,8 @@ class StreamLoader:
         self._worker = _Worker(data, transform, batch_size, seed=seed, rank=rank, world=world, shuffle=shuffle,
                                drop_last=drop_last, strict=strict)
         self._loader = DataLoader(self._worker, batch_size=None, num_workers=workers,
-                                  persistent_workers=workers > 0 and shuffle, prefetch_factor=prefetch if workers else None,
+                                  persistent_workers=workers > 0 and shuffle,
+                                  prefetch_factor=prefetch if workers else None,
                                   pin_memory=self.device.type == "cuda")
         self.skipped: list[str] = []
         n = len(data)

@@ -147,5 +147,6 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
             diff = (reloaded(example) - model(example)).abs().max().item()
         result.update(checked_batches=[len(example)], max_abs_diff=diff)
         if diff != 0:
-            raise ResnetsError(f"the saved weights give other outputs than the checkpoint (max |difference| {diff:.2e})")
+            raise ResnetsError(f"the saved weights give other outputs than the checkpoint "
+                               f"(max |difference| {diff:.2e})")
     return result

@@ -231,7 +231,8 @@ def advance(run: CampaignRun, state: Path, budget: Budget, results: Path, device
     cfg = run.config(state, device, compile)
     run_obj = setup(cfg, resume, machine={k: getattr(cfg, k) for k in PER_MACHINE})
     record = {"machine": machine_info().get("gpu") or machine_info()["cpu"], "kind": machine_kind(run_obj.device),
-              "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": compile, "start_step": run_obj.step,
+              "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": compile,
+              "start_step": run_obj.step,
               "total_steps": run_obj.total_steps,
               "steps": 0, "seconds": 0.0, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start, last_save = time.perf_counter(), time.perf_counter()
@@ -290,7 +291,8 @@ def finish(run: CampaignRun, r: Any, segments: list[dict[str, Any]], state: Path
               "test_top1": test.top1, "val_top1": val and val.top1, "final_train_error": history[-1]["train_error"],
               "final_val_error": history[-1]["val_error"], "weights": f"{run.name}.safetensors",
               "note": "the final weights after the full schedule; the test split was used once, at the end",
-              "seconds_by_kind": seconds_by_kind(segments), "segments": segments, "config": r.cfg.to_dict(), "history": history}
+              "seconds_by_kind": seconds_by_kind(segments), "segments": segments, "config": r.cfg.to_dict(),
+              "history": history}
     results.mkdir(parents=True, exist_ok=True)
     ckpt = {**r.meta, "model": r.model.state_dict()}
     save_weights(results / f"{run.name}.safetensors", ckpt, {"test_top1": test.top1, "val_top1": val and val.top1,
@@ -331,7 +333,8 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
         total = segments[-1]["total_steps"] if segments else _total_steps(run)
         here = [s for s in segments if s["kind"] == kind and s["steps"] > 0]
         rate = here[-1]["seconds"] / here[-1]["steps"] if here else None
-        rows.append({"run": run.name, "step": step, "total": total, "done": False, "seconds_by_kind": seconds_by_kind(segments),
+        rows.append({"run": run.name, "step": step, "total": total, "done": False,
+                     "seconds_by_kind": seconds_by_kind(segments),
                      "eta_s": None if rate is None or total is None else round(rate * (total - step))})
     return rows
 

@@ -101,7 +101,8 @@ class TrainConfig:
     rrc_scale: list[float] | None = option(None, "random-resized crops with this area range, e.g. 0.08 1")
     crop_size: int | None = option(None, "train on crops of this size (evaluation: centre crops)")
     jitter: float = option(0.0, "colour jitter strength")
-    randaugment: str | None = option(None, "RandAugment policy, timm's strings: rand-m9-mstd0.5-inc1 (m magnitude 0-10, "
+    randaugment: str | None = option(None,
+                                     "RandAugment policy, timm's strings: rand-m9-mstd0.5-inc1 (m magnitude 0-10, "
                                            "n ops per image, mstd magnitude noise, inc1 the increasing ops)")
     aug_repeats: int = option(1, "repeated augmentation: each image of an epoch comes N times, differently "
                                  "augmented, in an epoch of the usual length (Hoffer et al. 2020; 3 in RSB A1/A2)")

@@ -146,7 +146,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"metrics_{split}.json").write_text(json.dumps({
-            **metrics.summary(), "tta_flip": tta_flip, "tta_translate": tta_translate, "mode": mode, "checkpoint": str(checkpoint),
+            **metrics.summary(), "tta_flip": tta_flip, "tta_translate": tta_translate, "mode": mode,
+            "checkpoint": str(checkpoint),
             "per_class": [vars(c) for c in metrics.per_class], "confusion": metrics.confusion}, indent=2))
         plot_confusion(metrics.confusion, dataset.classes, out / f"confusion_{split}.png", f"{split} split")
     return metrics

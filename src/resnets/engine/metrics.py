@@ -55,7 +55,8 @@ def format_metrics(m: Metrics) -> str:
     """The table that ``resnets eval`` prints."""
     lines = [f"{m.split} top-1 {m.top1:.2f}%  top-5 {m.top5:.2f}%  loss {m.loss:.4f}  ({m.n} images)", "",
              f"{'class':<16} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
-    lines += [f"{c.name[:16]:<16} {c.precision:>9.3f} {c.recall:>7.3f} {c.f1:>7.3f} {c.support:>8}" for c in m.per_class]
+    lines += [f"{c.name[:16]:<16} {c.precision:>9.3f} {c.recall:>7.3f} {c.f1:>7.3f} {c.support:>8}"
+              for c in m.per_class]
     width = max(5, max(len(str(v)) for row in m.confusion for v in row) + 1)
     lines += ["", "confusion matrix (rows: true, columns: predicted)",
               " " * 16 + "".join(f"{i:>{width}}" for i in range(len(m.confusion)))]

@@ -32,8 +32,8 @@ EXPORT_BATCH = 2  # an export at batch 1 would fix the batch size to 1
 
 def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> str:
     """A digest of what the compiled code depends on: ``net``'s structure and weights, the image ``shape``
-    (channels, height, width), ``dtype``, torch's version, the CPU's instruction set (and the level oneDNN is capped at), and ``salt`` (whatever
-    else decides it, such as the calibration images of a quantized network)."""
+    (channels, height, width), ``dtype``, torch's version, the CPU's instruction set (and the level oneDNN is capped
+    at), and ``salt`` (whatever else decides it, such as the calibration images of a quantized network)."""
     h = hashlib.sha256(salt + f"{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
                        f"{' '.join(sorted(cpu_flags()))}|{cpu_isa()}|{dtype}|{tuple(shape)}|{net}".encode())
     for name, value in net.state_dict().items():

@@ -89,7 +89,8 @@ def keep_channels(model: nn.Module, keep: Mapping[str, torch.Tensor]) -> None:
         if len(indices) < 1 or int(indices.max()) >= run.width or len(indices.unique()) != len(indices):
             raise ConfigError(f"{name}: keep 1 to {run.width} distinct channels, got {len(indices)}")
         bias = _bias(conv)
-        setattr(run.block, run.conv, _conv(conv, conv.weight.detach()[indices], None if bias is None else bias[indices]))
+        setattr(run.block, run.conv, _conv(conv, conv.weight.detach()[indices],
+                                           None if bias is None else bias[indices]))
         setattr(run.block, run.norm, _norm(norm, indices))
         setattr(run.block, run.consumer, _conv(consumer, consumer.weight.detach()[:, indices], _bias(consumer)))
 

@@ -159,7 +159,8 @@ def _unpickling_message(path: Path, text: str, globals_: list[str]) -> str:
 
 
 def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
-    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` and strip DDP/compile prefixes (``module.``, ``_orig_mod.``)."""
+    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` and strip DDP/compile prefixes (``module.``,
+    ``_orig_mod.``)."""
     for key in _WRAPPERS:
         if key in obj and isinstance(obj[key], Mapping):
             return extract_state_dict(obj[key])

@@ -82,7 +82,8 @@ def _rs(depth: int, file: str, train: int, test: int, crop_pct: float, top1: flo
 
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
 
 
 def _tvseg(model: str, file: str, miou: float, pixel_acc: float) -> PretrainedWeights:

@@ -89,8 +89,11 @@ def _profile_segmentation(model: nn.Module, input_size: int) -> list[StageStats]
         if head is None:
             continue
         macs = [0]
-        hooks = [m.register_forward_hook(lambda mod, _i, out: macs.__setitem__(0, macs[0] + layer_macs(mod, out)))
-                 for m in head.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+        def count(mod: nn.Module, _i: object, out: torch.Tensor, macs: list[int] = macs) -> None:
+            macs[0] += layer_macs(mod, out)
+
+        hooks = [m.register_forward_hook(count) for m in head.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         try:
             was = head.training
             head.eval()

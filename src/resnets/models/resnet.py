@@ -171,7 +171,8 @@ class StagedNet(nn.Module):
         self.grad_checkpointing = tuple(range(n)) if enable else ()
 
 
-def _check_output_stride(output_stride: int, multi_grid: Sequence[int] | None, stem: str, layers: Sequence[int]) -> None:
+def _check_output_stride(output_stride: int, multi_grid: Sequence[int] | None, stem: str,
+                         layers: Sequence[int]) -> None:
     if output_stride not in (8, 16, 32):
         raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     if stem == "cifar" and output_stride != 32:
@@ -181,7 +182,8 @@ def _check_output_stride(output_stride: int, multi_grid: Sequence[int] | None, s
                           f"stage ({layers[-1]}), got {tuple(multi_grid)} at output stride {output_stride}")
 
 
-def _checkpointed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, modules: list[nn.Module]) -> torch.Tensor:
+def _checkpointed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  modules: list[nn.Module]) -> torch.Tensor:
     """``fn(x)`` through activation checkpointing; ``modules`` (what ``fn`` runs) keep their batch-norm
     statistics through the recomputation."""
     return checkpoint(fn, x, use_reentrant=False,
@@ -262,7 +264,8 @@ class ResNet(StagedNet):
     ) -> None:
         super().__init__()
         if len(layers) != len(widths) or not layers or min(layers) < 1:
-            raise ConfigError(f"layers {tuple(layers)} and widths {tuple(widths)} must be non-empty and of equal length")
+            raise ConfigError(f"layers {tuple(layers)} and widths {tuple(widths)} must be non-empty and of equal "
+                              f"length")
         if in_chans < 1 or num_classes < 0:
             raise ConfigError(f"in_chans must be >= 1 and num_classes >= 0, got {in_chans} and {num_classes}")
         if not (0 <= drop_rate < 1 and 0 <= drop_path_rate < 1):
@@ -293,7 +296,8 @@ class ResNet(StagedNet):
                 s = stride if j == 0 else 1
                 d = (dilation * grid[j],) * 2 if grid else (previous if j == 0 else dilation, dilation)
                 out_chs = width * block.expansion
-                sc = make_shortcut(shortcut, in_chs, out_chs, s, norm_layer, avg_down=avg_down, with_norm=not block.preact,
+                sc = make_shortcut(shortcut, in_chs, out_chs, s, norm_layer, avg_down=avg_down,
+                                   with_norm=not block.preact,
                                    dilated=dilation > 1)
                 blocks.append(block(in_chs, width, s, sc, opts, drop_path_rate * idx / max(total - 1, 1), d))
                 in_chs, idx = out_chs, idx + 1

@@ -35,7 +35,8 @@ IMAGENET: dict[str, tuple[dict[str, Any], str, str]] = {
         dict(block=_BN, layers=(2, 2, 2, 2), stem="deep", stem_width=32, avg_down=True), "timm",
         "ResNet-26-D: deep stem, average-pool downsampling (He et al. 2019)"),
     "resnet50d": (
-        dict(block=_BN, layers=_L34, stem="deep", stem_width=32, avg_down=True), "timm", "ResNet-50-D (He et al. 2019)"),
+        dict(block=_BN, layers=_L34, stem="deep", stem_width=32, avg_down=True), "timm",
+        "ResNet-50-D (He et al. 2019)"),
     "seresnet50": (dict(block=_BN, layers=_L34, se_ratio=1 / 16), "timm", "SE-ResNet-50 (Hu et al. 2018)"),
     **{f"resnetrs{depth}": (
         dict(block=_BN, layers=layers, stem="deep", stem_width=32, replace_stem_pool=True, avg_down=True,
@@ -89,7 +90,8 @@ register_model(ModelSpec(
     "fastplain8", FastResNet, dict(shortcut=False), "fastresnet8 without shortcuts (airbench94's network)", "cifar",
     "airbench", 32, CIFAR10_MEAN, CIFAR10_STD))
 register_model(ModelSpec(
-    "odenet20", ODENet, dict(steps=3, tied=True), "The ODE view: 3 Euler stages of 3 steps of one shared pre-activation "
+    "odenet20", ODENet, dict(steps=3, tied=True),
+    "The ODE view: 3 Euler stages of 3 steps of one shared pre-activation "
     "function each (group norm), evaluable with any number of steps (Chen et al. 2018)", "cifar", "ode", 32,
     CIFAR10_MEAN, CIFAR10_STD))
 register_model(ModelSpec(
