@@ -2,6 +2,7 @@
 where the caches live (``cache_dir``)."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -25,9 +26,23 @@ def atomic_write(path: str | Path, write: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full(e, path, "the previous file is intact" if path.exists() else "nothing was written")
+        if full is not None:
+            raise full from None
         raise
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full disk, a file-size limit, a quota
+
+
+def disk_full(e: BaseException, path: str | Path, left: str) -> OSError | None:
+    """The error to raise where ``e`` means there was no room to write ``path`` (``left``: what is left as it
+    was), naming the file and the fix; None for any other error."""
+    if not isinstance(e, OSError) or e.errno not in _NO_ROOM:
+        return None
+    return OSError(e.errno, f"no room to write it ({e.strerror}); {left}: free some space and run again", str(path))
 
 
 def cache_dir() -> Path:

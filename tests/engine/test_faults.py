@@ -16,6 +16,7 @@ from resnets.data import (
     batch_generator,
     load_data,
 )
+from resnets.cli import main
 from resnets.engine.checkpoint import load_training_checkpoint, save_checkpoint
 from resnets.engine.ema import ModelEma
 
@@ -95,3 +96,64 @@ def _soak(steps: int) -> None:
             break
     assert step == steps and time.time() - t0 < 300
     assert rss[1] <= rss[0] * 1.05, f"resident memory grew from {rss[0]:.1f} MB to {rss[1]:.1f} MB"
+
+
+NO_ROOM = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from resnets.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _with_no_room(limit: int, *argv: str) -> subprocess.CompletedProcess:
+    """``resnets ARGV`` in a process that cannot write a file past ``limit`` bytes (RLIMIT_FSIZE): a full disk."""
+    return subprocess.run([sys.executable, "-c", NO_ROOM, str(limit), *map(str, argv)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def _one_line(done: subprocess.CompletedProcess, *words: str) -> None:
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("resnets: ")]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_a_full_disk_while_exporting_keeps_the_previous_file(digits_resnet20, tmp_path):
+    out = tmp_path / "weights.safetensors"
+    out.write_bytes(b"the previous export")
+    done = _with_no_room(100_000, "export", digits_resnet20, "--format", "safetensors", "--out", out)
+    _one_line(done, str(out), "no room to write it", "the previous file is intact", "free some space")
+    assert out.read_bytes() == b"the previous export" and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_last_one_and_the_run_resumes(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--recipe", "digits", "--epochs", "2", "--out", str(run), "--no-progress", "--no-tensorboard"]
+
+    def stop_after_the_first_epoch(row):
+        raise KeyboardInterrupt  # as a user's Ctrl-C: epoch 1's checkpoints are written
+
+    cfg = resnets.make_config("digits", epochs=2, out=str(run), progress=False, tensorboard=False)
+    with pytest.raises(KeyboardInterrupt):
+        resnets.train(cfg, on_epoch_end=stop_after_the_first_epoch)
+    before = (run / "last.pt").read_bytes()
+    done = _with_no_room(500_000, *args, "--resume", "auto")  # epoch 2's checkpoint cannot be written
+    _one_line(done, "no room to write it", "the previous file is intact", "free some space")
+    assert (run / "last.pt").read_bytes() == before and load_training_checkpoint(run / "last.pt")["epoch"] == 1
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert main([*args, "--resume", "auto"]) == 0  # room again: the run goes on from epoch 1
+    assert load_training_checkpoint(run / "last.pt")["epoch"] == 2
+    assert main([*args[:4], "3", *args[5:], "--resume", "auto"]) == 2  # a changed setting is not dropped silently
+    assert "--resume auto continues the run" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_sharding_leaves_only_whole_shards(tmp_path):
+    from tests.conftest import make_image_tree
+
+    tree = make_image_tree(tmp_path / "tree", per_class=30, size=48)
+    dest = tmp_path / "shards"
+    done = _with_no_room(60_000, "shard", tree, dest, "--shard-size", "1MB", "--val-size", "0.2")
+    _one_line(done, str(dest), "no room to write it", "whole shards written so far")
+    assert not list(dest.glob("*.tmp"))

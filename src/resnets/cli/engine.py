@@ -113,13 +113,31 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
             overrides["model_args"] = {**base, **dict(args.model_arg)}
         cfg = make_config(recipe, **overrides)
         last = cfg.out_dir() / "last.pt"
-        result = train(cfg, resume=last if args.resume == "auto" and last.exists() else None)
+        resume = last if args.resume == "auto" and last.exists() else None
+        if resume is not None:
+            _same_run(resume, cfg)
+        result = train(cfg, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return None
     test = f"  test top-1 {result.test.top1:.2f}% ({result.test.n} images)" if result.test else ""
     val = f"val top-1 {result.val.top1:.2f}% ({result.val.n} images)" if result.val else "no validation split"
     print(f"best epoch {result.best_epoch}: {val}{test}"
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
+
+
+def _same_run(last: Path, cfg: TrainConfig) -> None:
+    """``--resume auto`` continues a run as it was set up: a setting given now that differs is refused, not
+    silently dropped."""
+    from ..engine.checkpoint import load_training_checkpoint
+    from ..engine.config import changed_settings
+
+    saved = load_training_checkpoint(last)["config"]
+    changed = changed_settings(saved, cfg.to_dict())
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"--resume auto continues the run in {last.parent} as it was set up, with {k}="
+                          f"{saved.get(k)!r}, not {getattr(cfg, k)!r}: drop the change, or train it as a new run "
+                          f"(another --out, with --pretrained {last} to start from its weights)")
 
 
 def weights_source(weights: str, model: str | None) -> str | Checkpoint:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from ..files import disk_full
 from .folder import MAX_PIXELS, _eight_bit, is_archive, list_image_folder, unreadable
 from .shards import ShardWriter, write_index
 from .types import holdout_size, split_indices
@@ -73,6 +74,31 @@ def _key(path: str, root: Path) -> str:
     return "/".join(rel[-2:]).replace(".", "_")
 
 
+def _write_split(writer: ShardWriter, tree: Path, files: list, labels: list, seed: int, resize_short: int | None,
+                 quality: int, strict: bool, skipped: list[str], progress: Callable[[int], None] | None) -> np.ndarray:
+    """Write one split's images in a shuffled order; returns the sums of their thumbnails' channel means and
+    squares (for the training statistics)."""
+    sums = np.zeros(6)
+    for i in np.random.default_rng(seed).permutation(len(files)):
+        path = files[i]
+        try:
+            data = Path(path).read_bytes()
+            thumb, image = _thumbnail_and_image(data, resize_short)
+        except Exception as e:  # PIL raises many kinds
+            rel = Path(path).relative_to(tree)
+            if strict:
+                raise DataError(f"unreadable image {rel}: {unreadable(e)}") from None
+            log.warning("skipped %s: %s", rel, unreadable(e))
+            skipped.append(str(rel))
+            continue
+        sums += np.concatenate([thumb.mean((0, 1)), np.square(thumb).mean((0, 1))])
+        ext = "jpg" if image is not None else EXTS.get(Path(path).suffix.lower(), "jpg")
+        writer.write(_key(path, tree), _encode_jpeg(image, quality) if image is not None else data, ext, labels[i])
+        if progress is not None:
+            progress(1)
+    return sums
+
+
 def make_shards(src: str | Path, dest: str | Path, *, shard_size: int = 256_000_000, resize_short: int | None = None,
                 quality: int = 90, val_size: float = 0.1, seed: int = 0, strict: bool = False,
                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
@@ -94,26 +120,16 @@ def make_shards(src: str | Path, dest: str | Path, *, shard_size: int = 256_000_
         shards, counts, skipped, stats = {}, {}, [], None
         for split, (files, labels) in splits.items():
             writer = ShardWriter(dest, split, shard_size)
-            sums = np.zeros(6)
-            for i in np.random.default_rng(seed).permutation(len(files)):
-                path = files[i]
-                try:
-                    data = Path(path).read_bytes()
-                    thumb, image = _thumbnail_and_image(data, resize_short)
-                except Exception as e:  # PIL raises many kinds
-                    rel = Path(path).relative_to(tree)
-                    if strict:
-                        raise DataError(f"unreadable image {rel}: {unreadable(e)}") from None
-                    log.warning("skipped %s: %s", rel, unreadable(e))
-                    skipped.append(str(rel))
-                    continue
-                sums += np.concatenate([thumb.mean((0, 1)), np.square(thumb).mean((0, 1))])
-                ext = "jpg" if image is not None else EXTS.get(Path(path).suffix.lower(), "jpg")
-                writer.write(_key(path, tree), _encode_jpeg(image, quality) if image is not None else data, ext,
-                             labels[i])
-                if progress is not None:
-                    progress(1)
-            shards[split] = writer.close()
+            try:
+                sums = _write_split(writer, tree, files, labels, seed, resize_short, quality, strict, skipped,
+                                    progress)
+                shards[split] = writer.close()
+            except BaseException as e:
+                writer.abort()
+                full = disk_full(e, dest, f"the whole shards written so far are in {dest}, without an index")
+                if full is not None:
+                    raise full from None
+                raise
             counts[split] = sum(s["count"] for s in shards[split])
             if split == "train" and counts[split]:
                 mean = sums[:3] / counts[split]

@@ -8,6 +8,7 @@ against its sha256; one that does not match is refused by name.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -244,6 +245,15 @@ class ShardWriter:
     def close(self) -> list[dict[str, Any]]:
         self._close()
         return self.shards
+
+    def abort(self) -> None:
+        """Remove the shard being written (after an error): only whole shards are left in ``dest``."""
+        if self._writer is not None:
+            for close in (self._writer.close, self._file.close):  # they flush, and may fail as the write did
+                with contextlib.suppress(OSError, ValueError):
+                    close()
+            self._path.with_suffix(".tar.tmp").unlink(missing_ok=True)
+            self._writer = None
 
 
 def write_index(dest: Path, classes: list[str], shards: dict[str, list[dict[str, Any]]], **extra: Any) -> None:

@@ -28,14 +28,13 @@ from ..files import atomic_write
 from ..machine import cpu_isa, machine_info
 from ..models import list_models
 from .checkpoint import load_training_checkpoint, save_weights
-from .config import TrainConfig, list_recipes, make_config
+from .config import PER_MACHINE, TrainConfig, changed_settings, list_recipes, make_config
 from .predict import evaluate_split
 from .train import Run, end_epoch, setup, train_epoch
 
 STATE_FORMAT = "resnets-campaign-v1"
 SAVE_EVERY_S = 600.0  # a mid-epoch state at least this often: a hard stop loses little
 # Settings that may change from one segment to the next: they decide speed, not the numbers.
-PER_MACHINE = ("precision", "device", "workers", "progress", "compile", "channels_last", "tensorboard", "out")
 
 
 @dataclass(frozen=True)
@@ -199,8 +198,7 @@ def check_state(run: CampaignRun, state: Path) -> Path | None:
     want, had = run.config(state).to_dict(), dict(ckpt["config"])
     for cfg in (want, had):  # the same data wherever this clone keeps it
         cfg["data"] = Path(str(cfg["data"])).name
-    defaults = TrainConfig().to_dict()  # a setting added since the state was made had its default then
-    changed = sorted(k for k, v in want.items() if k not in PER_MACHINE and had.get(k, defaults[k]) != v)
+    changed = changed_settings(had, want)
     if changed:
         k = changed[0]
         raise ConfigError(f"run {run.name}: its state was made with {k}={ckpt['config'].get(k)!r}, the manifest now "

@@ -14,7 +14,13 @@ from ..models.source import Checkpoint, read_source
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+    """``state`` written atomically. It is serialised in memory first: torch's zip writer turns a failed write
+    (a full disk) into an unrelated RuntimeError, where the file's own write names the problem."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def rng_state() -> dict[str, Any]:

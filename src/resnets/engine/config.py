@@ -209,6 +209,17 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# what each machine decides for itself when it resumes a run; every other setting is the run's own
+PER_MACHINE = ("precision", "device", "workers", "progress", "compile", "channels_last", "tensorboard", "out")
+
+
+def changed_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The settings of ``wanted`` (a ``TrainConfig.to_dict()``) that differ from a saved run's ``saved``, the
+    per-machine ones aside; a setting added since the run was saved had its default then."""
+    defaults = TrainConfig().to_dict()
+    return sorted(k for k, v in wanted.items() if k not in PER_MACHINE and saved.get(k, defaults[k]) != v)
+
+
 def type_problem(value: Any, tp: Any) -> str | None:
     """What ``value`` must be to have type ``tp`` ("a whole number", "one of a, b"), or None if it has it.
     Nothing is converted: 12.5 is not a batch size and "no" is not a boolean."""
