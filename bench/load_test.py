@@ -65,6 +65,11 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise SystemExit("the server did not become ready")
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of sorted values, the nearest rank."""
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 def run_clients(port: int, images: list[bytes], clients: int, total: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors = 0
@@ -101,7 +106,7 @@ def run_clients(port: int, images: list[bytes], clients: int, total: int, second
     return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
             "requests_per_s": round(len(latencies) / wall, 1),
             "p50_ms": round(1e3 * statistics.median(ordered), 1),
-            "p99_ms": round(1e3 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 1)}
+            "p99_ms": round(1e3 * percentile(ordered, 0.99), 1)}
 
 
 def main() -> None:

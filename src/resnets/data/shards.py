@@ -109,17 +109,30 @@ def read_index(source: str | Path) -> ShardIndex:
     except Exception as e:  # network errors of every kind (aiohttp, botocore, ...)
         raise DataError(f"cannot read {url} ({_reason(e)}): check the address and that the server is reachable") \
             from None
-    try:
-        splits = {name: [Shard(f"{root}/{d['name']}", int(d["count"]), int(d["bytes"]), str(d["sha256"]))
-                         for d in shards] for name, shards in meta["shards"].items()}
-        classes = [str(c) for c in meta["classes"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{url} is not a shard index written by 'resnets shard' (missing or bad {e})") from None
-    if "train" not in splits or not splits["train"]:
+    index = _index(meta, root)
+    if index is None:
+        raise DataError(f"{url} is not a shard index written by 'resnets shard' (missing or malformed fields)")
+    if "train" not in index.splits or not index.splits["train"]:
         raise DataError(f"{url} lists no training shards")
-    stats = meta.get("mean"), meta.get("std")
-    return ShardIndex(root, classes, splits, *(tuple(v) if v else None for v in stats),
-                      meta.get("image_size"), meta.get("skipped", []))
+    return index
+
+
+def _index(meta: Any, root: str) -> ShardIndex | None:
+    """The index that ``meta`` (parsed JSON) describes, every field of its own type; None where one is not."""
+    try:
+        splits = {str(name): [Shard(f"{root}/{d['name']}", int(d["count"]), int(d["bytes"]), str(d["sha256"]))
+                              for d in shards] for name, shards in meta["shards"].items()}
+        if not isinstance(meta["classes"], list) or any(s.count < 0 or s.bytes < 0 for v in splits.values()
+                                                          for s in v):
+            return None
+        classes = [str(c) for c in meta["classes"]]
+        stats = [tuple(float(x) for x in v) if v else None for v in (meta.get("mean"), meta.get("std"))]
+        size, skipped = meta.get("image_size"), meta.get("skipped", [])
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None
+    if not (size is None or (isinstance(size, int) and size > 0)) or not isinstance(skipped, list):
+        return None
+    return ShardIndex(root, classes, splits, stats[0], stats[1], size, skipped)
 
 
 def check_local_shards(index: ShardIndex) -> None:
@@ -155,8 +168,10 @@ class _Hashing:
             pass
 
 
-def read_shard(shard: Shard, skip: int = 0, take: int | None = None) -> Iterator[tuple[str, bytes, int]]:
-    """``(key, image bytes, class index)`` of the samples ``skip`` to ``skip + take`` of a shard, in order.
+def read_shard(shard: Shard, skip: int = 0, take: int | None = None,
+               classes: int | None = None) -> Iterator[tuple[str, bytes, int]]:
+    """``(key, image bytes, class index)`` of the samples ``skip`` to ``skip + take`` of a shard, in order;
+    with ``classes``, a class index outside ``0 .. classes - 1`` is refused.
 
     Samples before ``skip`` are read but not returned; reading stops after ``take``. A shard read to its end
     is checked against its sha256 and size.
@@ -173,7 +188,7 @@ def read_shard(shard: Shard, skip: int = 0, take: int | None = None) -> Iterator
                 if take is not None and seen >= skip + take:
                     break
                 if seen >= skip:
-                    yield _parse(sample, shard)
+                    yield _parse(sample, shard, classes)
                 seen += 1
             if whole:
                 f.drain()
@@ -195,15 +210,19 @@ def read_shard(shard: Shard, skip: int = 0, take: int | None = None) -> Iterator
                         "copy it again or re-create the shards")
 
 
-def _parse(sample: dict[str, Any], shard: Shard) -> tuple[str, bytes, int]:
+def _parse(sample: dict[str, Any], shard: Shard, classes: int | None) -> tuple[str, bytes, int]:
     key = sample["__key__"]
     image = next((sample[k] for k in IMAGE_SUFFIXES if k in sample), None)
     if image is None or "cls" not in sample:
         raise DataError(f"sample {key} of shard {shard.name} has no image or no .cls label")
     try:
-        return key, image, int(sample["cls"])
+        label = int(sample["cls"])
     except ValueError:
         raise DataError(f"sample {key} of shard {shard.name}: .cls is not a class index") from None
+    if classes is not None and not 0 <= label < classes:
+        raise DataError(f"sample {key} of shard {shard.name}: class index {label} is outside the {classes} classes "
+                        f"of {INDEX}: the shards and their index do not belong together; re-create them")
+    return key, image, label
 
 
 class ShardWriter:

@@ -104,7 +104,8 @@ def streamed_shards(source: str, image_size: int | None, crop: int | None,
     check_local_shards(index)
     first = lambda: decode_image(next(read_shard(index.splits["train"][0], 0, 1))[1], None).shape[-1]  # noqa: E731
     size = _size(image_size or index.image_size, crop, first)
-    sets = {split: StreamSet(ShardList(shards), size, crop) for split, shards in index.splits.items()}
+    sets = {split: StreamSet(ShardList(shards, len(index.classes)), size, crop)
+            for split, shards in index.splits.items()}
     train = sets["train"]
     val = sets.get("val", StreamSet(ShardList([]), size, crop))
     stats = (index.mean, index.std) if index.mean and index.std else _stats(train)

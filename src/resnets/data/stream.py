@@ -54,9 +54,10 @@ class FileList:
 
 @dataclass
 class ShardList:
-    """The shards of one split (sequential access)."""
+    """The shards of one split (sequential access), and how many classes their index lists (None: unchecked)."""
 
     shards: list[Shard]
+    classes: int | None = None
 
     def __len__(self) -> int:
         return sum(s.count for s in self.shards)
@@ -228,7 +229,8 @@ class _Worker(IterableDataset):
         shards = self.data.source.shards
         plan = shard_plan([s.count for s in shards], self.batch, epoch=epoch, seed=self.seed, rank=self.rank,
                           world=self.world, worker=worker, workers=workers, shuffle=self.shuffle)
-        stream = (sample for s, skip, take in plan.runs for sample in read_shard(shards[s], skip, take))
+        classes = self.data.source.classes
+        stream = (sample for s, skip, take in plan.runs for sample in read_shard(shards[s], skip, take, classes))
         if plan.batch_numbers is None:
             chunk: list = []
             for sample in stream:

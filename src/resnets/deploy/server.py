@@ -173,6 +173,7 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
 def _add_routes(app: Any, predictor: Predictor, cfg: ServeConfig, batcher: Batcher, state: dict[str, Any],
                 name: str) -> None:
     from fastapi import Request, UploadFile
+    from starlette.exceptions import HTTPException
     from fastapi.responses import HTMLResponse
 
     @app.get("/", response_class=HTMLResponse)
@@ -191,23 +192,38 @@ def _add_routes(app: Any, predictor: Predictor, cfg: ServeConfig, batcher: Batch
                            "images": batcher.images, "largest_batch": batcher.largest,
                            "uptime_s": round(time.time() - state["started"], 1)}}
 
-    @app.post("/predict")
+    @app.post("/predict", responses=ERRORS, openapi_extra=_FILES)  # type: ignore[arg-type]
     async def predict(request: Request, topk: int = cfg.topk) -> dict[str, Any]:
         check_topk(topk)
-        form = await request.form(max_files=cfg.max_files + 1)
+        try:
+            form = await request.form(max_files=cfg.max_files + 1)
+        except HTTPException as e:  # starlette's refusal of a malformed or oversized form: our error shape
+            raise Rejected(e.status_code, str(e.detail)) from None
         images = await read_images(form.getlist("files") + form.getlist("file"), predictor, cfg)
         tops = await asyncio.gather(*(batcher.predict(img, topk) for _, img in images))
         state["requests"] += 1
         return {"predictions": [{"file": n, "top": [{"class": c, "prob": round(p, 6)} for c, p in top]}
                                 for (n, _), top in zip(images, tops)]}
 
-    @app.post("/explain")
+    @app.post("/explain", responses=ERRORS)  # type: ignore[arg-type]
     async def explain_route(file: UploadFile, topk: int = cfg.topk) -> dict[str, Any]:
         check_topk(topk)
         ((fname, image),) = await read_images([file], predictor, cfg)
         result = await asyncio.get_running_loop().run_in_executor(None, explain, predictor, image, topk)
         state["requests"] += 1
         return {"file": fname, **result}
+
+
+_ERROR = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}},
+                                          "required": ["error"]}}}
+# the answers besides 200 that the routes give, as their OpenAPI schema says (FastAPI adds 422 itself)
+ERRORS = {400: {"description": "no image, a bad topk, too many files, or a malformed form", "content": _ERROR},
+          413: {"description": "a file or the request over the size limit", "content": _ERROR},
+          415: {"description": "a file that is not an image", "content": _ERROR}}
+# /predict reads its form itself (to bound the number of files before parsing): its body, as a schema
+_FILES = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 
 
 def serve(source: str, host: str = "127.0.0.1", port: int = 8000, cfg: ServeConfig | None = None,
