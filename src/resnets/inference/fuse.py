@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -11,11 +12,12 @@ from torch import nn
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new convolution that computes ``bn(conv(x))`` of the eval-mode ``bn``."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    mean, var = cast(torch.Tensor, bn.running_mean), cast(torch.Tensor, bn.running_var)  # eval mode: tracked
+    scale = bn.weight / torch.sqrt(var + bn.eps)
     fused = copy.deepcopy(conv)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+    fused.bias = nn.Parameter((bias - mean) * scale + bn.bias)
     return fused
 
 

@@ -15,7 +15,7 @@ import hashlib
 import importlib.util
 import logging
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ def torchao_available() -> bool:
     return importlib.util.find_spec("torchao") is not None
 
 
-def _quantizer():
+def _quantizer() -> tuple[Any, Any, Any]:
     """torchao's PT2E entry points, imported quietly (it logs missing GPU kernels and pytree notices)."""
     noisy = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [n.level for n in noisy]

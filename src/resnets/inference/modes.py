@@ -23,7 +23,7 @@ import copy
 import logging
 import math
 import time
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch import nn
@@ -124,7 +124,7 @@ def _layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _cuda_compiled(model: nn.Module) -> nn.Module:
+def _cuda_compiled(model: nn.Module) -> Runner:
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True  # weights become constants, folded into the kernels
@@ -145,21 +145,23 @@ def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None 
     if mode in EXAMPLE_MODES and example is None:
         raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
     if mode in ONNX_MODES:
+        example = cast(torch.Tensor, example)  # checked above
         run = onnx_runner(onnx_file(model, example, int8=mode == "int8"))
         return check_agreement(model, run, example, mode) if mode == "int8" else run
     if mode == "channels_last":
-        net = model.to(memory_format=torch.channels_last)
+        net = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stubs lack it)
         return _no_grad(lambda x: net(_layout(x)))
     net, dtype = _folded_net(model, mode)
     if mode == "compile_int8":
         if next(model.parameters()).is_cuda:
             raise ConfigError("the compile_int8 mode runs on the CPU only")
+        example = cast(torch.Tensor, example)  # checked above
         return check_agreement(model, _no_grad(int8_runner(net, example)), example, mode)
     if mode.startswith("compile"):
         if not next(model.parameters()).is_cuda:
             return _no_grad(aot_runner(net, dtype))
-        net = _cuda_compiled(net)  # a CUDA graph's output is overwritten by its next replay: clone it
-        return _no_grad(lambda x: net(_layout(x.to(dtype))).float().clone())
+        graph = _cuda_compiled(net)  # a CUDA graph's output is overwritten by its next replay: clone it
+        return _no_grad(lambda x: graph(_layout(x.to(dtype))).float().clone())
     return _no_grad(lambda x: net(_layout(x.to(dtype))).float())
 
 
@@ -194,7 +196,7 @@ def check_agreement(model: nn.Module, run: Runner, calibration: torch.Tensor, mo
 def _folded_net(model: nn.Module, mode: str) -> tuple[nn.Module, torch.dtype]:
     """``model`` as the fused and compiled modes run it: batch norm folded, channels_last, in their dtype."""
     dtype = torch.bfloat16 if mode in ("bf16", "compile_bf16") else torch.float32
-    return fuse_bn(model).to(memory_format=torch.channels_last, dtype=dtype), dtype
+    return fuse_bn(model).to(memory_format=torch.channels_last, dtype=dtype), dtype  # type: ignore[call-overload]
 
 
 def _no_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Runner:

@@ -31,7 +31,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def onnx_session(model: str | Path | bytes) -> "onnxruntime.InferenceSession":  # noqa: F821
+def onnx_session(model: str | Path | bytes) -> Any:
     """An ONNX Runtime session on the CPU for a file (or serialised model), with every graph optimisation."""
     import onnxruntime as ort
 

@@ -7,7 +7,7 @@ State-dict keys are torchvision's ``BackboneWithFPN`` keys (``body.*``, ``fpn.in
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Literal, Sequence
+from typing import Literal, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,11 @@ TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")  # torchvisi
 class FrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics and affine parameters, as buffers (torchvision's keys, no batch count):
     what a detector's backbone uses when its batches are a few large images."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -66,7 +71,7 @@ class FeaturePyramid(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(cast(torch.Tensor, m.bias))
 
     def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         last = self.inner_blocks[-1](maps[-1])

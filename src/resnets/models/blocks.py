@@ -10,6 +10,7 @@ and timm (``se``), so their state dicts load unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -98,7 +99,7 @@ class BasicBlock(_ResidualBlock):
         return self.relu(self._merge(out, x))
 
     def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
+        nn.init.zeros_(cast(torch.Tensor, self.bn2.weight))
 
 
 
@@ -115,7 +116,7 @@ class HighwayBlock(BasicBlock):
             raise ConfigError("a highway block carries its input: it needs a shortcut (option A, B or C)")
         super().__init__(in_chs, planes, stride, shortcut, opts, drop_path, dilation)
         self.gate = nn.Conv2d(in_chs, planes, 1, stride, bias=True)
-        nn.init.constant_(self.gate.bias, gate_bias)
+        nn.init.constant_(cast(torch.Tensor, self.gate.bias), gate_bias)
         self.openness: float | None = None  # the mean of T(x) over the last batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +125,8 @@ class HighwayBlock(BasicBlock):
         t = torch.sigmoid(self.gate(x))
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
             self.openness = float(t.detach().float().mean())  # a Python number: not in traced graphs
-        return self.relu(t * out + (1 - t) * self.downsample(x))
+        shortcut = cast(nn.Module, self.downsample)  # a highway block always has one (checked in __init__)
+        return self.relu(t * out + (1 - t) * shortcut(x))
 
 
 class Bottleneck(_ResidualBlock):
@@ -166,7 +168,7 @@ class Bottleneck(_ResidualBlock):
         return self.relu(self._merge(out, x))
 
     def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn3.weight)
+        nn.init.zeros_(cast(torch.Tensor, self.bn3.weight))
 
 
 class _PreActBlock(_ResidualBlock):

@@ -10,7 +10,7 @@ network is saved, loaded, fine-tuned, exported and served as its unpruned parent
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, cast
 
 import torch
 from torch import nn
@@ -51,11 +51,13 @@ def kept_width(count: float, width: int, multiple: int = 1) -> int:
 
 
 def _conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
-    new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    bias=bias is not None, padding_mode=conv.padding_mode)
+    pair = tuple[int, int]
+    new = nn.Conv2d(weight.shape[1], weight.shape[0], cast(pair, conv.kernel_size), cast(pair, conv.stride),
+                    cast("str | pair", conv.padding), cast(pair, conv.dilation), bias=bias is not None,
+                    padding_mode=conv.padding_mode)
     new.weight = nn.Parameter(weight.clone(), requires_grad=conv.weight.requires_grad)
     if bias is not None:
-        new.bias = nn.Parameter(bias.clone(), requires_grad=conv.bias.requires_grad)
+        new.bias = nn.Parameter(bias.clone(), requires_grad=cast(torch.Tensor, conv.bias).requires_grad)
     return new.train(conv.training).to(weight.device)
 
 

@@ -9,7 +9,7 @@ as (part of) the identity (Dirac init), so the network starts close to a shallow
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +88,7 @@ class FastResNet(StagedNet):
         self.frozen_stages: int | None = None
         self.whiten = nn.Conv2d(in_chans, 2 * in_chans * 4, 2, bias=True)  # set by init_from_data
         self.whiten.weight.requires_grad_(False)
-        nn.init.zeros_(self.whiten.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.whiten.bias))
         in_chs, reduction = self.whiten.out_channels, 1
         self.feature_info = FeatureInfo([dict(num_chs=in_chs, reduction=1, module="whiten")])
         for i, width in enumerate(widths):
@@ -113,7 +113,7 @@ class FastResNet(StagedNet):
         return [self.whiten]
 
     def fixed_parameters(self) -> list[nn.Parameter]:
-        return [self.whiten.weight] + [m.weight for m in self.modules() if isinstance(m, BiasNorm)]
+        return [cast(nn.Parameter, self.whiten.weight)] + [m.weight for m in self.modules() if isinstance(m, BiasNorm)]
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:

@@ -131,7 +131,8 @@ def _pickled_globals(path: Path) -> list[str]:
     data = path.read_bytes()
     if data[:2] == b"PK":
         return []
-    names, strings = [], []
+    names: list[str] = []
+    strings: list[str] = []
     try:
         for op, arg, _ in pickletools.genops(data):
             if op.name == "GLOBAL":

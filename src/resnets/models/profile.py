@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ def layer_macs(module: nn.Module, out: torch.Tensor) -> int:
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         return per_image * (module.in_channels // module.groups) * kh * kw
+    assert isinstance(module, nn.Linear), type(module)
     return per_image * module.in_features
 
 
@@ -31,7 +33,7 @@ def profile_model(model: nn.Module, input_size: int = 224) -> list[StageStats]:
     stage, head (a segmentation network: its backbone's stem and stages, then its heads)."""
     if not isinstance(model, StagedNet):
         return _profile_segmentation(model, input_size)
-    parts: list[tuple[str, list[nn.Module]]] = [
+    parts: list[tuple[str, Sequence[nn.Module]]] = [
         ("stem", model.stem_modules()),
         *[(f"layer{i + 1}", [s]) for i, s in enumerate(model.stages)],
         ("head", [m for m in (model.norm, model.fc) if m is not None]),
@@ -80,12 +82,14 @@ def format_profile(name: str, rows: list[StageStats], input_size: int) -> str:
 def _profile_segmentation(model: nn.Module, input_size: int) -> list[StageStats]:
     """A segmentation network's parts: the backbone's stem and stages, then its head and auxiliary head, each
     counted on the maps it reads."""
-    backbone = model.backbone  # type: ignore[attr-defined]
+    backbone = cast(StagedNet, model.backbone)
     rows = [r for r in profile_model(backbone, input_size) if r.name != "head"]
     with torch.no_grad():
         x = torch.zeros(1, backbone.in_chans, input_size, input_size, device=next(model.parameters()).device)
         aux_in, last = backbone.forward_intermediates(x, (3, 4))
-    for name, head, inp in (("head", model.classifier, last), ("aux", model.aux_classifier, aux_in)):  # type: ignore[attr-defined]
+    heads = cast(list[tuple[str, "nn.Module | None", torch.Tensor]],
+                 [("head", model.classifier, last), ("aux", model.aux_classifier, aux_in)])
+    for name, head, inp in heads:
         if head is None:
             continue
         macs = [0]

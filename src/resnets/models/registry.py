@@ -6,7 +6,7 @@ import fnmatch
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from torch import nn
 
@@ -85,7 +85,7 @@ def create_model(
     """
     from .loading import load_pretrained, load_state_dict_into
     from .pretrained import get_weights, load_weights, split_name
-    from .resnet import FeatureExtractor
+    from .resnet import FeatureExtractor, StagedNet
 
     from .channels import narrow
 
@@ -104,10 +104,10 @@ def create_model(
         narrow(model, channels)
     if published is not None:
         load_state_dict_into(model, load_weights(published))
-    elif pretrained not in (None, False, True):
+    elif isinstance(pretrained, (str, Path)):
         load_pretrained(model, pretrained)
     if features_only:
-        return FeatureExtractor(model, out_indices)
+        return FeatureExtractor(cast(StagedNet, model), out_indices)
     return model
 
 

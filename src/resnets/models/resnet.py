@@ -6,7 +6,7 @@ blocks of width ``widths[i]``; the first stage keeps the resolution and each lat
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence, cast
 
 import torch
 from torch import nn
@@ -46,6 +46,14 @@ class StagedNet(nn.Module):
     ``forward_head`` and ``stem_modules`` (and ``forward_stem_split`` where the stem pools after its map).
     """
 
+    num_stages: int
+    num_features: int
+    in_chans: int
+    num_classes: int
+    feature_info: FeatureInfo
+    fc: nn.Module
+    norm: nn.Module | None
+    relu: nn.Module
     grad_checkpointing: tuple[int, ...]  # indices of the stages whose blocks are recomputed
     frozen_stages: int | None  # stem + this many stages are frozen (None: nothing)
 
@@ -200,7 +208,7 @@ def running_stats_untouched(*modules: nn.Module) -> Iterator[None]:
     and the batch count is put back afterwards."""
     norms = [m for module in modules for m in module.modules()
              if isinstance(m, _BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    saved = [(m.momentum, cast(torch.Tensor, m.num_batches_tracked).clone()) for m in norms]
     for m in norms:
         m.momentum = 0.0
     try:
@@ -208,7 +216,7 @@ def running_stats_untouched(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, (momentum, count) in zip(norms, saved):
             m.momentum = momentum
-            m.num_batches_tracked.copy_(count)
+            cast(torch.Tensor, m.num_batches_tracked).copy_(count)
 
 
 class ResNet(StagedNet):
@@ -237,6 +245,9 @@ class ResNet(StagedNet):
         zero_init_last: zero the last norm (or conv) of every residual branch.
         norm_layer: normalization factory, ``nn.BatchNorm2d`` by default.
     """
+
+    conv1: nn.Module  # a 7x7 convolution, or the deep stem's three 3x3 ones
+    maxpool: nn.Module | None
 
     def __init__(
         self,
@@ -366,8 +377,9 @@ class ResNet(StagedNet):
                 nn.init.zeros_(m.bias)
         if zero_init_last:
             for m in self.modules():
-                if hasattr(m, "zero_init_last"):
-                    m.zero_init_last()
+                init_last = getattr(m, "zero_init_last", None)
+                if callable(init_last):
+                    init_last()
 
 
 class FeatureExtractor(nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, cast
 
 import torch
 from torch import nn
@@ -82,7 +82,7 @@ class Checkpoint:
         self.need("model")
         args = {"num_classes": len(self.classes) if self.classes else 0, "in_chans": self.in_chans or 3,
                 **self.model_args, **overrides}
-        model = create_model(self.model, **args)
+        model = create_model(cast(str, self.model), **args)
         load_state_dict_into(model, self.state_dict, adapt=bool(overrides))
         return model.eval()
 
@@ -91,7 +91,7 @@ class Checkpoint:
         from .registry import get_model_spec
 
         self.need("model", "classes")
-        if get_model_spec(self.model).family == "segmentation":
+        if get_model_spec(cast(str, self.model)).family == "segmentation":
             raise CheckpointError(f"{self.source} holds the segmentation network {self.model}: the commands that "
                                   "take a checkpoint take classifiers (load it with resnets.create_model(..., "
                                   "pretrained=True))")
@@ -163,6 +163,7 @@ def read_source(source: str | Path | Checkpoint, *, model: str | None = None) ->
             raise CheckpointError(f"{source.source} holds weights for {source.model}, not {model}")
         return source if model is None or source.model == model else read_source(source.path, model=model)
     path = resolve_weights(source)
+    kind: Kind
     if path.suffix == ".safetensors" and path.is_file():
         entries = read_description(path)
         tensors = read_checkpoint(path)
@@ -210,8 +211,9 @@ def _described(source: str, path: Path, kind: Kind, entries: dict[str, Any], mod
     model_args = config.get("model_args") or {}
     if not isinstance(model_args, dict):
         raise bad("model_args")
+    mean_t, std_t = (tuple(float(x) for x in cast(list, v)) for v in (mean, std))
     return Checkpoint(source, path, kind, config["model"], dict(model_args), state, list(classes), in_chans,
-                      tuple(map(float, mean)), tuple(map(float, std)), sizes[0], sizes[1], dict(config),
+                      mean_t, std_t, sizes[0], sizes[1], dict(config),
                       {k: v for k, v in entries.items() if k not in _FIELDS})
 
 
@@ -237,7 +239,8 @@ def _plain(source: str, path: Path, state: dict[str, torch.Tensor], model: str |
     imagenet_like = spec.input_size >= 128
     image_size = round(spec.input_size / 0.875) if imagenet_like else spec.input_size
     mean, std = (spec.mean, spec.std) if in_chans in (None, 3) else ((0.5,) * in_chans, (0.25,) * in_chans)
-    config = {"model": model, "model_args": {}, "data": "imagenet" if outputs == 1000 else None, "val_size": None}
+    config: dict[str, Any] = {"model": model, "model_args": {}, "data": "imagenet" if outputs == 1000 else None,
+                              "val_size": None}
     return Checkpoint(source, path, "state_dict", model, {}, state, classes, in_chans or 3, tuple(mean), tuple(std),
                       image_size, spec.input_size if imagenet_like else None, config, meta,
                       ("classes", "preprocessing"))
