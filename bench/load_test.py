@@ -65,6 +65,17 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise SystemExit("the server did not become ready")
 
 
+def random_pngs(sizes: list[int], seed: int = 0) -> list[bytes]:
+    """Noise images of these sizes (square, RGB), PNG-encoded: request bodies that cost a real decode."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for size in sizes:
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+        images.append(buf.getvalue())
+    return images
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of sorted values, the nearest rank."""
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -120,12 +131,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    rng = np.random.default_rng(0)
-    images = []
-    for _ in range(16):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
-        images.append(buf.getvalue())
+    images = random_pngs([32] * 16)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "resnets", "serve", args.model, "--port", str(port),
                              "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],

@@ -12,7 +12,6 @@ health checks. A running training campaign is paused meanwhile. Writes bench/res
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import signal
 import statistics
@@ -24,13 +23,11 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 from resnets.machine import machine_info
 
 from common import RESULTS, campaign_paused, write_result
-from load_test import free_port, multipart, percentile, request, wait_ready
+from load_test import free_port, multipart, percentile, random_pngs, request, wait_ready
 
 
 def rss_mb(pid: int) -> float:
@@ -181,12 +178,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    rng = np.random.default_rng(0)
-    images = []
-    for size in (32, 32, 64, 200):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
-        images.append(buf.getvalue())
+    images = random_pngs([32, 32, 64, 200])
     port, log, stop = free_port(), Log(), threading.Event()
     with campaign_paused() as paused:
         proc = subprocess.Popen([sys.executable, "-m", "resnets", "serve", args.model, "--port", str(port),

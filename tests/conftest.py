@@ -76,21 +76,23 @@ def filled_outputs(parity_reference):
     return run
 
 
+def _shared_data(name: str, what: str) -> Path:
+    path = SHARED / "data" / name
+    if not path.is_file():
+        pytest.skip(f"{what} is not at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def cifar10_jpeg():
-    path = SHARED / "data" / "cifar10-jpeg.tar.gz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+    """CIFAR-10 as a JPEG image-folder tree (a .tar.gz of it)."""
+    return _shared_data("cifar10-jpeg.tar.gz", "the CIFAR-10 JPEG copy")
 
 
 @pytest.fixture(scope="session")
 def cifar10_lossless():
     """The original CIFAR-10 pixels, in the official python-batches layout (a .tar.xz of it)."""
-    path = SHARED / "data" / "cifar-10-lossless-python.tar.xz"
-    if not path.is_file():
-        pytest.skip(f"the original CIFAR-10 archive is not at {path}")
-    return path
+    return _shared_data("cifar-10-lossless-python.tar.xz", "the original CIFAR-10 archive")
 
 
 @pytest.fixture(autouse=True)
