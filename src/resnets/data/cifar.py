@@ -58,21 +58,39 @@ def _read_batch(path: Path) -> dict:
     return obj
 
 
-def _to_imageset(batches: list[Path], label_key: bytes) -> ImageSet:
+def _to_imageset(batches: list[Path], label_key: bytes, classes: int) -> ImageSet:
     images, labels, files = [], [], []
     for path in batches:
         b = _read_batch(path)
         data, y = b.get(b"data"), b.get(label_key)
         if data is None or y is None:
             raise DataError(f"{path} is not a CIFAR batch: keys b'data' and {label_key!r} are required")
-        data = np.asarray(data)
+        try:
+            data = np.asarray(data)
+        except Exception:  # ragged lists and the like
+            raise DataError(f"{path}: b'data' is not an array of image rows") from None
+        y = _labels(y, path, classes)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(y) != len(data):
             raise DataError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, "
                             f"got {data.dtype} {data.shape} and {len(y)} labels")
         images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
-        labels.append(torch.as_tensor(list(y), dtype=torch.long))
+        labels.append(y)
         files += [f"{path.name}[{i}]" for i in range(len(data))]
     return ImageSet(torch.cat(images), torch.cat(labels), files)
+
+
+def _labels(y: object, path: Path, classes: int) -> torch.Tensor:
+    """A batch's labels as class indices in ``0 .. classes - 1``, or one line naming what is wrong."""
+    try:
+        labels = torch.as_tensor(list(y), dtype=torch.long)
+    except Exception:  # not a sequence, or not of integers
+        raise DataError(f"{path}: the labels are not a list of class indices") from None
+    if labels.dim() != 1:
+        raise DataError(f"{path}: the labels are not a flat list of class indices")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"{path}: class indices must lie in 0..{classes - 1}, found {int(labels.min())}.."
+                        f"{int(labels.max())}")
+    return labels
 
 
 def find_cifar_root(name: str, root: Path) -> Path | None:
@@ -161,10 +179,11 @@ def load_cifar(name: str, root: Path, download: bool = False) -> tuple[ImageSet,
     if base is None:
         raise DataError(f"{name} not found in {root}: put the extracted '{folder}' folder there "
                         f"(from {URL + archive}), or pass --download")
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in _read_batch(base / meta).get(names_key, [])]
-    train = _to_imageset([base / b for b in train_b], label_key)
-    test = _to_imageset([base / b for b in test_b], label_key)
-    n_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    if len(classes) < n_classes:
-        classes = [str(i) for i in range(n_classes)]
-    return train, test, classes
+    names = _read_batch(base / meta).get(names_key, [])
+    if not isinstance(names, list):
+        raise DataError(f"{base / meta}: {names_key!r} is not a list of class names")
+    classes = [c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in names]
+    count = len(classes) or (10 if name == "cifar10" else 100)  # the meta file names them; else the official count
+    train = _to_imageset([base / b for b in train_b], label_key, count)
+    test = _to_imageset([base / b for b in test_b], label_key, count)
+    return train, test, classes or [str(i) for i in range(count)]
