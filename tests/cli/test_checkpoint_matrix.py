@@ -109,9 +109,11 @@ COMMANDS = {  # command -> (argv for a source, marks)
                                  "--out", str(o / "f.npz")],
     "ensemble": lambda k, s, o: ["ensemble", s, s, "--data", str(FOLDER)],
     "serve": lambda k, s, o: ["serve", *_net(k, s), "--mode", "eager"],
+    "bench-deploy": lambda k, s, o: ["bench", "deploy", "--quick", "--no-compile", "--checkpoint", f"mine={s}",
+                                     "--data", str(FOLDER), "--json", "--out", str(o / "deploy.json")],
     "info": lambda k, s, o: ["info", s],
 }
-SLOW = {"prune-finetune", "prune-distill", "distill", "finetune", "train-pretrained", "quantize"}
+SLOW = {"prune-finetune", "prune-distill", "distill", "finetune", "train-pretrained", "quantize", "bench-deploy"}
 KINDS = ("shipped", "tag", "best", "last", "last-mid-epoch", "pruned", "distilled", "exported", "plain")
 
 # the pairs that cannot work, and the words their one line must hold
@@ -119,7 +121,7 @@ REFUSED = {
     **{(c, k): "carries no training recipe" for c in ("prune-finetune", "prune-distill")
        for k in NO_RECIPE if k not in PLAIN},
     **{(c, "plain"): "plain state dict" for c in ("export", "quantize", "prune", "prune-finetune", "prune-distill",
-                                                  "distill", "ensemble")},
+                                                  "distill", "ensemble", "bench-deploy")},
     ("train-pretrained", "pruned"): "start from it with resnets finetune --from",
 }
 

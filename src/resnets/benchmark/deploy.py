@@ -106,12 +106,12 @@ def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, re
     return list(rows.values())
 
 
-def _checkpoint_rows(label: str, path: str | Path, repeats: int, batches: Sequence[int], compile: bool
-                     ) -> list[DeployRow]:
+def _checkpoint_rows(label: str, path: str | Path, repeats: int, batches: Sequence[int], compile: bool,
+                     data: str | None = None, data_root: str | None = None) -> list[DeployRow]:
     from ..engine.evaluate import calibration_images, load_checkpoint_and_data
     from ..engine.predict import evaluate_split
 
-    loaded = load_checkpoint_and_data(path)
+    loaded = load_checkpoint_and_data(path, data, data_root)
     split = "test" if loaded.dataset.test is not None and len(loaded.dataset.test) else "val"
 
     def accuracy(runner: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, str]:
@@ -123,10 +123,12 @@ def _checkpoint_rows(label: str, path: str | Path, repeats: int, batches: Sequen
 
 
 def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = False, compile: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = print, data: str | None = None,
+                 data_root: str | None = None) -> dict[str, Any]:
     """The whole table: the architectures whole and pruned (speed only), then each of ``checkpoints``
-    (label -> file), with accuracy. ``quick``: ResNet-20 only, batches 1 and 16, few repeats. ``compile``: the
-    modes compiled ahead of time too (each compiles once per network, seconds to a minute)."""
+    (label -> file), with accuracy on its own data or on ``data``. ``quick``: ResNet-20 only, batches 1 and 16,
+    few repeats. ``compile``: the modes compiled ahead of time too (each compiles once per network, seconds to a
+    minute)."""
     from dataclasses import asdict
 
     from ..machine import machine_info
@@ -142,7 +144,7 @@ def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = Fal
             rows += measure(label, model, size, example, repeats, batches=batches, compile=compile)
             log(format_rows(rows[-len(precisions(compile)):]))
     for label, path in (checkpoints or {}).items():
-        rows += _checkpoint_rows(label, path, repeats, batches, compile)
+        rows += _checkpoint_rows(label, path, repeats, batches, compile, data, data_root)
         log(format_rows(rows[-len(precisions(compile)):]))
     return {"machine": machine_info(), "batches": list(batches), "repeats": repeats, "compile": compile,
             "rows": [asdict(r) for r in rows]}

@@ -78,7 +78,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         from ..benchmark.deploy import deploy_table
 
         table = deploy_table(dict(args.checkpoint), quick=args.quick, compile=not args.no_compile,
-                             log=(lambda s: None) if args.json else print)
+                             log=(lambda s: None) if args.json else print, data=args.data, data_root=args.data_root)
         text = json.dumps(table, indent=1)
         if args.plot:
             from ..benchmark.deploy import plot_deploy
@@ -87,8 +87,9 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         if args.json:
             print(text)
     else:
-        if args.checkpoint:
-            raise ResnetsError("--checkpoint belongs to the deploy table: resnets bench deploy --checkpoint ...")
+        if args.checkpoint or args.data:
+            raise ResnetsError("--checkpoint and --data belong to the deploy table: resnets bench deploy "
+                               "--checkpoint ...")
         text = run_bench(quick=args.quick, compile=not args.no_compile, device=args.device).to_json()
     if args.out:
         atomic_write(Path(args.out), lambda f: f.write(text.encode() + b"\n"))
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", nargs="?", choices=("speed", "deploy"), default="speed")
     p.add_argument("--checkpoint", action="append", type=key_value, default=[], metavar="LABEL=CHECKPOINT",
                    help="deploy: a trained (pruned, distilled) network to add with its accuracy (repeatable)")
+    p.add_argument("--data", help="deploy: the data to measure the checkpoints' accuracy on (default: each one's own)")
+    p.add_argument("--data-root", help="deploy: where CIFAR batches are, for --data cifar10/cifar100")
     p.add_argument("--json", action="store_true", help="deploy: print the table as JSON")
     p.add_argument("--plot", help="deploy: draw speed against accuracy into this PNG")
     p.add_argument("--quick", action="store_true", help="one small configuration of each part")
