@@ -10,7 +10,7 @@ import torch
 from ..errors import CheckpointError
 from ..files import atomic_write
 from ..models.loading import save_described
-from ..models.source import Checkpoint, read_source
+from ..models.source import DESCRIPTION, Checkpoint, read_source
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -37,13 +37,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-META_FIELDS = ("config", "classes", "mean", "std", "in_chans", "image_size", "crop_size")
-
-
 def save_weights(path: str | Path, ckpt: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
     """A training checkpoint's model weights as safetensors, described (architecture, classes, input
     normalisation, ``extra``) in the file's metadata, so that it loads like the checkpoint itself."""
-    meta = {k: ckpt.get(k) for k in META_FIELDS}
+    meta = {k: ckpt.get(k) for k in DESCRIPTION}
     meta["config"] = {k: ckpt["config"].get(k) for k in ("model", "model_args", "data", "val_size")}
     return save_described(path, ckpt["model"], {**meta, **(extra or {})})
 

@@ -24,8 +24,9 @@ Kind = Literal["training", "described", "state_dict"]
 # what each kind is, in the words of an error message
 KIND_WORDS = {"training": "a resnets training checkpoint", "described": "described weights",
               "state_dict": "a plain state dict"}
-# the entries of a training checkpoint or description that ``Checkpoint`` holds in fields of its own
-_FIELDS = ("config", "classes", "mean", "std", "in_chans", "image_size", "crop_size", "model")
+# what a description holds (a training checkpoint beside its weights, or a safetensors file's metadata)
+DESCRIPTION = ("config", "classes", "mean", "std", "in_chans", "image_size", "crop_size")
+_FIELDS = (*DESCRIPTION, "model")  # the entries that ``Checkpoint`` holds in fields of its own
 
 
 @dataclass(frozen=True)
