@@ -121,11 +121,13 @@ def test_int8_of_a_network_with_tied_classes_says_so(model_and_images, caplog):
 @pytest.mark.skipif(not modes.onnxruntime_available(), reason="onnxruntime is not installed")
 def test_a_trained_network_on_real_images_keeps_its_answers_in_int8(caplog):
     """The shipped CIFAR-10 ResNet-20 on 200 original test images (tests/fixtures), calibrated on them: no
-    warning, and top-1 within one image of float32 (a random network's margins are too small to ask this)."""
+    warning, and top-1 within three images of float32 (a random network's margins are too small to ask this).
+    On all 10,000 test images the int8 modes change 0.8-0.9% of its answers (top-1 -0.07 and -0.24 points with
+    7-bit weights under the AVX2 cap), so about two of these 200 are expected to move."""
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "cifar10-test-200"
     fused = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="fused")
     with caplog.at_level("WARNING", logger="resnets"):
         m = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="int8")
-    assert "margins" not in caplog.text and m.n == 200 and abs(m.top1 - fused.top1) <= 100 / 200
+    assert "margins" not in caplog.text and m.n == 200 and abs(m.top1 - fused.top1) <= 3 * 100 / 200
