@@ -4,7 +4,7 @@ a torchvision/timm state dict) — read into one typed ``Checkpoint``, which eve
 needs (``need``), so that a source without it is refused in one line that says how to supply it.
 
     ck = read_source("runs/x/best.pt")
-    ck.model, ck.classes, ck.mean, ck.recipe
+    ck.model, ck.classes, ck.mean, ck.config       # config: the settings it was saved with
     net = ck.classifier()
 """
 from __future__ import annotations
