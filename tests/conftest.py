@@ -28,6 +28,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def engines(monkeypatch):
+    """``engines(openvino=False, onnxruntime=True)``: make each inference engine's modes (``compile_int8`` by
+    its own name: it needs torchao) look installed or not, whatever this machine has."""
+    import dataclasses
+
+    from resnets.inference import REGISTRY
+
+    def set_installed(**installed: bool) -> None:
+        for name, record in list(REGISTRY.items()):
+            yes = installed.get(name, installed.get(record.engine))
+            if yes is not None:
+                monkeypatch.setitem(REGISTRY, name, dataclasses.replace(record, installed=lambda yes=yes: yes))
+
+    return set_installed
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -53,11 +53,11 @@ def test_checkpointing_saves_activation_memory_in_proportion_to_the_stages(mode)
 
 
 def test_float32_modes_on_cuda_allow_for_tf32_convolutions():
-    from resnets.inference.modes import TF32_TOLERANCE, TOLERANCE, tolerance
+    from resnets.inference.modes import TF32_TOLERANCE, get_mode, tolerance
 
-    assert tolerance("fused", "cpu") == TOLERANCE["fused"] < TF32_TOLERANCE
+    assert tolerance("fused", "cpu") == get_mode("fused").tolerance < TF32_TOLERANCE
     assert tolerance("fused", "cuda") == TF32_TOLERANCE
-    assert tolerance("eager", "cuda") == 0.0 and tolerance("bf16", "cuda") == TOLERANCE["bf16"]
+    assert tolerance("eager", "cuda") == 0.0 and tolerance("bf16", "cuda") == get_mode("bf16").tolerance
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -45,15 +45,17 @@ def test_the_quick_table_with_a_checkpoint(tmp_path, capsys):
     assert (tmp_path / "deploy.png").stat().st_size > 10_000
 
 
-def test_compiled_modes_join_where_they_run(monkeypatch):
+def test_compiled_modes_join_where_they_run(monkeypatch, engines):
     import resnets.benchmark.deploy as deploy
+    import resnets.inference.modes as modes
 
-    monkeypatch.setattr(deploy, "native_bf16", lambda device="cpu": True)
-    monkeypatch.setattr(deploy, "onnxruntime_available", lambda: True)
-    monkeypatch.setattr(deploy, "torchao_available", lambda: True)
-    modes = [m for _, m in deploy.precisions()]
-    assert modes[1:] == ["bf16", "compile_bf16", "int8", "compile_int8"]
-    assert [m for _, m in deploy.precisions(compile=False)][1:] == ["bf16", "int8"]
-    monkeypatch.setattr(deploy, "native_bf16", lambda device="cpu": False)
-    monkeypatch.setattr(deploy, "torchao_available", lambda: False)
+    monkeypatch.setattr(modes, "native_bf16", lambda device="cpu": True)
+    engines(onnxruntime=True, compile_int8=True, openvino=False)
+    assert [m for _, m in deploy.precisions()] == ["onnxruntime", "bf16", "compile_bf16", "int8", "compile_int8"]
+    assert [m for _, m in deploy.precisions(compile=False)] == ["onnxruntime", "bf16", "int8"]
+    engines(openvino=True)
+    assert [m for _, m in deploy.precisions(compile=False)] == ["openvino", "bf16", "openvino_bf16", "int8",
+                                                                "openvino_int8"]
+    monkeypatch.setattr(modes, "native_bf16", lambda device="cpu": False)
+    engines(compile_int8=False, openvino=False)
     assert [p for p, _ in deploy.precisions()] == ["float32", "int8"]

@@ -82,7 +82,7 @@ def test_predictor_resizes_any_image(tree_run):
 
 @pytest.mark.precision
 def test_compare_modes_measures_each_mode_against_float32(tree_run, tmp_path):
-    from resnets.inference.modes import TOLERANCE
+    from resnets.inference.modes import get_mode
     from resnets.engine.evaluate import compare_modes, format_modes
 
     _, best, result = tree_run
@@ -92,7 +92,7 @@ def test_compare_modes_measures_each_mode_against_float32(tree_run, tmp_path):
     assert eager.top1 == pytest.approx(result.test.top1) and eager.top1_delta == 0 and eager.agreement == 100
     for r in rows[1:]:
         assert r.top1_delta == pytest.approx(r.top1 - eager.top1)
-        assert 0 < r.max_rel_diff <= TOLERANCE[r.mode], r.mode  # each within its number format's tolerance
+        assert 0 < r.max_rel_diff <= get_mode(r.mode).tolerance, r.mode  # each within its number format's tolerance
         assert 0 <= r.agreement <= 100
     assert rows[1].agreement == 100  # folding batch norm in float32 changes no prediction
     saved = json.loads((tmp_path / "modes_test.json").read_text())
@@ -139,10 +139,10 @@ def test_compare_modes_refuses_an_unknown_mode(tree_run):
 def test_a_server_sized_workload_compiles_once(tree_run, caplog):
     import math
 
-    from resnets.inference.modes import COMPILED_TWIN, fastest_mode
+    from resnets.inference.modes import fastest_mode, get_mode
 
     _, best, _ = tree_run
-    twin = COMPILED_TWIN.get(fastest_mode())
+    twin = get_mode(fastest_mode()).twin
     if twin is None:
         pytest.skip(f"{fastest_mode()} is the fastest mode on this machine: it has no compiled twin")
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
@@ -159,7 +159,7 @@ def test_a_server_sized_workload_compiles_once(tree_run, caplog):
 
 @pytest.mark.precision
 def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
-    from resnets.inference import fastest_mode
+    from resnets.inference import fastest_mode, get_mode
 
     _, best, _ = tree_run
     assert resnets.evaluate(best, split="test").top1 == resnets.evaluate(best, split="test", mode="fused").top1
@@ -167,7 +167,7 @@ def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
     fused = resnets.Predictor(best, mode="fused").predict_tensor(images, topk=3)
     auto = resnets.Predictor(best, mode="auto")
     assert auto.mode == fastest_mode() and resnets.Predictor(best, mode="fused").mode == "fused"
-    tol = 1e-2 if fastest_mode() == "bf16" else 1e-5
+    tol = 1e-2 if get_mode(fastest_mode()).number_format == "bfloat16" else 1e-5
     for a, f in zip(auto.predict_tensor(images, topk=3), fused):
         assert [c for c, _ in a] == [c for c, _ in f] and [p for _, p in a] == pytest.approx([p for _, p in f], abs=tol)
     # an export that fails leaves the predictor in PyTorch, with a warning
@@ -186,7 +186,7 @@ def test_auto_modes_give_the_float32_predictions(tree_run, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="resnets"):
         predictor = resnets.Predictor(best)
         fallback = predictor.predict_tensor(images, topk=3)
-    assert "ONNX export failed (RuntimeError: unsupported operator)" in caplog.text and predictor.mode == "fused"
+    assert "ONNX conversion failed (RuntimeError: unsupported operator)" in caplog.text and predictor.mode == "fused"
     assert [p for _, p in fallback[0]] == pytest.approx([p for _, p in fused[0]], abs=1e-6)
 
 

@@ -62,12 +62,12 @@ def test_compile_mode_of_a_resnet_runs_from_the_cache(monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_default_mode_picks_up_a_package_compiled_once(monkeypatch):
+def test_the_default_mode_picks_up_a_package_compiled_once(monkeypatch, engines):
     import resnets.inference.modes as inference
     from resnets.engine.evaluate import _runner
 
     monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": False)
-    monkeypatch.setattr(inference, "onnxruntime_available", lambda: False)
+    engines(onnxruntime=False, openvino=False)
     model, x = resnets.create_model("resnet20").eval(), torch.randn(2, 3, 32, 32)
     assert _runner(model, "auto", torch.device("cpu"), x[:1])[1] == "fused"
     prepare_inference(model, "compile")(x)  # one run in the compiled mode pays the compilation

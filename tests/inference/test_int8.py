@@ -7,7 +7,7 @@ import torch
 import resnets
 from resnets import ConfigError, ResnetsError
 from resnets.inference import int8, modes, prepare_inference, torchao_available
-from resnets.inference.modes import TOLERANCE
+from resnets.inference.modes import get_mode
 
 pytestmark = pytest.mark.precision  # in the ISA tier (tests/test_isa_tier.py)
 
@@ -28,7 +28,7 @@ def test_int8_agrees_with_float32_and_compiles_once(model_and_images, monkeypatc
         ref = model(x)
     y = prepare_inference(model, "compile_int8", x)(x)
     assert y.dtype == torch.float32 and y.shape == ref.shape
-    assert ((y - ref).abs().max() / ref.abs().max()).item() <= TOLERANCE["compile_int8"]
+    assert ((y - ref).abs().max() / ref.abs().max()).item() <= get_mode("compile_int8").tolerance
     assert (y.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
     # a second runner with the same network and calibration neither quantizes nor compiles again
     monkeypatch.setattr(int8, "quantize_pt2e", lambda *a: pytest.fail("quantized again"))
@@ -63,7 +63,7 @@ def test_calibration_is_needed(model_and_images):
         prepare_inference(model, "compile_int8", x[:0])
 
 
-def test_without_torchao_one_clear_error(model_and_images, monkeypatch):
+def test_without_torchao_one_clear_error(model_and_images, monkeypatch, engines):
     import resnets.inference.modes as modes
 
     def missing():
@@ -73,9 +73,9 @@ def test_without_torchao_one_clear_error(model_and_images, monkeypatch):
     model, x = model_and_images
     with pytest.raises(ResnetsError, match="needs torchao"):
         int8.quantize_pt2e(model, x)
-    monkeypatch.setattr(modes, "torchao_available", lambda: False)
+    engines(compile_int8=False)
     assert "compile_int8" not in modes.available_modes()
-    monkeypatch.setattr(modes, "torchao_available", lambda: True)
+    engines(compile_int8=True)
     assert "compile_int8" in modes.available_modes() and "compile_int8" not in modes.available_modes(compile=False)
     assert "compile_int8" not in modes.available_modes("cuda")
 

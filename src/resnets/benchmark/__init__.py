@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..errors import ResnetsError
-from ..inference import INT8_MODES, available_modes, onnxruntime_available
+from ..inference import available_modes, get_mode, onnxruntime_available
 from ..machine import machine_info, native_bf16
 from .memory import MemoryRow, bench_memory
 from .peaks import matmul_peak
@@ -56,7 +56,7 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
     n = 512 if quick else 8192 if cuda else 2048
     # the peaks of the number formats that some mode runs in: bfloat16 where native, int8 where an int8 mode runs
     # (its peak is ONNX Runtime's int8 GEMM, so only where that is installed)
-    int8 = onnxruntime_available() and bool(set(modes) & set(INT8_MODES))
+    int8 = onnxruntime_available() and any(get_mode(m).number_format == "int8" for m in modes)
     kinds = (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if native_bf16(device) else ()) + (
         (("int8", torch.int8),) if int8 else ())
     peaks = {kind: matmul_peak(dtype, n, device=device) for kind, dtype in kinds}

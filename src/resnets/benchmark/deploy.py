@@ -21,10 +21,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..inference import (NUMBER_FORMAT, WEIGHT_BYTES, fastest_mode, onnxruntime_available, prepare_inference,
-                         torchao_available)
+from ..inference import available_modes, fastest_mode, get_mode, prepare_inference
 from ..inference.onnx import onnx_file, onnx_runner
-from ..machine import native_bf16
 from ..models import create_model
 from ..models.channels import inner_channels, kept_width, narrow
 from ..models.profile import profile_model
@@ -60,14 +58,10 @@ def thinner(model: nn.Module, amount: float, multiple: int = 1) -> nn.Module:
 
 def precisions(compile: bool = True) -> list[tuple[str, str]]:
     """(number format, inference mode) pairs this processor runs; the compiled ones unless ``compile`` is off."""
-    modes = [fastest_mode(float32=True)]
-    if native_bf16("cpu"):
-        modes += ["bf16"] + (["compile_bf16"] if compile else [])
-    if onnxruntime_available():
-        modes.append("int8")
-    if compile and torchao_available():
-        modes.append("compile_int8")
-    return [(NUMBER_FORMAT[m], m) for m in modes]
+    runs = available_modes(compile=compile)
+    modes = [fastest_mode(float32=True)] + [m for m in ("bf16", "compile_bf16", "openvino_bf16", "int8", "compile_int8",
+                                                        "openvino_int8") if m in runs]
+    return [(get_mode(m).number_format, m) for m in dict.fromkeys(modes)]
 
 
 def _runner(model: nn.Module, mode: str, example: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
@@ -78,7 +72,7 @@ def _runner(model: nn.Module, mode: str, example: torch.Tensor) -> tuple[Callabl
         return onnx_runner(path), path.stat().st_size
     runner = prepare_inference(model, mode, example)
     runner(example[:1])
-    return runner, WEIGHT_BYTES[NUMBER_FORMAT[mode]] * sum(p.numel() for p in model.parameters())
+    return runner, get_mode(mode).weight_bytes * sum(p.numel() for p in model.parameters())
 
 
 def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, repeats: int,

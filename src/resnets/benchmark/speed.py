@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..inference import NUMBER_FORMAT, prepare_inference, tolerance
+from ..inference import get_mode, prepare_inference, tolerance
 from ..machine import native_bf16
 from ..models import create_model
 from ..models.profile import profile_model
@@ -19,7 +19,7 @@ TRAIN_MODES = ("naive", "channels_last", "bf16", "compile")
 
 def _peak_kind(mode: str) -> str:
     """The number format whose matmul peak ``mode`` is measured against."""
-    return {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}[NUMBER_FORMAT[mode]]
+    return {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}[get_mode(mode).number_format]
 
 
 @dataclass

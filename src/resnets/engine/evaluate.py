@@ -15,8 +15,7 @@ from ..data.folder import IMAGE_EXTS, decode_image, unreadable
 from ..data.datasets import is_flat_tree
 from ..data.sources import class_mapping, images_of, labelled_images, relabel
 from ..data.stream import default_workers
-from ..inference import (EXAMPLE_MODES, INT8_MODES, MODES, ONNX_MODES, available_modes, fastest_mode,
-                         prepare_inference)
+from ..inference import MODES, available_modes, fastest_mode, get_mode, prepare_inference
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
 from ..machine import machine_info
@@ -33,16 +32,21 @@ def _runner(model: torch.nn.Module, mode: str, device: torch.device, calibration
             *, float32: bool = False, images: float = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """The inference function for ``mode``, and the mode it runs. "auto" is ``fastest_mode`` for ``images``
     images of work (float32 modes only with ``float32``), and falls back to batch norm folded into float32
-    where the ONNX export fails. The ONNX modes export on ``calibration`` (normalised images), and int8 takes
-    its activation ranges from it."""
+    where the ONNX or OpenVINO conversion fails. The ONNX modes export on ``calibration`` (normalised images),
+    the int8 modes take their activation ranges from it."""
     if mode == "auto":  # a compiled package already in the cache for this image shape is used
         shape = None if calibration is None else tuple(calibration.shape[1:])
         mode = fastest_mode(device, float32=float32, model=model, shape=shape, images=images)
-        if mode in ONNX_MODES:
+        engine = get_mode(mode).engine
+        if engine in ("onnxruntime", "openvino"):
             try:
-                return prepare_inference(model, mode, calibration), mode
+                run = prepare_inference(model, mode, calibration)
+                if calibration is not None:
+                    run(calibration[:1])  # OpenVINO converts on its first call: an error shows now
+                return run, mode
             except Exception as e:  # an architecture or operator the exporter cannot take
-                log.warning("ONNX export failed (%s: %s); running in PyTorch", type(e).__name__, e)
+                log.warning("%s conversion failed (%s: %s); running in PyTorch",
+                            "ONNX" if engine == "onnxruntime" else "OpenVINO", type(e).__name__, e)
                 mode = "fused"
     if device.type != "cpu" and mode not in ("eager", "channels_last", "fused", "bf16"):
         raise ResnetsError(f"inference mode {mode!r} runs on the CPU only")
@@ -134,7 +138,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
     dev = resolve_device(device)
     subset = split_of(dataset, split)
     # what the ONNX modes export on: the int8 modes calibrate on training images, float32 needs one image
-    example = calibration_images(loaded) if mode in INT8_MODES else loaded.aug.eval(images_of(subset, 1))
+    calibrated = mode in MODES and get_mode(mode).calibrated
+    example = calibration_images(loaded) if calibrated else loaded.aug.eval(images_of(subset, 1))
     run, mode = _runner(loaded.model, mode, dev, example, float32=True)
     workers = loaded.checkpoint["config"].get("workers")
     metrics = evaluate_split(run, subset, dataset.classes, loaded.aug, split, batch_size=batch_size, device=dev,
@@ -180,7 +185,7 @@ def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, da
         raise ResnetsError(f"unknown inference mode {', '.join(unknown)}; expected some of {', '.join(MODES)}")
     loaded = load_checkpoint_and_data(checkpoint, data, data_root)
     evalset = split_of(loaded.dataset, split)
-    calib = calibration_images(loaded, calibration) if set(chosen) & set(EXAMPLE_MODES) else None
+    calib = calibration_images(loaded, calibration) if any(get_mode(m).example for m in chosen) else None
     images, labels = labelled_images(evalset, len(evalset))  # each mode sees the same images: decoded once
     logits = {mode: predict_logits(_runner(loaded.model, mode, torch.device("cpu"), calib)[0], images,
                                    loaded.aug, batch_size=batch_size) for mode in ["eager", *dict.fromkeys(chosen)]}
@@ -231,9 +236,10 @@ class Predictor:
 
     ``mode`` is an inference mode (``inference.MODES``, int8 aside: it needs calibration images, see
     ``resnets quantize``); "auto" is ``inference.fastest_mode``: bfloat16 where the device runs it
-    natively (AVX512-BF16/AMX, CUDA), else ONNX Runtime's float32 where installed, else batch norm folded;
-    on the CPU, bfloat16 or folded float32 compiled ahead of time where an earlier run left the package, or
-    where ``images`` (the work expected: ``math.inf`` for a server) is enough for compiling to pay.
+    natively (AVX512-BF16/AMX, CUDA), else float32; on the CPU in OpenVINO where installed, else (float32)
+    ONNX Runtime where installed, else PyTorch with batch norm folded; bfloat16 or folded float32 compiled
+    ahead of time where an earlier run left the package, or where ``images`` (the work expected: ``math.inf``
+    for a server) is enough for compiling to pay.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,
@@ -249,7 +255,8 @@ class Predictor:
         self.interpolation: str = recorded.get("interpolation", "bilinear") if isinstance(recorded, dict) \
             else "bilinear"
         size = ckpt.get("crop_size") or self.image_size
-        example = torch.zeros(1, self.in_chans, size, size) if mode in ("auto", "onnxruntime") else None
+        traced = mode == "auto" or (get_mode(mode).example and not get_mode(mode).calibrated)
+        example = torch.zeros(1, self.in_chans, size, size) if traced else None
         self.forward, self.mode = _runner(model, mode, self.device, example, images=images)  # what "auto" chose
         if mode == "auto" and self.mode.startswith("compile"):  # load or compile the package now, not mid-work
             log.info("running in %s (compiled once per network and image size, then cached)", self.mode)

@@ -16,6 +16,13 @@
 |                 | example input                                                               |
 | `compile_int8`  | PyTorch's static int8 for x86 (``int8.py``: PT2E, torchao), calibrated on   |
 |                 | the example input, compiled ahead of time and cached like `compile`         |
+| `openvino`      | OpenVINO (``openvino.py``, when installed): converted once and cached       |
+| `openvino_bf16` | OpenVINO with its bfloat16 precision hint (where bfloat16 is native)        |
+| `openvino_int8` | OpenVINO int8 by NNCF's post-training quantization on the example input     |
+
+Each mode is one record (``Mode``, in ``REGISTRY``): its engine, number format, tolerance, what it needs (an
+example input, calibration, a package, native bfloat16), whether it compiles slowly, where it runs and its
+compiled twin. A new engine is a new record and its ``build`` function.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import copy
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, cast
 
 import torch
@@ -34,62 +42,178 @@ from .aot import aot_runner, package_path
 from .fuse import fuse_bn
 from .int8 import int8_runner, torchao_available
 from .onnx import onnx_file, onnx_runner, onnxruntime_available
+from .openvino import openvino_available, openvino_runner
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
-MODES = ("eager", "channels_last", "fused", "bf16", "compile", "compile_bf16", "onnxruntime", "int8", "compile_int8")
-ONNX_MODES = ("onnxruntime", "int8")  # exported to ONNX: they need an example input (int8: calibration images)
-# The number format each mode computes in: the matmul peak its speed is a share of, the bytes a weight costs.
-NUMBER_FORMAT = {"eager": "float32", "channels_last": "float32", "fused": "float32", "compile": "float32",
-                 "onnxruntime": "float32", "bf16": "bfloat16", "compile_bf16": "bfloat16", "int8": "int8",
-                 "compile_int8": "int8"}
-WEIGHT_BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
-INT8_MODES = tuple(m for m, f in NUMBER_FORMAT.items() if f == "int8")  # calibrated on the example input
-EXAMPLE_MODES = (*ONNX_MODES, "compile_int8")  # the modes that need an example input
-# The largest relative difference from float32 eager that each number format allows (max |dy| / max |y|).
-TOLERANCE = {"eager": 0.0, "channels_last": 1e-4, "fused": 1e-4, "compile": 1e-4, "onnxruntime": 1e-4,
-             "bf16": 5e-2, "compile_bf16": 5e-2, "int8": 1e-1, "compile_int8": 1e-1}
-COMPILED_TWIN = {"bf16": "compile_bf16", "fused": "compile"}  # the same numbers, compiled ahead of time
+Build = Callable[[nn.Module, "torch.Tensor | None"], Runner]  # (a copy of the model in eval mode, example) -> runner
+WEIGHT_BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}  # what a weight costs in each number format
+TF32_TOLERANCE = 1e-2  # float32 modes on CUDA: cuDNN convolutions round their inputs to TF32 by default
 # Seconds of work in the plain mode above which compiling its twin pays: compiling costs 5-20 s once on 2 cores
 # (then the package is cached) and the twin runs 1.3-2x as fast, so past about 3x the compile time it is ahead.
 COMPILE_PAYS_AFTER_S = 30.0
-TF32_TOLERANCE = 1e-2  # float32 modes on CUDA: cuDNN convolutions round their inputs to TF32 by default
 # An int8 network may change the top-1 class of at most this share of its calibration images (checked on up
 # to AGREEMENT_IMAGES of them): more says the network's margins are too small for 8 bits (a network trained
 # briefly, or one whose logits are large beside the gaps between them), whatever the CPU.
 INT8_MAX_MOVED = 0.03
 AGREEMENT_IMAGES = 64
 
+
+def _installed() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Everything about one inference mode, in one record (as a set of weights carries its metadata)."""
+
+    name: str
+    engine: str  # what runs it: pytorch, aotinductor, onnxruntime or openvino
+    number_format: str  # float32, bfloat16 or int8: the matmul peak its speed is a share of, a weight's bytes
+    tolerance: float  # the largest relative difference from float32 eager (max |dy| / max |y|) it may show
+    build: Build
+    example: bool = False  # needs an example input: an export traces it, a calibrated mode calibrates on it
+    calibrated: bool = False  # int8, with activation ranges taken from the example input
+    compiles: bool = False  # compiles code on first use (seconds to minutes, then cached): left out on request
+    cpu_only: bool = False
+    native_only: bool = False  # a bfloat16 mode that needs native bfloat16 even where emulation is asked for
+    installed: Callable[[], bool] = _installed  # whether the engine's package is installed
+    twin: str | None = None  # the mode that computes the same numbers, compiled ahead of time
+
+    @property
+    def weight_bytes(self) -> int:
+        return WEIGHT_BYTES[self.number_format]
+
+    def runs_on(self, device: torch.device | str = "cpu", *, compile: bool = True, emulated_bf16: bool = False
+                ) -> bool:
+        """Whether this mode runs on ``device`` here (``compile``, ``emulated_bf16``: see ``available_modes``)."""
+        cuda = torch.device(device).type == "cuda"
+        bf16 = self.number_format != "bfloat16" or native_bf16(device) or (emulated_bf16 and not self.native_only)
+        return (compile or not self.compiles) and not (self.cpu_only and cuda) and bf16 and self.installed()
+
+
 log = logging.getLogger("resnets")
+
+
+def _eager(model: nn.Module, example: torch.Tensor | None) -> Runner:
+    return _no_grad(model)
+
+
+def _channels_last(model: nn.Module, example: torch.Tensor | None) -> Runner:
+    net = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stubs lack it)
+    return _no_grad(lambda x: net(_layout(x)))
+
+
+def _folded(dtype: torch.dtype) -> Build:
+    def build(model: nn.Module, example: torch.Tensor | None) -> Runner:
+        net = _folded_net(model, dtype)
+        return _no_grad(lambda x: net(_layout(x.to(dtype))).float())
+
+    return build
+
+
+def _compiled(dtype: torch.dtype) -> Build:
+    def build(model: nn.Module, example: torch.Tensor | None) -> Runner:
+        net = _folded_net(model, dtype)
+        if not next(model.parameters()).is_cuda:
+            return _no_grad(aot_runner(net, dtype))
+        graph = _cuda_compiled(net)  # a CUDA graph's output is overwritten by its next replay: clone it
+        return _no_grad(lambda x: graph(_layout(x.to(dtype))).float().clone())
+
+    return build
+
+
+def _onnxruntime(model: nn.Module, example: torch.Tensor | None) -> Runner:
+    return onnx_runner(onnx_file(model, cast(torch.Tensor, example), int8=False))
+
+
+def _onnxruntime_int8(model: nn.Module, example: torch.Tensor | None) -> Runner:
+    example = cast(torch.Tensor, example)
+    return check_agreement(model, onnx_runner(onnx_file(model, example, int8=True)), example, "int8")
+
+
+def _compile_int8(model: nn.Module, example: torch.Tensor | None) -> Runner:
+    if next(model.parameters()).is_cuda:
+        raise ConfigError("the compile_int8 mode runs on the CPU only")
+    example = cast(torch.Tensor, example)
+    run = int8_runner(_folded_net(model, torch.float32), example)
+    return check_agreement(model, _no_grad(run), example, "compile_int8")
+
+
+def _openvino(precision: str) -> Build:
+    def build(model: nn.Module, example: torch.Tensor | None) -> Runner:
+        return openvino_runner(model, precision)
+
+    return build
+
+
+def _openvino_int8(model: nn.Module, example: torch.Tensor | None) -> Runner:
+    example = cast(torch.Tensor, example)
+    return check_agreement(model, openvino_runner(model, calibration=example), example, "openvino_int8")
+
+
+REGISTRY: dict[str, Mode] = {m.name: m for m in (
+    Mode("eager", "pytorch", "float32", 0.0, _eager),  # the model as most user code runs it
+    Mode("channels_last", "pytorch", "float32", 1e-4, _channels_last),
+    Mode("fused", "pytorch", "float32", 1e-4, _folded(torch.float32), twin="compile"),
+    Mode("bf16", "pytorch", "bfloat16", 5e-2, _folded(torch.bfloat16), twin="compile_bf16"),
+    Mode("compile", "aotinductor", "float32", 1e-4, _compiled(torch.float32), compiles=True),
+    Mode("compile_bf16", "aotinductor", "bfloat16", 5e-2, _compiled(torch.bfloat16), compiles=True),
+    Mode("onnxruntime", "onnxruntime", "float32", 1e-4, _onnxruntime, example=True, cpu_only=True,
+         installed=onnxruntime_available),
+    Mode("int8", "onnxruntime", "int8", 1e-1, _onnxruntime_int8, example=True, calibrated=True, cpu_only=True,
+         installed=onnxruntime_available),
+    Mode("compile_int8", "aotinductor", "int8", 1e-1, _compile_int8, example=True, calibrated=True, compiles=True,
+         cpu_only=True, installed=torchao_available),
+    # (OpenVINO's bfloat16 hint falls back to float32 where bfloat16 is not native: no emulation)
+    Mode("openvino", "openvino", "float32", 1e-4, _openvino("float32"), cpu_only=True,
+         installed=openvino_available),
+    Mode("openvino_bf16", "openvino", "bfloat16", 5e-2, _openvino("bfloat16"), cpu_only=True, native_only=True,
+         installed=openvino_available),
+    Mode("openvino_int8", "openvino", "int8", 1e-1, _openvino_int8, example=True, calibrated=True,
+         cpu_only=True, installed=openvino_available),
+)}
+MODES = tuple(REGISTRY)
+# The fastest float32 modes that compile nothing slow now, fastest first (the speed suite's ResNet rows)
+FLOAT32_PREFERENCE = ("openvino", "onnxruntime", "fused")
+BF16_PREFERENCE = ("openvino_bf16", "bf16")
+
+
+def get_mode(name: str) -> Mode:
+    """The record of inference mode ``name``; a ``ConfigError`` naming the modes for an unknown one."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown inference mode {name!r}; expected one of {', '.join(MODES)}")
+    return REGISTRY[name]
 
 
 def tolerance(mode: str, device: torch.device | str = "cpu") -> float:
     """The largest relative difference from float32 eager that ``mode`` may show on ``device``."""
-    if torch.device(device).type == "cuda" and 0 < TOLERANCE[mode] < TF32_TOLERANCE:
-        return TF32_TOLERANCE
-    return TOLERANCE[mode]
+    tol = get_mode(mode).tolerance
+    return TF32_TOLERANCE if torch.device(device).type == "cuda" and 0 < tol < TF32_TOLERANCE else tol
 
 
 def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False, model: nn.Module | None = None,
                  shape: tuple[int, ...] | None = None, images: float = 0) -> str:
     """The fastest inference mode on ``device`` whose numbers agree with float32 within its number format, and
-    that compiles nothing now unless the work ahead pays for it: bfloat16 where it is native (unless
-    ``float32``: then the numbers are float32's to about 1e-6), else ONNX Runtime's float32 where it runs (as
-    fast as folded PyTorch or faster, up to 1.6x, in every configuration of the speed suite on an AVX-512 and
-    an AVX2 CPU), else batch norm folded into float32 convolutions. The ONNX export costs about a second
-    (ResNet-20) to a few (ResNet-50) once: it pays off over a few hundred to a few thousand images.
+    that compiles nothing slow now unless the work ahead pays for it: bfloat16 where it is native (unless
+    ``float32``: then the numbers are float32's to about 1e-6), else float32; in either format OpenVINO where
+    it is installed (it converts a network in about a second for ResNet-20 to a few for ResNet-50, cached
+    after, and was the fastest engine of the speed suite on an AMX CPU), else in float32 ONNX Runtime (as fast
+    as folded PyTorch or faster in every row of the speed suite), else PyTorch with batch norm folded.
 
-    Given the ``model`` and the image ``shape`` (channels, height, width), a CPU mode whose compiled twin is
-    already in the cache (``aot.py``: an earlier run in ``compile_bf16`` or ``compile`` paid the compilation)
-    gives way to it: ``bf16`` to ``compile_bf16``, ``fused`` to ``compile``, faster in every row of the speed
-    suite and loaded in a second or two. ONNX Runtime's float32 keeps its place: it is the faster of the two.
-    ``images`` is the work ahead (``math.inf`` for a server): where the plain mode would take longer than
-    ``COMPILE_PAYS_AFTER_S`` over it (timed on one batch), the twin is chosen and compiles on its first call."""
-    mode = "bf16" if not float32 and native_bf16(device) else (
-        "onnxruntime" if "onnxruntime" in available_modes(device, compile=False) else "fused")
-    twin = COMPILED_TWIN.get(mode)
+    Given the ``model`` and the image ``shape`` (channels, height, width), a PyTorch mode whose compiled twin
+    is already in the cache (``aot.py``: an earlier run in ``compile_bf16`` or ``compile`` paid the
+    compilation) gives way to it: ``bf16`` to ``compile_bf16``, ``fused`` to ``compile``, faster in every row
+    of the speed suite and loaded in a second or two. ``images`` is the work ahead (``math.inf`` for a server):
+    where the plain mode would take longer than ``COMPILE_PAYS_AFTER_S`` over it (timed on one batch), the twin
+    is chosen and compiles on its first call."""
+    runs = available_modes(device, compile=False)
+    prefer = BF16_PREFERENCE if not float32 and native_bf16(device) else FLOAT32_PREFERENCE
+    mode = next(m for m in prefer if m in runs)
+    twin = REGISTRY[mode].twin
     if twin is None or model is None or shape is None or torch.device(device).type != "cpu":
         return mode
-    net, dtype = _folded_net(model, twin)
+    dtype = torch.bfloat16 if REGISTRY[mode].number_format == "bfloat16" else torch.float32
+    net = _folded_net(model, dtype)
     if package_path(net, tuple(shape), dtype).is_file():
         return twin
     return twin if _seconds_for(net, dtype, tuple(shape), images) > COMPILE_PAYS_AFTER_S else mode
@@ -110,14 +234,11 @@ def _seconds_for(net: nn.Module, dtype: torch.dtype, shape: tuple[int, ...], ima
 
 def available_modes(device: torch.device | str = "cpu", *, compile: bool = True, emulated_bf16: bool = False
                     ) -> tuple[str, ...]:
-    """The inference modes that run on ``device``: the ONNX Runtime ones on the CPU where it is installed, the
-    bfloat16 ones where bfloat16 is native (or, with ``emulated_bf16``, anywhere: slow, but the same numbers),
-    the compiled ones unless ``compile`` is False (PyTorch's int8 on the CPU where torchao is installed)."""
-    cuda = torch.device(device).type == "cuda"
-    return tuple(m for m in MODES if (compile or not m.startswith("compile"))
-                 and (m not in ONNX_MODES or (onnxruntime_available() and not cuda))
-                 and (m != "compile_int8" or (torchao_available() and not cuda))
-                 and ("bf16" not in m or emulated_bf16 or native_bf16(device)))
+    """The inference modes that run on ``device``: the ONNX Runtime and OpenVINO ones on the CPU where they are
+    installed, the bfloat16 ones where bfloat16 is native (or, with ``emulated_bf16``, PyTorch's anywhere: slow,
+    but the same numbers), the ones that compile code slowly unless ``compile`` is False (PyTorch's int8 on the
+    CPU where torchao is installed)."""
+    return tuple(m for m, r in REGISTRY.items() if r.runs_on(device, compile=compile, emulated_bf16=emulated_bf16))
 
 
 def _layout(x: torch.Tensor) -> torch.Tensor:
@@ -135,34 +256,14 @@ def _cuda_compiled(model: nn.Module) -> Runner:
 def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None = None) -> Runner:
     """A function from float32 NCHW images to float32 logits that runs ``model`` (left untouched) in ``mode``.
 
-    ``example`` is needed by the ONNX modes and ``compile_int8``: the export traces it, and the int8 modes
-    calibrate on it (give real images for real accuracy)."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown inference mode {mode!r}; expected one of {', '.join(MODES)}")
-    model = copy.deepcopy(model).eval()
-    if mode == "eager":
-        return _no_grad(model)
-    if mode in EXAMPLE_MODES and example is None:
+    ``example`` is needed by the modes whose record says so (``Mode.example``: the ONNX export traces it, and
+    the int8 modes calibrate on it: give real images for real accuracy)."""
+    record = get_mode(mode)
+    if record.example and example is None:
         raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
-    if mode in ONNX_MODES:
-        example = cast(torch.Tensor, example)  # checked above
-        run = onnx_runner(onnx_file(model, example, int8=mode == "int8"))
-        return check_agreement(model, run, example, mode) if mode == "int8" else run
-    if mode == "channels_last":
-        net = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stubs lack it)
-        return _no_grad(lambda x: net(_layout(x)))
-    net, dtype = _folded_net(model, mode)
-    if mode == "compile_int8":
-        if next(model.parameters()).is_cuda:
-            raise ConfigError("the compile_int8 mode runs on the CPU only")
-        example = cast(torch.Tensor, example)  # checked above
-        return check_agreement(model, _no_grad(int8_runner(net, example)), example, mode)
-    if mode.startswith("compile"):
-        if not next(model.parameters()).is_cuda:
-            return _no_grad(aot_runner(net, dtype))
-        graph = _cuda_compiled(net)  # a CUDA graph's output is overwritten by its next replay: clone it
-        return _no_grad(lambda x: graph(_layout(x.to(dtype))).float().clone())
-    return _no_grad(lambda x: net(_layout(x.to(dtype))).float())
+    if record.cpu_only and any(p.is_cuda for p in model.parameters()):
+        raise ConfigError(f"the {mode} mode runs on the CPU only")
+    return record.build(copy.deepcopy(model).eval(), example)
 
 
 def int8_moved(model: nn.Module, run: Runner, images: torch.Tensor) -> float:
@@ -193,10 +294,9 @@ def check_agreement(model: nn.Module, run: Runner, calibration: torch.Tensor, mo
     return run_checked
 
 
-def _folded_net(model: nn.Module, mode: str) -> tuple[nn.Module, torch.dtype]:
-    """``model`` as the fused and compiled modes run it: batch norm folded, channels_last, in their dtype."""
-    dtype = torch.bfloat16 if mode in ("bf16", "compile_bf16") else torch.float32
-    return fuse_bn(model).to(memory_format=torch.channels_last, dtype=dtype), dtype  # type: ignore[call-overload]
+def _folded_net(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` as the fused and compiled modes run it: batch norm folded, channels_last, in ``dtype``."""
+    return fuse_bn(model).to(memory_format=torch.channels_last, dtype=dtype)  # type: ignore[call-overload]
 
 
 def _no_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
