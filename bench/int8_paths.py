@@ -21,7 +21,7 @@ from common import CIFAR10_LOSSLESS, RESULTS, write_result
 from resnets.benchmark.peaks import matmul_peak
 from resnets.engine.evaluate import calibration_images, load_checkpoint_and_data
 from resnets.engine.predict import evaluate_split
-from resnets.inference import NUMBER_FORMAT, fastest_mode, prepare_inference
+from resnets.inference import fastest_mode, get_mode, prepare_inference
 from resnets.machine import machine_info, native_bf16
 from resnets.models import create_model
 from resnets.prune import size_of
@@ -82,7 +82,7 @@ def main() -> None:
     rows = [network_row("resnet20", 64, args.repeats, args.data), network_row("resnet50", 16, args.repeats, None)]
     for row in rows:
         for k, m in row["modes"].items():
-            m["peak_share"] = round(m["gflops"] / peaks[NUMBER_FORMAT[k]], 3)
+            m["peak_share"] = round(m["gflops"] / peaks[get_mode(k).number_format], 3)
     write_result("paths", {"command": "python bench/int8_paths.py", "machine": machine_info(),
                            "peak_gops": {k: round(v, 1) for k, v in peaks.items()}, "rows": rows}, args.out)
 
