@@ -34,6 +34,8 @@ log = logging.getLogger("resnets")
 HINTS = ("LATENCY", "THROUGHPUT")
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 SUBSET = 300  # NNCF's default: at most this many calibration images set the activation ranges
+# How the int8 network is made: part of its cache key, so that a change of settings makes a new file
+QUANTIZATION = f"nncf|performance|full-bias-correction|{SUBSET}".encode()
 
 
 def openvino_available() -> bool:
@@ -66,7 +68,7 @@ def _quantize(model: Any, calibration: torch.Tensor) -> Any:
 def converted_model(net: nn.Module, shape: tuple[int, ...], calibration: torch.Tensor | None = None) -> Path:
     """The OpenVINO form of ``net`` (float32, eval mode) for images of ``shape`` with any batch size, int8 when
     ``calibration`` images are given: from the cache, else converted (and quantized) now and written there."""
-    salt = b"openvino|" + (b"" if calibration is None else
+    salt = b"openvino|" + (b"" if calibration is None else QUANTIZATION + b"|" +
                            hashlib.sha256(calibration.float().contiguous().numpy().tobytes()).digest())
     path = cache_dir() / "openvino" / f"{package_key(net, shape, torch.float32, salt)}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
