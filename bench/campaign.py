@@ -63,7 +63,8 @@ def run_parallel(args: argparse.Namespace, names: list[str]) -> None:
     with CampaignLock(args.state):
         where = ["--state", str(args.state), "--results", str(args.results), "--manifest", str(args.manifest)]
         extra = (["--max-steps",
-                  str(args.max_steps)] if args.max_steps else []) + (["--compile"] if args.compile else [])
+                  str(args.max_steps)] if args.max_steps else []) + (
+            [] if args.compile is None else ["--compile" if args.compile else "--no-compile"])
         children = [subprocess.Popen([sys.executable, __file__, *where, "run", "--only", name, "--child", "--budget",
                                       f"{left:.0f}s", "--device", args.device, "--nice", "0", *extra])
                     for name in names]
@@ -118,7 +119,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--budget", default="150m", help="how long to train: 150m, 2h, 90s")
     r.add_argument("--device", default="auto", help="cpu, cuda or auto")
     r.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each (a GPU)")
-    r.add_argument("--compile", action="store_true", help="train through torch.compile (pays on a GPU)")
+    r.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="train through torch.compile (default: where it pays, as training decides: a CPU with AMX)")
     r.add_argument("--only", help="advance this run only")
     r.add_argument("--max-steps", type=int, help="stop each run after this many steps (a dry run)")
     r.add_argument("--nice", type=int, default=10, help="scheduling priority added (default 10: others first)")

@@ -49,9 +49,9 @@ class CampaignRun:
     data: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    def config(self, state: Path, device: str = "auto", compile: bool = False) -> TrainConfig:
+    def config(self, state: Path, device: str = "auto", compile: bool | None = None) -> TrainConfig:
         """The run's training configuration, writing to its folder under ``state`` (``compile``: through
-        ``torch.compile``, which pays on a GPU)."""
+        ``torch.compile``; None: where it pays, as training decides)."""
         return make_config(self.recipe, **{**self.overrides, "model": self.model, "seed": self.seed,
                                            "data": self.data, "out": str(state / self.name), "device": device,
                                            "compile": compile, "progress": False, "tensorboard": False,
@@ -221,7 +221,7 @@ class Budget:
 
 
 def advance(run: CampaignRun, state: Path, budget: Budget, results: Path, device: str = "auto",
-            compile: bool = False) -> dict[str, Any]:
+            compile: bool | None = None) -> dict[str, Any]:
     """Train ``run`` on from its state until it ends or ``budget`` is over; returns this segment's record
     (and, for a finished run, writes its result and weights into ``results`` and removes its state)."""
     resume = check_state(run, state)
@@ -229,7 +229,7 @@ def advance(run: CampaignRun, state: Path, budget: Budget, results: Path, device
     cfg = run.config(state, device, compile)
     run_obj = setup(cfg, resume, machine={k: getattr(cfg, k) for k in PER_MACHINE})
     record = {"machine": machine_info().get("gpu") or machine_info()["cpu"], "kind": machine_kind(run_obj.device),
-              "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": compile,
+              "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": run_obj.compiled,
               "start_step": run_obj.step,
               "total_steps": run_obj.total_steps,
               "steps": 0, "seconds": 0.0, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

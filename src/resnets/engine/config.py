@@ -117,7 +117,8 @@ class TrainConfig:
     precision: Precision = option("auto", "autocast dtype; auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU "
                                           "runs it natively")
     channels_last: bool = option(True, "NHWC memory layout")
-    compile: bool = option(False, "torch.compile the model")
+    compile: bool | None = option(None, "torch.compile the model; none: where it pays (a CPU with AMX, a run of "
+                                         "5,000 steps or more)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     seed: int = option(0, "seed of the initialisation, the data order and the augmentation")
     deterministic: bool = option(False, "deterministic algorithms only (slower on a GPU)")
