@@ -9,10 +9,12 @@ ResNet-50 on the ImageNet sample photos. A running training campaign is paused w
     python bench/engines.py                       # writes bench/results/engines/<cpu isa>.json
     python bench/engines.py --imagenet-weights resnet50.keras_in1k --imagenet-images DIR
     python bench/engines.py --quick --no-compile  # ResNet-20 only, no AOTInductor modes
+    python bench/engines.py --table bench/results/engines/avx512_core_amx.json   # the docs' table of a run
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -91,6 +93,26 @@ def agreement(modes: list[str], imagenet: str | None, images: str | None) -> dic
     return out
 
 
+def table(record: dict[str, Any]) -> str:
+    """A run's speed as a markdown table: one row per mode, one column per configuration, images/s and the
+    share of the mode's number-format peak; the defaults in bold."""
+    configs = record["speed"]
+    names = list(dict.fromkeys(k for c in configs for k in c["modes"]))
+    head = [f"{c['model']} {c['size']}px b{c['batch']}" for c in configs]
+    lines = ["| mode | format | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+    for name in names:
+        cells = []
+        for c in configs:
+            r = c["modes"].get(name)
+            text = "–" if r is None else f"{r['images_per_s']:,.0f}" + (
+                f" ({100 * r['peak_share']:.0f}%)" if r["peak_share"] is not None else "")
+            cells.append(f"**{text}**" if name in (c["default_small_job"], c["default_large_job"]) else text)
+        fmt = get_mode(name.split()[0]).number_format
+        lines.append(f"| `{name.split()[0]}`{' ' + name.split()[1] if ' ' in name else ''} | {fmt} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="ResNet-20 only")
@@ -99,7 +121,11 @@ def main() -> None:
     p.add_argument("--imagenet-weights", help="ImageNet ResNet-50 weights (a tag or a file) for the agreement")
     p.add_argument("--imagenet-images", help="a labelled ImageNet image folder for the agreement")
     p.add_argument("--out", default=None)
+    p.add_argument("--table", metavar="JSON", help="print the markdown table of an earlier run and stop")
     args = p.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
     modes = [m for m in available_modes(compile=not args.no_compile) if m != "channels_last"]
     configs = CONFIGS[-1:] if args.quick else CONFIGS
     with campaign_paused() as quiet:
