@@ -7,7 +7,7 @@ takes as the data set grows.
    and 2 worker processes, against a reference pipeline written as torchvision's is (PIL open -> full decode ->
    RandomResizedCrop -> flip -> ToTensor -> Normalize per image), in the same run and the same DataLoader. The
    photos are the JPEGs of ``--photos`` (e.g. a folder of ImageNet photos), else generated 500x375 photo-like
-   JPEGs. Medians of 3 passes after a warm-up pass.
+   JPEGs. Medians of 5 passes after a warm-up pass, the two pipelines in turns (a running campaign paused).
    Also ours reading the photos as ``resnets shard --resize-short 256`` stores them (the reference on the originals).
 2. Memory: peak proportional set size (PSS, the process tree with its workers, sampled every 20 ms) of one epoch
    of ResNet-18 training at 64 pixels (stored at 80) on generated sets of 300 and 3,000 images (160x120 JPEGs),
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,14 +28,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from common import RESULTS, write_result
+from common import RESULTS, campaign_paused, write_result
 from resnets.data.augment import normalize
 from resnets.data.stream import FileList, StreamLoader, StreamSet
 from resnets.data.transforms import SampleTransform, rrc_box
+from resnets.timing import time_interleaved
 from resnets.machine import machine_info
 
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 BATCH = 32
+PASSES = 5  # timed passes over the photos per pipeline, in turns, after one untimed pass
 
 
 def photo_like(rng: np.random.Generator, w: int = 500, h: int = 375) -> Image.Image:
@@ -80,16 +81,6 @@ class Reference(Dataset):
         return (x - MEAN[:, None, None]) / STD[:, None, None]  # Normalize
 
 
-def images_per_s(run, n: int, passes: int = 3) -> float:
-    run()  # warm-up (and worker start)
-    times = []
-    for _ in range(passes):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return n / statistics.median(times)
-
-
 def throughput(files: list[str], workers: int, ours_files: list[str] | None = None) -> dict[str, float]:
     """Crops per second of the reference pipeline on ``files``, and of ours on ``ours_files`` (default: the same)."""
     n = len(files) - len(files) % BATCH
@@ -107,7 +98,8 @@ def throughput(files: list[str], workers: int, ours_files: list[str] | None = No
         for x, _ in ours.batches():
             normalize(x, MEAN, STD)  # what the training loop does to each batch
 
-    r = {"workers": workers, "reference_img_s": images_per_s(run_ref, n), "resnets_img_s": images_per_s(run_ours, n)}
+    t = time_interleaved({"reference": run_ref, "resnets": run_ours}, PASSES, warmup=1)  # in turns
+    r = {"workers": workers, "reference_img_s": n / t["reference"].median_s, "resnets_img_s": n / t["resnets"].median_s}
     ours.close()
     r["ratio"] = r["resnets_img_s"] / r["reference_img_s"]
     return r
@@ -163,6 +155,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", help="a folder of real-size JPEGs for the throughput part")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--no-memory", action="store_true", help="the throughput part only")
     args = p.parse_args()
     torch.set_num_threads(1)  # the main process's share: one core per pipeline process, compared alike
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,20 +167,21 @@ def main() -> None:
             files = sorted(str(f) for f in make_photos(tmp / "photos", 128).rglob("*.jpg"))
             source = f"{len(files)} generated 500x375 JPEGs (quality 90)"
         sizes = [Image.open(f).size for f in files]
-        rows = [throughput(files, w) for w in (0, 1, 2)]
         resized = resized_copies(files, tmp / "resized")
-        rows_resized = [throughput(files, w, resized) for w in (0, 1, 2)]
+        with campaign_paused() as quiet:  # a running training campaign waits while this times
+            rows = [throughput(files, w) for w in (0, 1, 2)]
+            rows_resized = [throughput(files, w, resized) for w in (0, 1, 2)]
         memory: dict[str, dict[str, float]] = {}
-        for n in (300, 3000):
+        for n in (() if args.no_memory else (300, 3000)):
             tree = make_photos(tmp / f"set{n}", n, size=(160, 120))
             memory[str(n)] = {mode: training_memory(tree, mode == "streamed", tmp / f"run{n}{mode}")
                               for mode in ("streamed", "in_memory")}
-    growth = {mode: memory["3000"][mode] - memory["300"][mode] for mode in ("streamed", "in_memory")}
-    record = {"machine": machine_info(), "photos": source,
+    growth = {mode: memory["3000"][mode] - memory["300"][mode] for mode in ("streamed", "in_memory")} if memory else {}
+    record = {"machine": machine_info(), **quiet, "photos": source,
               "mean_photo_size": [float(np.mean([s[0] for s in sizes])), float(np.mean([s[1] for s in sizes]))],
               "batch": BATCH, "throughput": rows, "throughput_ours_on_resize_short_256": rows_resized,
               "memory_resnet18_64px_peak_pss_mb": memory, "memory_growth_300_to_3000_mb": growth,
-              "command": "python bench/data.py" + (f" --photos {args.photos}" if args.photos else "")}
+              "command": "python bench/data.py " + " ".join(sys.argv[1:])}
     write_result("data", record, args.out)
 
 
