@@ -131,3 +131,20 @@ def test_repeats_are_refused_below_one_and_without_shuffling():
             BatchLoader(ImageSet(_images(8), torch.arange(8)), 4, **kwargs)
     with pytest.raises(ConfigError, match="aug_repeats' must be in \\[1, 16\\]"):
         resnets.make_config(None, aug_repeats=0)
+
+
+def test_evaluation_at_another_resolution_resizes_then_crops():
+    from resnets.data.augment import test_resize
+
+    assert test_resize(256, 224, 288, None) == 329  # the training crop's share: 224 of 256
+    assert test_resize(236, 160, 224, 0.95) == 236 and test_resize(32, None, 40, None) == 40
+    assert test_resize(100, None, 80, 1.0) == 80
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    fixres = BatchAugment(AugmentConfig(crop_size=24, test_size=28, test_crop_pct=0.875), (0.5,) * 3, (0.25,) * 3, 10)
+    crop = fixres.eval_crop(images)  # resized to 32 (28 / 0.875): nothing to resize, a centre crop of 28
+    assert crop.shape == (4, 3, 28, 28) and torch.equal(crop, images[..., 2:30, 2:30])
+    larger = BatchAugment(AugmentConfig(test_size=40), (0.5,) * 3, (0.25,) * 3, 10).eval_crop(images)
+    expected = torch.nn.functional.interpolate(images.float(), size=(40, 40), mode="bilinear", antialias=True)
+    assert larger.shape == (4, 3, 40, 40) and larger.dtype == torch.uint8
+    assert (larger.float() - expected).abs().max() <= 0.5 + 1e-4  # rounded to whole pixel values
+    assert torch.equal(fixres.eval_crop(crop), crop)  # already at the test size (a streamed set decodes there)

@@ -156,3 +156,37 @@ def test_a_val_class_missing_from_train_is_refused(tmp_path):
     (tmp_path / "extra" / "val" / "owl" / "0000.png").rename(tree / "val" / "owl" / "0000.png")
     with pytest.raises(DataError, match=r"\['owl'\] appear .* outside the training split"):
         load_data(tree, stream=True)
+
+
+def test_repeated_file_batches_put_the_copies_of_an_image_on_different_processes():
+    n, repeats = 600, 3
+    parts = [file_batches(n, 16, epoch=1, seed=0, rank=r, world=2, shuffle=True, drop_last=True, repeats=repeats)
+             for r in range(2)]
+    entries = np.concatenate([np.stack(p) for p in parts])
+    assert entries.size == 512 and sum(b.size for b in parts[0]) == 256  # 600 -> 512 (whole 256s), half each
+    files, copies = np.divmod(entries, repeats)
+    assert set(np.unique(copies)) == {0, 1, 2}
+    flat = [np.concatenate(p) for p in parts]  # the global order, every world-th entry to a process
+    merged = np.empty(512, dtype=flat[0].dtype)
+    merged[0::2], merged[1::2] = flat
+    f, c = np.divmod(merged, repeats)
+    groups = f[: 510].reshape(-1, 3)
+    assert (groups == groups[:, :1]).all() and (c[:510].reshape(-1, 3) == [0, 1, 2]).all()  # copies in a row
+    assert len(set(f.tolist())) == 171  # a third of the images, each three times (the last one cut short)
+    plain = file_batches(n, 16, epoch=1, seed=0, rank=0, world=1, shuffle=True, drop_last=True)
+    assert np.concatenate(plain).max() < n  # repeats=1: entries are the file indices
+
+
+def test_streamed_repeats_augment_each_copy_and_resume_exactly(tree, shards):
+    data = load_data(tree, stream=True, val_size=0, image_size=32)
+    loader = StreamLoader(data.train, RRC, 6, shuffle=True, drop_last=True, seed=5, repeats=3)
+    batches = list(loader.raw_batches(0))
+    assert len(loader) == len(batches) == 10  # an epoch of 60 samples (under 256: all): 20 images, 3 copies each
+    first = batches[0]
+    assert first.keys[0] + "#1" == first.keys[1] and first.keys[0] + "#2" == first.keys[2]
+    assert not torch.equal(first.images[0], first.images[1])  # each copy cropped and flipped on its own
+    assert keys(loader, 0, start=4) == [b.keys for b in batches[4:]]
+    loader.close()
+    streamed_shards = load_data(shards, val_size=0, image_size=32)
+    with pytest.raises(DataError, match="repeated augmentation needs an image folder"):
+        StreamLoader(streamed_shards.train, RRC, 6, shuffle=True, repeats=3)

@@ -141,3 +141,23 @@ def test_two_nodes_on_localhost_read_disjoint_parts_of_shards_over_http(shards, 
     # 43 images, 2 processes of 4 images a step: 21 each, 5 whole batches each
     assert "process 0 of 2: 5 batches of 4" in logs and "process 1 of 2: 5 batches of 4" in logs
     assert sum(o[0].count("best epoch") for o in outputs) == 1  # one report, from rank 0
+
+
+def test_train_small_test_large_evaluates_at_the_test_size(shards, tmp_path):
+    """FixRes (train at a lower resolution than the test): streamed evaluation images are decoded at the test
+    size, and the checkpoint carries it to eval and predict."""
+    cfg = resnets.make_config(None, **{**FAST, "crop_size": 24, "test_size": 32, "test_crop_pct": 1.0, "epochs": 1,
+                                       "data": str(shards), "out": str(tmp_path / "run")})
+    from resnets.engine.batches import prepare_data
+
+    data = prepare_data(cfg)
+    assert data.streamed and (data.val.image_size, data.val.crop) == (32, 32)
+    result = resnets.train(cfg)
+    ckpt = load_training_checkpoint(tmp_path / "run" / "best.pt")
+    assert ckpt["test_size"] == 32 and ckpt["test_crop_pct"] == 1.0 and result.best_epoch == 1
+    predictor = resnets.Predictor(tmp_path / "run" / "best.pt", mode="fused")
+    seen = []
+    real = predictor.forward
+    predictor.forward = lambda x: seen.append(tuple(x.shape[-2:])) or real(x)
+    predictor.predict_tensor(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    assert seen == [(32, 32)]  # the network sees test-size images, not 24-pixel crops

@@ -28,6 +28,18 @@ class AugmentConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
     cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 = off
     randaugment: str | None = None  # a RandAugment policy string (randaugment.py), after the crops and flips
+    # Evaluation at another resolution than training's (FixRes: train at 160, test at 224): the stored image
+    # resized so that a centre crop of test_size is test_crop_pct of it (None: the training crop's share)
+    test_size: int | None = None
+    test_crop_pct: float | None = None
+
+
+def test_resize(stored: int, crop: int | None, test_size: int, test_crop_pct: float | None) -> int:
+    """The side an image stored at ``stored`` pixels is resized to before the centre crop of ``test_size``:
+    ``test_size / test_crop_pct``, where the percentage defaults to the training crop's share of the stored
+    image (``crop / stored``: 224 of 256 is 0.875)."""
+    pct = test_crop_pct if test_crop_pct is not None else (crop or stored) / stored
+    return max(test_size, round(test_size / pct))
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -179,8 +191,19 @@ class BatchAugment:
         return x, y
 
     def eval_crop(self, x: torch.Tensor) -> torch.Tensor:
-        """The part of the images that evaluation looks at (the centre crop, if any), unnormalised."""
-        size = self.cfg.crop_size
+        """The part of the images that evaluation looks at (the centre crop, if any), unnormalised. With a
+        ``test_size``, stored images are first resized (``test_resize``; images already at ``test_size``, as a
+        streamed evaluation set decodes them, are kept)."""
+        cfg = self.cfg
+        if cfg.test_size is not None:
+            if x.shape[-1] == cfg.test_size:
+                return x
+            side = test_resize(x.shape[-1], cfg.crop_size, cfg.test_size, cfg.test_crop_pct)
+            if side != x.shape[-1]:
+                x = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=True,
+                                  align_corners=False).round().clamp(0, 255).to(x.dtype)
+            return center_crop(x, cfg.test_size)
+        size = cfg.crop_size
         return center_crop(x, size) if size is not None and size < x.shape[-1] else x
 
     def eval(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,12 @@ import torch
 from .types import ImageSet
 
 
+def epoch_images(n: int, repeats: int) -> int:
+    """How many samples an epoch of ``n`` images takes: ``n``, or with repeated augmentation whole multiples of 256
+    (as timm's ``RepeatAugSampler``), streamed or in memory."""
+    return n // 256 * 256 if repeats > 1 and n >= 256 else n
+
+
 def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     """The random generator for the augmentation of one training batch."""
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
@@ -51,9 +57,7 @@ class BatchLoader:
         self.repeats = repeats
 
     def _epoch_images(self) -> int:
-        """Images an epoch shows: all of them, or under repeated augmentation whole multiples of 256 (timm)."""
-        n = len(self.labels)
-        return n // 256 * 256 if self.repeats > 1 and n >= 256 else n
+        return epoch_images(len(self.labels), self.repeats)
 
     def _order(self, epoch: int) -> torch.Tensor:
         n = len(self.labels)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import DataError
 from .folder import unreadable
+from .loader import epoch_images
 from .shards import Shard, read_shard
 from .transforms import SampleTransform
 
@@ -100,9 +101,15 @@ def permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def file_batches(n: int, batch: int, *, epoch: int, seed: int, rank: int, world: int, shuffle: bool,
-                 drop_last: bool) -> list[np.ndarray]:
-    """The indices of each of this process's batches of a ``FileList`` of ``n`` files."""
+                 drop_last: bool, repeats: int = 1) -> list[np.ndarray]:
+    """The entries of each of this process's batches of a ``FileList`` of ``n`` files: ``file * repeats + copy``.
+    With ``repeats > 1`` (repeated augmentation) each file of the epoch's order comes ``repeats`` times in a row,
+    the epoch keeps ``epoch_images`` of them, and the processes take every ``world``-th: the copies of an image
+    go to different processes, each augmenting its own."""
     order = permutation(n, seed, epoch) if shuffle else np.arange(n)
+    if repeats > 1:
+        order = (np.repeat(order, repeats) * repeats + np.tile(np.arange(repeats), n))[:epoch_images(n, repeats)]
+        n = len(order)
     if shuffle:
         order = order[: n - n % world]
     order = order[rank::world]
@@ -184,8 +191,8 @@ class _Worker(IterableDataset):
     message, so that the main process can report it in one line."""
 
     def __init__(self, data: StreamSet, transform: SampleTransform, batch: int, *, seed: int, rank: int,
-                 world: int, shuffle: bool, drop_last: bool, strict: bool) -> None:
-        self.data, self.transform, self.batch = data, transform, batch
+                 world: int, shuffle: bool, drop_last: bool, strict: bool, repeats: int = 1) -> None:
+        self.data, self.transform, self.batch, self.repeats = data, transform, batch, repeats
         self.seed, self.rank, self.world = seed, rank, world
         self.shuffle, self.drop_last, self.strict = shuffle, drop_last, strict
         self.state = multiprocessing.Array("q", 2, lock=False)  # epoch, start
@@ -221,9 +228,12 @@ class _Worker(IterableDataset):
     def _files(self, epoch: int, start: int, worker: int, workers: int) -> Iterator[Batch]:
         files = self.data.source
         batches = file_batches(len(files), self.batch, epoch=epoch, seed=self.seed, rank=self.rank,
-                               world=self.world, shuffle=self.shuffle, drop_last=self.drop_last)
+                               world=self.world, shuffle=self.shuffle, drop_last=self.drop_last, repeats=self.repeats)
         for b in range(start + worker, len(batches), workers):
-            yield self._decode([(files.files[i], files.files[i], files.labels[i]) for i in batches[b]], epoch, b)
+            entries = [divmod(int(v), self.repeats) for v in batches[b]]
+            # each copy of an image is its own sample: its key (which seeds its augmentation) names the copy
+            yield self._decode([(files.files[i] + (f"#{c}" if c else ""), files.files[i], files.labels[i])
+                                for i, c in entries], epoch, b)
 
     def _shards(self, epoch: int, start: int, worker: int, workers: int) -> Iterator[Batch]:
         shards = self.data.source.shards
@@ -264,19 +274,23 @@ class StreamLoader:
 
     def __init__(self, data: StreamSet, transform: SampleTransform, batch_size: int, *, shuffle: bool,
                  drop_last: bool = False, seed: int = 0, rank: int = 0, world: int = 1, workers: int = 0,
-                 device: torch.device | str = "cpu", strict: bool = False, prefetch: int = 2) -> None:
+                 device: torch.device | str = "cpu", strict: bool = False, prefetch: int = 2, repeats: int = 1
+                 ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        if repeats > 1 and not (shuffle and isinstance(data.source, FileList)):
+            raise DataError("repeated augmentation needs an image folder (shuffled); for shards leave out "
+                            "--aug-repeats, or load the images in memory")
         self.data, self.batch_size, self.shuffle, self.device = data, batch_size, shuffle, torch.device(device)
         self.rank, self.world = rank, world
         self._worker = _Worker(data, transform, batch_size, seed=seed, rank=rank, world=world, shuffle=shuffle,
-                               drop_last=drop_last, strict=strict)
+                               drop_last=drop_last, strict=strict, repeats=repeats)
         self._loader = DataLoader(self._worker, batch_size=None, num_workers=workers,
                                   persistent_workers=workers > 0 and shuffle,
                                   prefetch_factor=prefetch if workers else None,
                                   pin_memory=self.device.type == "cuda")
         self.skipped: list[str] = []
-        n = len(data)
+        n = epoch_images(len(data), repeats)
         if shuffle:
             per = n // world
             self._len = per // batch_size if drop_last else -(-per // batch_size)

@@ -2,12 +2,15 @@
 augmented images, sliced from memory or streamed from disk by worker processes."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
 import torch
 
 from ..data import AugmentConfig, BatchLoader, ImageData, load_data, take
+from ..data.augment import test_resize
+from ..data.loader import epoch_images
 from ..data.stream import StreamLoader, StreamSet, default_workers
 from ..data.transforms import SampleTransform
 from ..data.types import channel_stats, fold_indices
@@ -27,7 +30,8 @@ def augment_config(cfg: TrainConfig, streamed: bool = False) -> AugmentConfig:
     return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode,
                          hflip=cfg.hflip and not cfg.alternate_flips,  # alternate flips: done by the loader
                          rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
-                         jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix, randaugment=cfg.randaugment)
+                         jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix, randaugment=cfg.randaugment,
+                         test_size=cfg.test_size, test_crop_pct=cfg.test_crop_pct)
 
 
 def stream_transform(cfg: TrainConfig, data: StreamSet) -> SampleTransform:
@@ -45,13 +49,10 @@ def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: D
         return BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
                            seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips,
                            repeats=cfg.aug_repeats)
-    if cfg.aug_repeats > 1:
-        raise ResnetsError("repeated augmentation (--aug-repeats) needs the training images in memory: add "
-                           "--in-memory, or leave it out for streamed data")
-    local, n = cfg.batch_size // dist.world, len(data.train)
+    local, n = cfg.batch_size // dist.world, epoch_images(len(data.train), cfg.aug_repeats)
     loader = StreamLoader(data.train, stream_transform(cfg, data.train), local, shuffle=True,
                           drop_last=n // dist.world > local, seed=cfg.seed, rank=dist.rank, world=dist.world,
-                          workers=workers(cfg), device=device, strict=cfg.strict)
+                          workers=workers(cfg), device=device, strict=cfg.strict, repeats=cfg.aug_repeats)
     log.info("process %d of %d: %d batches of %d of the %d training images per epoch, streamed with %d worker(s)",
              dist.rank, dist.world, len(loader), local, n, workers(cfg))
     return loader
@@ -91,6 +92,12 @@ def prepare_data(cfg: TrainConfig) -> ImageData:
         _hold_out_fold(data, cfg.folds, cfg.fold)
     if cfg.crop_size is not None and cfg.crop_size > data.image_size:
         raise ResnetsError(f"crop size {cfg.crop_size} is larger than the stored images ({data.image_size})")
+    if data.streamed and cfg.test_size is not None:  # the workers decode evaluation images at the test size
+        for split in ("val", "test"):
+            s = getattr(data, split)
+            if s is not None:
+                side = test_resize(s.image_size, s.crop, cfg.test_size, cfg.test_crop_pct)
+                setattr(data, split, dataclasses.replace(s, image_size=side, crop=cfg.test_size))
     if data.streamed and cfg.alternate_flips:
         raise ResnetsError("alternate flips need the data in memory: leave out --alternate-flips or add --in-memory")
     return data

@@ -100,6 +100,10 @@ class TrainConfig:
                                           "from the first)")
     rrc_scale: list[float] | None = option(None, "random-resized crops with this area range, e.g. 0.08 1")
     crop_size: int | None = option(None, "train on crops of this size (evaluation: centre crops)")
+    test_size: int | None = option(None, "evaluate at this resolution (a centre crop), not the training crop's "
+                                         "(FixRes: train at 160, test at 224)")
+    test_crop_pct: float | None = option(None, "with test_size: the crop's share of the resized image (0.95 in "
+                                               "RSB A3); none: the training crop's share")
     jitter: float = option(0.0, "colour jitter strength")
     randaugment: str | None = option(None,
                                      "RandAugment policy, timm's strings: rand-m9-mstd0.5-inc1 (m magnitude 0-10, "
@@ -197,6 +201,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "freeze_stages": (lambda v: v >= 0, ">= 0"),
     "crop_padding": (lambda v: v >= 0, ">= 0"),
     "crop_size": (lambda v: v >= 1, ">= 1"),
+    "test_size": (lambda v: v >= 1, ">= 1"),
+    "test_crop_pct": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "image_size": (lambda v: v >= 8, ">= 8"),
     "step_size": (lambda v: v > 0, "> 0 epochs"),
     "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),

@@ -94,7 +94,9 @@ def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
 
 def checkpoint_augment(ckpt: dict[str, Any]) -> BatchAugment:
     """How a checkpoint's model sees images: its evaluation crop and its normalisation."""
-    return BatchAugment(AugmentConfig(crop_size=ckpt.get("crop_size")), ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
+    crops = AugmentConfig(crop_size=ckpt.get("crop_size"), test_size=ckpt.get("test_size"),
+                          test_crop_pct=ckpt.get("test_crop_pct"))
+    return BatchAugment(crops, ckpt["mean"], ckpt["std"], len(ckpt["classes"]))
 
 
 def check_split(split: str) -> None:
@@ -254,7 +256,7 @@ class Predictor:
         recorded = ckpt.get("preprocessing")  # a dict for published weights; converted files describe it in words
         self.interpolation: str = recorded.get("interpolation", "bilinear") if isinstance(recorded, dict) \
             else "bilinear"
-        size = ckpt.get("crop_size") or self.image_size
+        size = ckpt.get("test_size") or ckpt.get("crop_size") or self.image_size
         traced = mode == "auto" or (get_mode(mode).example and not get_mode(mode).calibrated)
         example = torch.zeros(1, self.in_chans, size, size) if traced else None
         self.forward, self.mode = _runner(model, mode, self.device, example, images=images)  # what "auto" chose

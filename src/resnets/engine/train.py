@@ -218,7 +218,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None, machine: dict[str,
               loader=make_loader(cfg, data, device, dist), out=cfg.out_dir(), start_time=start_time,
               meta={"config": cfg.to_dict(), "classes": data.classes, "mean": list(data.mean),
                     "std": list(data.std), "in_chans": data.in_chans, "image_size": data.image_size,
-                    "crop_size": cfg.crop_size, "splits": data.splits, "format": "resnets-train-v1",
+                    "crop_size": cfg.crop_size, "test_size": cfg.test_size, "test_crop_pct": cfg.test_crop_pct,
+                    "splits": data.splits, "format": "resnets-train-v1",
                     "precision_requested": requested},
               teachers=load_teachers(cfg.teachers, data, device))
     run.forward, run.compiled = _wrapped(model, cfg, device, dist, run.total_steps)
