@@ -93,10 +93,12 @@ class BasicBlock(_ResidualBlock):
         self.bn2 = opts.norm_layer(planes)
         self._add_residual_parts(planes, shortcut, opts.se_ratio, drop_path)
 
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch F(x), before squeeze-and-excitation and the shortcut."""
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(self._merge(out, x))
+        return self.relu(self._merge(self.branch(x), x))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(cast(torch.Tensor, self.bn2.weight))
@@ -161,11 +163,14 @@ class Bottleneck(_ResidualBlock):
         self.relu = nn.ReLU(inplace=True)
         self._add_residual_parts(out_chs, shortcut, opts.se_ratio, drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch F(x), before squeeze-and-excitation and the shortcut."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(self._merge(out, x))
+        return self.bn3(self.conv3(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self._merge(self.branch(x), x))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(cast(torch.Tensor, self.bn3.weight))

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 
 from .blocks import Block, BlockOptions
 from .layers import NormLayer, Shortcut, conv3x3, global_avg_pool, make_shortcut
+from .momentum import MomentumStage
 
 # "imagenet": 7x7/2 conv + 3x3/2 max-pool (reduction 4). "deep": ResNet-D's three 3x3 convs + max-pool.
 # "cifar": one 3x3/1 conv, no pooling (paper section 4.2).
@@ -82,8 +83,8 @@ class StagedNet(nn.Module):
         return _checkpointed(self.forward_stem, x, self.stem_modules())
 
     def _run_stage(self, i: int, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if i not in self.grad_checkpointing or not torch.is_grad_enabled():
-            return stage(x)
+        if i not in self.grad_checkpointing or not torch.is_grad_enabled() or isinstance(stage, MomentumStage):
+            return stage(x)  # (a momentum stage recomputes its steps itself)
         for blk in stage:
             x = _checkpointed(blk, x, [blk])
         return x
@@ -244,6 +245,9 @@ class ResNet(StagedNet):
         drop_path_rate: stochastic depth rate of the last block, rising linearly from 0 at the first.
         zero_init_last: zero the last norm (or conv) of every residual branch.
         norm_layer: normalization factory, ``nn.BatchNorm2d`` by default.
+        momentum: a Momentum ResNet (Sander et al. 2021) with this gamma: every block after the first of a stage
+            is a momentum step (``momentum.py``); ``momentum_invertible``: its backward recomputes the steps in
+            reverse instead of storing their activations.
     """
 
     conv1: nn.Module  # a 7x7 convolution, or the deep stem's three 3x3 ones
@@ -272,6 +276,8 @@ class ResNet(StagedNet):
         drop_path_rate: float = 0.0,
         zero_init_last: bool = False,
         norm_layer: NormLayer | None = None,
+        momentum: float | None = None,
+        momentum_invertible: bool = True,
     ) -> None:
         super().__init__()
         if len(layers) != len(widths) or not layers or min(layers) < 1:
@@ -312,7 +318,8 @@ class ResNet(StagedNet):
                                    dilated=dilation > 1)
                 blocks.append(block(in_chs, width, s, sc, opts, drop_path_rate * idx / max(total - 1, 1), d))
                 in_chs, idx = out_chs, idx + 1
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks) if momentum is None else
+                            MomentumStage(*blocks, gamma=momentum, invertible=momentum_invertible))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
         self.num_stages = len(layers)
         self.num_features = in_chs

@@ -65,6 +65,11 @@ for _depth in (20, 32, 44, 56, 110, 1202):
         CIFAR[f"highway{_depth}"] = (
             _cifar_args(HighwayBlock, _n, shortcut="A"), "highway",
             f"CIFAR highway-{_depth}: ResNet-{_depth} with gated shortcuts (Srivastava et al. 2015)")
+for _depth in (20, 56, 110):
+    CIFAR[f"momentumnet{_depth}"] = (
+        _cifar_args(_B, (_depth - 2) // 6, shortcut="A", momentum=0.9), "momentum",
+        f"CIFAR Momentum ResNet-{_depth} (Sander et al. 2021): ResNet-{_depth} whose blocks after each stage's first "
+        "are momentum steps (gamma 0.9), with a backward pass that recomputes them in reverse")
 CIFAR["preact_resnet110"] = (
     _cifar_args(PreActBasicBlock, 18, shortcut="B"), "paper", "Pre-activation ResNet-110 (He et al. 2016)")
 for _depth in (164, 1001):
