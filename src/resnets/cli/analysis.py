@@ -34,7 +34,7 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     result = run_experiment(args.name, out, data=args.data,
                             data_root=args.data_root, epochs=args.epochs, subset=args.subset,
                             depths=tuple(args.depth) if args.depth else None, seed=args.seed, seeds=args.seeds,
-                            progress=not args.no_progress, **extra)
+                            progress=not args.no_progress, quick=args.quick, **extra)
     for r in result["runs"]:
         def show(key: str, r: dict = r) -> str:
             return f"{r[key]:6.2f}%" + (f" ± {r[key + '_std']:.2f}" if key + "_std" in r else "")
