@@ -10,14 +10,14 @@ from ..errors import ConfigError
 from .engine import key_value
 
 
-ANALYSES = ("signal", "landscape")  # not a list of trained networks: their own runners
+ANALYSES = ("signal", "landscape", "alignment")  # not a list of trained networks: their own runners
 
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from ..analysis.experiments import run_experiment
 
     out = args.out or f"runs/experiment-{args.name}"
-    if args.seeds != 1 and args.name in ANALYSES:
+    if args.seeds != 1 and args.name in ("signal", "landscape"):
         raise ConfigError(f"--seeds applies to the trained experiments ({', '.join(EXPERIMENTS)}), not {args.name}")
     if args.name == "signal":
         from ..analysis.signal import run_signal
@@ -27,6 +27,9 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
         return
     if args.name == "landscape":
         _landscape(args, out)
+        return
+    if args.name == "alignment":
+        _alignment(args, out)
         return
     if args.quick:  # about 5 minutes on 2 CPU cores: 5,000 images, 3 epochs (117 steps of 128)
         args.subset, args.epochs = args.subset or 5000, args.epochs or 3
@@ -43,6 +46,27 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
         print(f"{r['label']:<32} {r['params']:>10,} params  training error {show('train_error')}  "
               f"validation error {show('val_error')}  {test}  {r['seconds']:.0f} s")
     print(f"report: {result['out']}/report.md")
+
+
+def _alignment(args: argparse.Namespace, out: str) -> None:
+    from pathlib import Path
+
+    from ..analysis.alignment import conv_networks, run_alignment
+
+    conv, images = conv_networks(Path(out), args.checkpoint, data=args.data, data_root=args.data_root,
+                                 quick=args.quick, epochs=args.epochs, subset=args.subset, seed=args.seed,
+                                 progress=not args.no_progress)
+    report = run_alignment(out, quick=args.quick, seeds=args.seeds, conv=conv, conv_images=images)
+    for kind in ("residual", "plain", "residual_init"):
+        for depth, m in report["fc"][kind].items():
+            print(f"FC {kind:<13} {depth:>3} blocks: test {m['test_top1']:5.1f}%  RA1 line {m['ra1_line_share']:.2f}  "
+                  f"RA2 |<u,v>| {m['ra2_within_block']:.2f}  RA3 effective rank {m['ra3_effective_rank']:.1f}  "
+                  f"RA4 top sigma {m['ra4_top_singular']:.3f}")
+    for label, m in report.get("conv", {}).items():
+        print(f"{label:<32} RA1 line {m['ra1_line_share']:.2f}  RA2 |<u,v>| {m['ra2_within_block']:.2f}  "
+              f"RA3 effective rank {m['ra3_effective_rank']:.1f}")
+    print(f"RA4: top singular value ~ depth^{report['ra4']['exponent']:.2f}")
+    print(f"figures and numbers: {out}/alignment_ra2.png, alignment_ra3.png, alignment_ra4.png, alignment.json")
 
 
 def _landscape(args: argparse.Namespace, out: str) -> None:
@@ -168,7 +192,8 @@ def _add_statistics(sub: argparse._SubParsersAction) -> None:
 
 def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="the paper's experiments (" + ", ".join(EXPERIMENTS) + "), signal "
-                                          "propagation at initialisation (signal) and loss landscapes (landscape)")
+                                          "propagation at initialisation (signal), loss landscapes (landscape) and "
+                                          "residual alignment (alignment)")
     p.add_argument("name", choices=[*EXPERIMENTS, *ANALYSES])
     p.add_argument("--quick", action="store_true", help="the reduced scale that runs in minutes on a CPU")
     p.add_argument("--data", default="cifar10", help="cifar10 (python batches), an image tree or a .tar.gz of one")
@@ -182,6 +207,8 @@ def _add_experiments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="train every network with N seeds (from --seed): mean ± "
                                                        "std, shaded bands and paired tests")
+    p.add_argument("--checkpoint", nargs="+", help="alignment: trained CIFAR networks to measure (default: train "
+                                                   "ResNet-20 and plain-20)")
     p.add_argument("--out", help="output folder (default runs/experiment-NAME); a rerun resumes there")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_experiment)
