@@ -13,6 +13,7 @@ OpenVINO and NNCF are optional: ``pip install 'resnets[openvino]'``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import importlib.util
@@ -49,6 +50,13 @@ def _openvino() -> Any:
     except ImportError:
         raise ResnetsError("the openvino modes need OpenVINO: pip install 'resnets[openvino]'") from None
     return openvino
+
+
+@functools.cache
+def _core() -> Any:
+    """One OpenVINO runtime for the process, kept to its end: a runtime destroyed while its worker threads and
+    compiled networks live on crashed the process at random later moments (seen in a test session)."""
+    return _openvino().Core()
 
 
 def _quantize(model: Any, calibration: torch.Tensor) -> Any:
@@ -102,10 +110,10 @@ def openvino_runner(net: nn.Module, precision: str = "float32", hint: str = "LAT
         raise ResnetsError(f"OpenVINO runs {', '.join(PRECISIONS)} with the hints {', '.join(HINTS)}; "
                            f"got {precision} and {hint}")
     ov = _openvino()
-    core = ov.Core()
-    core.set_property({"CACHE_DIR": str(cache_dir() / "openvino" / "blobs")})
+    core = _core()
     config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-              "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+              "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+              "CACHE_DIR": str(cache_dir() / "openvino" / "blobs")}  # the compiled blobs, beside the networks
     compiled: dict[tuple[int, ...], Any] = {}
     lock = threading.Lock()  # a compiled model's own request serves one call at a time
 
