@@ -53,6 +53,8 @@ def _alignment(args: argparse.Namespace, out: str) -> None:
 
     from ..analysis.alignment import conv_networks, run_alignment
 
+    if args.seeds < 1:  # before any training
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     conv, images = conv_networks(Path(out), args.checkpoint, data=args.data, data_root=args.data_root,
                                  quick=args.quick, epochs=args.epochs, subset=args.subset, seed=args.seed,
                                  progress=not args.no_progress)
