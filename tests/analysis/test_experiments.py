@@ -56,7 +56,7 @@ def test_bad_experiment_inputs(tmp_path, capsys):
         run_experiment("depth", tmp_path, depths=(21,), **TINY)
     assert main(["experiment", "depth", "--depth", "21", "--out", str(tmp_path)]) == 2
     assert "6n+2" in capsys.readouterr().err
-    assert set(EXPERIMENTS) == {"degradation", "shortcuts", "preact", "depth", "highway", "ode"}
+    assert set(EXPERIMENTS) == {"degradation", "shortcuts", "preact", "depth", "highway", "ode", "momentum"}
     # every run's settings are checked before any trains: nothing is written for a bad one
     assert main(["experiment", "degradation", "--epochs", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "setting 'epochs' must be > 0, got 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
