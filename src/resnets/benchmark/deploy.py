@@ -100,12 +100,12 @@ def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, re
     return list(rows.values())
 
 
-def _checkpoint_rows(label: str, path: str | Path, repeats: int, batches: Sequence[int], compile: bool,
-                     data: str | None = None, data_root: str | None = None) -> list[DeployRow]:
-    from ..engine.evaluate import calibration_images, load_checkpoint_and_data
+def _checkpoint_rows(label: str, loaded: Any, repeats: int, batches: Sequence[int], compile: bool
+                     ) -> list[DeployRow]:
+    """The rows of one checkpoint (``loaded``: its ``CheckpointData``), with its accuracy."""
+    from ..engine.evaluate import calibration_images
     from ..engine.predict import evaluate_split
 
-    loaded = load_checkpoint_and_data(path, data, data_root)
     split = "test" if loaded.dataset.test is not None and len(loaded.dataset.test) else "val"
 
     def accuracy(runner: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, str]:
@@ -127,7 +127,11 @@ def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = Fal
 
     from ..machine import machine_info
 
+    from ..engine.evaluate import load_checkpoint_and_data
+
     repeats, batches = (3, (1, 16)) if quick else (7, BATCHES)
+    # every checkpoint and its data read before any measuring: a bad one is refused before minutes of work
+    loaded = {label: load_checkpoint_and_data(path, data, data_root) for label, path in (checkpoints or {}).items()}
     rows: list[DeployRow] = []
     for name, size in ARCHITECTURES[:1] if quick else ARCHITECTURES:
         whole = create_model(name).eval()
@@ -137,8 +141,8 @@ def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = Fal
             label = f"{name} pruned {amount:.0%}" if amount else name
             rows += measure(label, model, size, example, repeats, batches=batches, compile=compile)
             log(format_rows(rows[-len(precisions(compile)):]))
-    for label, path in (checkpoints or {}).items():
-        rows += _checkpoint_rows(label, path, repeats, batches, compile, data, data_root)
+    for label, checkpoint in loaded.items():
+        rows += _checkpoint_rows(label, checkpoint, repeats, batches, compile)
         log(format_rows(rows[-len(precisions(compile)):]))
     return {"machine": machine_info(), "batches": list(batches), "repeats": repeats, "compile": compile,
             "rows": [asdict(r) for r in rows]}
