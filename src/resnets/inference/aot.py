@@ -42,6 +42,11 @@ def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt
     return h.hexdigest()[:32]
 
 
+def images_digest(images: torch.Tensor) -> bytes:
+    """A digest of calibration ``images``: salt for the key of a network made from them (a quantized one)."""
+    return hashlib.sha256(images.float().contiguous().numpy().tobytes()).digest()
+
+
 def package_path(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> Path:
     """Where the package of ``net`` for images of ``shape`` in ``dtype`` is kept (whether or not it exists)."""
     return cache_dir() / "compiled" / f"{package_key(net, shape, dtype, salt)}.pt2"

@@ -11,7 +11,6 @@ torchao is the maintained home of PyTorch's PT2E quantizers (they left ``torch.a
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import warnings
@@ -22,7 +21,7 @@ from torch import nn
 
 from ..errors import ResnetsError
 from ..machine import int8_saturates
-from .aot import MAX_BATCH, aot_runner
+from .aot import MAX_BATCH, aot_runner, images_digest
 
 CALIBRATION_BATCH = 64
 
@@ -77,7 +76,7 @@ def int8_runner(net: nn.Module, calibration: torch.Tensor) -> Callable[[torch.Te
     if len(calibration) == 0:
         raise ResnetsError("int8 calibration needs at least one image")
     shape = tuple(calibration.shape[1:])
-    salt = b"pt2e-x86|" + hashlib.sha256(calibration.float().contiguous().numpy().tobytes()).digest()
+    salt = b"pt2e-x86|" + images_digest(calibration)
     run = aot_runner(net, torch.float32, salt, transform=lambda n: quantize_pt2e(n, calibration))
 
     def checked(x: torch.Tensor) -> torch.Tensor:

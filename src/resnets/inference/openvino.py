@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import importlib.util
 import logging
@@ -29,7 +28,7 @@ from torch import nn
 
 from ..errors import ResnetsError
 from ..files import cache_dir
-from .aot import package_key
+from .aot import images_digest, package_key
 
 log = logging.getLogger("resnets")
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -76,8 +75,7 @@ def _quantize(model: Any, calibration: torch.Tensor) -> Any:
 def converted_model(net: nn.Module, shape: tuple[int, ...], calibration: torch.Tensor | None = None) -> Path:
     """The OpenVINO form of ``net`` (float32, eval mode) for images of ``shape`` with any batch size, int8 when
     ``calibration`` images are given: from the cache, else converted (and quantized) now and written there."""
-    salt = b"openvino|" + (b"" if calibration is None else QUANTIZATION + b"|" +
-                           hashlib.sha256(calibration.float().contiguous().numpy().tobytes()).digest())
+    salt = b"openvino|" + (b"" if calibration is None else QUANTIZATION + b"|" + images_digest(calibration))
     path = cache_dir() / "openvino" / f"{package_key(net, shape, torch.float32, salt)}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
         return path
