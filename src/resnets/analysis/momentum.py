@@ -4,6 +4,7 @@ process, so that its peak resident memory is its own."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,16 @@ def training_step(mode: str, depth: int, batch: int) -> Callable[[], None]:
     return step
 
 
+# Every buffer over 64 KiB gets its own mapping and goes back to the system when freed: without this, glibc's
+# allocator keeps the first step's freed activations and raises its mapping threshold as it likes, so that the
+# second step's resident peak says little about what the step holds.
+_EXACT_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
 def peak_mb(mode: str, depth: int, batch: int) -> float:
     """The resident memory (MiB) that one training step adds at its peak, measured in a fresh process."""
     done = subprocess.run([sys.executable, "-c", _CHILD, mode, str(depth), str(batch)], capture_output=True,
-                          text=True, check=True)
+                          text=True, check=True, env={**os.environ, **_EXACT_MALLOC})
     return round(float(done.stdout), 1)
 
 
