@@ -169,6 +169,38 @@ def make_image_tree(root: Path, classes=("cat", "dog", "fox"), per_class: int = 
     return root
 
 
+def make_mask_folder(root: Path, n: int = 24, size: int = 48, splits=(None,), seed: int = 0, fmt: str = "png"):
+    """Segmentation data in the real format: ``images/*.png`` (or .jpg) and palette-PNG ``masks/*.png`` (per
+    split folder where ``splits`` names them). Each image is dark noise (class 0) with a reddish square (class 1)
+    and a bluish disc (class 2) at random places; the square's border is 255 (ignored)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for split in splits:
+        base = root / split if split else root
+        (base / "images").mkdir(parents=True)
+        (base / "masks").mkdir(parents=True)
+        for i in range(n):
+            img = rng.integers(0, 70, (size, size, 3), dtype=np.uint8)
+            mask = np.zeros((size, size), np.uint8)
+            side = size // 3
+            top, left = rng.integers(0, size - side, 2)
+            mask[top:top + side, left:left + side] = 255
+            mask[top + 1:top + side - 1, left + 1:left + side - 1] = 1
+            img[top:top + side, left:left + side] = (200, 60, 40) + rng.integers(0, 40, (side, side, 3))
+            cy, cx = rng.integers(size // 6, size - size // 6, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 6) ** 2
+            mask[disc] = 2
+            img[disc] = (40, 60, 200)
+            Image.fromarray(img).save(base / "images" / f"{i:04d}.{fmt}")
+            out = Image.frombytes("P", (size, size), mask.tobytes())
+            out.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [255] * (3 * 253))
+            out.save(base / "masks" / f"{i:04d}.png")
+    return root
+
+
 @pytest.fixture
 def image_tree(tmp_path):
     return make_image_tree(tmp_path / "tree")

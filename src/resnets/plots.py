@@ -19,11 +19,13 @@ def save_figure(fig: plt.Figure, path: Path, tight: bool = True) -> Path:
     return path
 
 
-def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Loss and accuracy against epoch, train (dashed) and validation (solid)."""
+def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "",
+                metric: tuple[str, str] = ("acc", "accuracy (%)")) -> None:
+    """Loss and ``metric`` (its key in the rows after ``train_``/``val_``, and its axis label) against epoch,
+    train (dashed) and validation (solid)."""
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy (%)")):
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, *metric)):
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], "--", label="train")
         if any(r.get(f"val_{key}") is not None for r in rows):
             ax.plot(epochs, [r[f"val_{key}"] for r in rows], "-", label="validation")

@@ -23,7 +23,7 @@ def test_shipped_recipes_load_and_validate():
     ({"batch_size": 12.5}, "setting 'batch_size' must be a whole number, got 12.5"),
     ({"hflip": "no"}, "setting 'hflip' must be true or false, got 'no'"),
     ({"seed": True}, "setting 'seed' must be a whole number, got True"),
-    ({"schedule": "cosin"}, "setting 'schedule' must be one of cosine, linear, step, multistep, constant"),
+    ({"schedule": "cosin"}, "setting 'schedule' must be one of cosine, linear, step, multistep, poly, constant"),
     ({"rrc_scale": [0.08, "all"]}, "setting 'rrc_scale' must be a list of numbers"),
     ({"rrc_scale": [0.5, 0.1]}, "setting 'rrc_scale' must be two numbers 0 < low <= high <= 1"),
     ({"model_args": ["drop_path_rate"]}, "setting 'model_args' must be a mapping of names to values"),
@@ -106,6 +106,8 @@ def test_schedules():
     warm = TrainConfig(warmup_epochs=1.2, warmup_constant=True, warmup_factor=0.1, schedule="constant")
     assert lr_factor(warm, 1.0) == 0.1 and lr_factor(warm, 1.3) == 1.0
     assert math.isfinite(lr_factor(TrainConfig(epochs=1, warmup_epochs=1), 1))
+    poly = TrainConfig(epochs=10, schedule="poly", poly_power=0.9)
+    assert [lr_factor(poly, e) for e in (0, 5, 10)] == pytest.approx([1, 0.5**0.9, 0])
 
 
 def test_weight_decay_exemption():

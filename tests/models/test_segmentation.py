@@ -63,3 +63,21 @@ def test_the_classification_trainer_refuses_a_segmentation_network(tmp_path, cap
     assert main(["train", "--model", "fcn_resnet50", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert "fcn_resnet50 is a segmentation network" in err and err.count("\n") == 0 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["fcn_resnet18", "deeplabv3_resnet34"])
+def test_basic_block_segmentation_networks_at_both_output_strides(name):
+    x = torch.randn(2, 3, 40, 56)
+    for stride in (8, 16):
+        net = resnets.create_model(name, num_classes=5, aux_loss=True, output_stride=stride).eval()
+        out = net(x)
+        assert out["out"].shape == out["aux"].shape == (2, 5, 40, 56)
+        assert net.backbone.feature_info.reduction()[-1] == stride
+
+
+def test_output_stride_16_halves_the_aspp_rates_and_other_strides_are_refused():
+    net = resnets.create_model("deeplabv3_resnet18", output_stride=16)
+    rates = [branch[0].dilation[0] for branch in net.classifier[0].convs[1:4]]
+    assert rates == [6, 12, 18]
+    with pytest.raises(ConfigError, match="output_stride must be 8 or 16, got 32"):
+        resnets.create_model("fcn_resnet18", output_stride=32)

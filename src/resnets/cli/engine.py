@@ -94,6 +94,9 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
             argv += ["--resume", "auto"]  # a restarted process continues from the last checkpoint
         return launch(args.nproc, argv, args.max_restarts)
     if args.resume and args.resume != "auto":
+        if _saved_task(args.resume) == "segment":
+            _segment(TrainConfig(task="segment"), args.resume)
+            return None
         result = train(TrainConfig(), resume=args.resume)
     else:
         overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
@@ -116,12 +119,31 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
         resume = last if args.resume == "auto" and last.exists() else None
         if resume is not None:
             _same_run(resume, cfg)
+        if cfg.task == "segment":
+            _segment(cfg, resume)
+            return None
         result = train(cfg, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return None
     test = f"  test top-1 {result.test.top1:.2f}% ({result.test.n} images)" if result.test else ""
     val = f"val top-1 {result.val.top1:.2f}% ({result.val.n} images)" if result.val else "no validation split"
     print(f"best epoch {result.best_epoch}: {val}{test}"
+          f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
+
+
+def _saved_task(checkpoint: str | Path) -> str:
+    from ..engine.checkpoint import load_training_checkpoint
+
+    return str(load_training_checkpoint(checkpoint)["config"].get("task", "classify"))
+
+
+def _segment(cfg: TrainConfig, resume: str | Path | None) -> None:
+    from ..engine.segmentation import train_segmentation
+
+    result = train_segmentation(cfg, resume=resume)
+    test = f"  test mIoU {result.test.miou:.2f}% ({result.test.images} images)" if result.test else ""
+    print(f"best epoch {result.best_epoch}: val mIoU {result.val.miou:.2f}% pixel accuracy "
+          f"{result.val.pixel_acc:.2f}% ({result.val.images} images){test}"
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
 
 
@@ -163,10 +185,40 @@ def _checkpoint_of(args: argparse.Namespace) -> str:
     return weights_source(args.weights, args.model) if args.weights else args.checkpoint
 
 
+def _segmentation_checkpoint(args: argparse.Namespace, checkpoint: str | Checkpoint) -> Checkpoint | None:
+    """The checkpoint, read, where ``--task`` (or, unset, the checkpoint itself) says it segments; else None."""
+    from ..models import get_model_spec
+
+    if args.task == "classify":
+        return None
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else read_source(checkpoint)
+    if args.task is None and not (ck.model and get_model_spec(ck.model).family == "segmentation"):
+        return None
+    return ck
+
+
+def _eval_segmentation(args: argparse.Namespace, ck: Checkpoint) -> None:
+    from ..engine.segment_metrics import format_seg_metrics
+    from ..engine.segment_predict import evaluate_segmentation
+
+    if args.split == "test" and "test" not in (ck.meta.get("splits") or {}):
+        args.split = "val"  # segmentation folders rarely have a labelled test split
+    m = evaluate_segmentation(ck, args.data, split=args.split, batch_size=min(args.batch_size, 16),
+                              device="cpu" if args.device == "auto" else args.device)
+    if args.out:
+        from ..files import atomic_write
+
+        atomic_write(Path(args.out) / f"metrics_{m.split}.json", lambda f: f.write(json.dumps(m.summary()).encode()))
+    print(json.dumps(m.summary()) if args.json else format_seg_metrics(m))
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from ..engine.evaluate import compare_modes, evaluate, format_modes
     from ..engine.metrics import format_metrics
 
+    segmenting = _segmentation_checkpoint(args, _checkpoint_of(args))
+    if segmenting is not None:
+        return _eval_segmentation(args, segmenting)
     if args.compare_modes is not None:
         rows = compare_modes(_checkpoint_of(args), args.compare_modes, args.data, split=args.split,
                              batch_size=args.batch_size, data_root=args.data_root, out=args.out)
@@ -191,6 +243,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if not images:
         raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --weights FILE IMAGE...)")
     files = find_images(images)
+    segmenting = _segmentation_checkpoint(args, checkpoint)
+    if segmenting is not None:
+        return _predict_segmentation(args, segmenting, files)
     predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode,
                           images=len(files) * (2 if args.tta_flip else 1))
     for start in range(0, len(files), args.batch_size):
@@ -214,6 +269,34 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             else:
                 print(f"{f}: " + ", ".join(f"{c} {p:.3f}" for _, c, p in top))
             sys.stdout.flush()
+
+
+def _predict_segmentation(args: argparse.Namespace, ck: Checkpoint, files: list[Path]) -> None:
+    """Each image's classes per pixel: a mask and an overlay PNG in --out, a line of class shares each."""
+    from ..data.folder import decode_image, unreadable
+    from ..engine.segment_predict import checkpoint_norm, segment, segmenter, write_prediction
+
+    model, ck = segmenter(ck)
+    out = Path(args.out or "predictions")
+    norm = checkpoint_norm(ck)
+    for f in files:
+        try:
+            import torch
+
+            image = torch.from_numpy(decode_image(f.read_bytes(), None, keep_shape=True))
+        except Exception as e:
+            if args.strict:
+                raise ResnetsError(f"cannot read image {f}: {unreadable(e)}") from None
+            log.warning("skipped %s: %s", f, unreadable(e))
+            continue
+        (_, logits), = segment(model, [image], norm)
+        shares = write_prediction(image, logits, out, f.stem, ck.classes or [])
+        if args.json:
+            print(json.dumps({"file": str(f), "mask": str(out / f"{f.stem}_mask.png"), "classes": shares}))
+        else:
+            print(f"{f}: " + ", ".join(f"{c} {p:.1%}" for c, p in sorted(shares.items(), key=lambda kv: -kv[1]))
+                  + f"  -> {out / (f.stem + '_mask.png')}")
+        sys.stdout.flush()
 
 
 def _cmd_features(args: argparse.Namespace) -> None:
@@ -329,6 +412,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_mode_options(p, "the fastest float32 one (ONNX Runtime where installed, else batch norm folded), which "
                          "gives the float32 numbers")
+    p.add_argument("--task", choices=["classify", "segment"],
+                   help="what the checkpoint does (default: what it says); segment: mIoU, pixel accuracy and "
+                        "per-class IoU on image/mask pairs (split val unless the data has a test split)")
     p.add_argument("--compare-modes", nargs="*", choices=MODES, metavar="MODE",
                    help="top-1 in each of these inference modes against float32 eager, on the CPU (no MODE: "
                         "the float32, bfloat16 and ONNX Runtime ones); with --out, writes modes_<split>.json")
@@ -349,4 +435,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_mode_options(p, "bfloat16 where the CPU or GPU runs it natively, else ONNX Runtime's float32 where "
                          "installed, else batch norm folded")
     p.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    p.add_argument("--task", choices=["classify", "segment"],
+                   help="what the checkpoint does (default: what it says); segment: writes NAME_mask.png (class "
+                        "indices, VOC colours) and NAME_overlay.png for each image in --out")
+    p.add_argument("--out", help="segment: the folder for the masks and overlays (default: predictions)")
     p.set_defaults(func=_cmd_predict)

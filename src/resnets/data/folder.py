@@ -36,11 +36,13 @@ def is_archive(path: Path) -> bool:
 RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
-def decode_image(data: bytes, size: int | None, channels: int = 3, interpolation: str = "bilinear") -> np.ndarray:
+def decode_image(data: bytes, size: int | None, channels: int = 3, interpolation: str = "bilinear",
+                 keep_shape: bool = False) -> np.ndarray:
     """Decode one image file to uint8 ``(C, size, size)``: shorter side resized to ``size`` (``interpolation``:
     bilinear or bicubic), centre-cropped.
 
-    ``size=None`` keeps a square image as it is (and centre-crops a non-square one to its shorter side).
+    ``size=None`` keeps a square image as it is (and centre-crops a non-square one to its shorter side);
+    ``keep_shape`` keeps any image as it is (``(C, H, W)``).
     Raises ``ValueError`` (or PIL's errors) for anything that is not a readable image.
     """
     with Image.open(io.BytesIO(data)) as img:
@@ -51,17 +53,24 @@ def decode_image(data: bytes, size: int | None, channels: int = 3, interpolation
             img.draft("RGB" if channels == 3 else "L", (size, size))
         img = ImageOps.exif_transpose(img)  # upright as the camera's orientation tag says
         img = _eight_bit(img).convert("RGB" if channels == 3 else "L")
-        w, h = img.size
-        side = size or min(w, h)
-        if min(w, h) != side:
-            scale = side / min(w, h)
-            img = img.resize((max(side, round(w * scale)), max(side, round(h * scale))), RESAMPLING[interpolation])
-            w, h = img.size
-        if (w, h) != (side, side):
-            left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
+        if not keep_shape:
+            img = _square(img, size, interpolation)
         arr = np.array(img, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _square(img: Image.Image, size: int | None, interpolation: str) -> Image.Image:
+    """The shorter side resized to ``size`` (kept where None), then the centre square."""
+    w, h = img.size
+    side = size or min(w, h)
+    if min(w, h) != side:
+        scale = side / min(w, h)
+        img = img.resize((max(side, round(w * scale)), max(side, round(h * scale))), RESAMPLING[interpolation])
+        w, h = img.size
+    if (w, h) != (side, side):
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    return img
 
 
 def unreadable(e: Exception) -> str:

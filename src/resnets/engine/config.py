@@ -16,10 +16,11 @@ import yaml
 from ..data.randaugment import RandAugmentPolicy
 from ..errors import ConfigError
 
-Schedule = Literal["cosine", "linear", "step", "multistep", "constant"]
+Schedule = Literal["cosine", "linear", "step", "multistep", "poly", "constant"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Optimizer = Literal["sgd", "lamb"]
 Loss = Literal["ce", "bce"]
+Task = Literal["classify", "segment"]
 
 
 def option(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
@@ -36,6 +37,8 @@ class TrainConfig:
     setting. Epoch counts may be fractional; schedules step every iteration."""
 
     # what to train
+    task: Task = option("classify", "classify: one class per image; segment: one per pixel (a segmentation "
+                                    "network, e.g. fcn_resnet50, on images with masks)")
     model: str = option("resnet20", "the architecture, a registered name (resnets list)")
     model_args: dict[str, Any] = option(factory=dict, help="extra ResNet arguments, e.g. drop_path_rate")
     pretrained: str | None = option(None, "weights to start from (fine-tuning): a file, a shipped name or a "
@@ -80,6 +83,7 @@ class TrainConfig:
     milestones: list[float] = option(factory=list, help='epochs at which "multistep" multiplies the lr by gamma')
     step_size: float = option(30, 'epochs between the lr steps of "step"')
     gamma: float = option(0.1, 'lr factor of each "step"/"multistep" step')
+    poly_power: float = option(0.9, '"poly": the lr falls as (1 - progress) ** this (DeepLab\'s schedule)')
     warmup_epochs: float = option(0.0, "epochs of learning-rate warm-up")
     warmup_constant: bool = option(False, "constant lr * warmup_factor during warm-up (the paper's ResNet-110), "
                                           "else linear")
@@ -104,6 +108,9 @@ class TrainConfig:
                                          "(FixRes: train at 160, test at 224)")
     test_crop_pct: float | None = option(None, "with test_size: the crop's share of the resized image (0.95 in "
                                                "RSB A3); none: the training crop's share")
+    scale_range: list[float] = option(factory=lambda: [0.5, 2.0], help="segment: each training image and its mask "
+                                                                        "rescaled by a random factor in this range")
+    aux_weight: float = option(0.5, "segment: weight of the auxiliary head's loss (model_args aux_loss: true)")
     jitter: float = option(0.0, "colour jitter strength")
     randaugment: str | None = option(None,
                                      "RandAugment policy, timm's strings: rand-m9-mstd0.5-inc1 (m magnitude 0-10, "
@@ -206,6 +213,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "image_size": (lambda v: v >= 8, ">= 8"),
     "step_size": (lambda v: v > 0, "> 0 epochs"),
     "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "poly_power": (lambda v: v > 0, "> 0"),
+    "scale_range": (lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 8, "two numbers 0 < low <= high <= 8"),
+    "aux_weight": (lambda v: 0 <= v <= 10, "in [0, 10]"),
     "jitter": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "mixup": (lambda v: v >= 0, ">= 0"),
     "cutmix": (lambda v: v >= 0, ">= 0"),

@@ -105,6 +105,8 @@ def lr_factor(cfg: TrainConfig, epoch: float) -> float:
         return cfg.gamma ** int(epoch // cfg.step_size)
     if cfg.schedule == "multistep":
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.schedule == "poly":
+        return (1 - progress) ** cfg.poly_power
     return 1.0
 
 

@@ -201,9 +201,11 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None, machine: dict[str,
                                                                      ckpt["config"]["precision"]), **(machine or {})})
     requested = cfg.precision
     cfg.validate()
+    if cfg.task != "classify":
+        raise ConfigError("task 'segment' trains with resnets.engine.segmentation.train_segmentation")
     if get_model_spec(cfg.model).family == "segmentation":  # before any data is read
-        raise ConfigError(f"{cfg.model} is a segmentation network: resnets train trains classifiers (build it with "
-                          f"resnets.create_model and train it with a per-pixel loss)")
+        raise ConfigError(f"{cfg.model} is a segmentation network: train it on images with masks, with "
+                          f"--task segment")
     start_time = time.perf_counter()
     cfg, device, dist = _placement(cfg)
     _seed_everything(cfg.seed, cfg.deterministic)
@@ -387,6 +389,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
 
     ``resume`` continues from a ``last.pt`` checkpoint exactly where it stopped (its config is used).
     ``on_epoch_end`` is called with each epoch's metrics row, after that epoch's checkpoints are written.
+    Segmentation (``task="segment"``) is ``segmentation.train_segmentation``.
     """
     from tqdm import tqdm
 

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .resnet import ResNet
 
 Head = Literal["deeplabv3", "fcn"]
-ASPP_RATES = (12, 24, 36)  # at output stride 8, as torchvision's DeepLabHead
+ASPP_RATES = (12, 24, 36)  # at output stride 8, as torchvision's DeepLabHead; halved at output stride 16
 
 
 def _conv_bn_relu(in_chs: int, out_chs: int, kernel: int = 1, dilation: int = 1) -> list[nn.Module]:
@@ -58,15 +58,16 @@ class ASPP(nn.Module):
 
 
 class DeepLabHead(nn.Sequential):
-    def __init__(self, in_chs: int, num_classes: int) -> None:
-        super().__init__(ASPP(in_chs), *_conv_bn_relu(256, 256, 3), nn.Conv2d(256, num_classes, 1))
+    def __init__(self, in_chs: int, num_classes: int, rates: tuple[int, ...] = ASPP_RATES) -> None:
+        super().__init__(ASPP(in_chs, rates), *_conv_bn_relu(256, 256, 3), nn.Conv2d(256, num_classes, 1))
 
 
 class SegmentationNet(nn.Module):
-    """A ResNet backbone at output stride 8 (its classifier removed), a head on its last stage and, with
-    ``aux_loss``, an FCN head on its third stage (for an auxiliary loss in training)."""
+    """A dilated ResNet backbone (its classifier removed), a head on its last stage and, with ``aux_loss``, an
+    FCN head on its third stage (for an auxiliary loss in training). ``rates``: the ASPP's dilations."""
 
-    def __init__(self, backbone: ResNet, head: Head, num_classes: int, aux_loss: bool) -> None:
+    def __init__(self, backbone: ResNet, head: Head, num_classes: int, aux_loss: bool,
+                 rates: tuple[int, ...] = ASPP_RATES) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"a segmentation network needs num_classes >= 1, got {num_classes}")
@@ -75,7 +76,8 @@ class SegmentationNet(nn.Module):
         backbone.reset_classifier(0)
         self.backbone = backbone
         channels = backbone.feature_info.channels()
-        self.classifier = (DeepLabHead if head == "deeplabv3" else FCNHead)(channels[4], num_classes)
+        self.classifier = DeepLabHead(channels[4], num_classes, rates) if head == "deeplabv3" else \
+            FCNHead(channels[4], num_classes)
         self.aux_classifier = FCNHead(channels[3], num_classes) if aux_loss else None
         self.num_classes = num_classes
 
@@ -89,13 +91,19 @@ class SegmentationNet(nn.Module):
 
 
 def segmentation_net(backbone: str = "resnet50", head: Head = "deeplabv3", num_classes: int = 21, in_chans: int = 3,
-                     aux_loss: bool = False, pretrained_backbone: str | bool | None = None) -> SegmentationNet:
+                     aux_loss: bool = False, pretrained_backbone: str | bool | None = None,
+                     output_stride: int = 8) -> SegmentationNet:
     """torchvision's ``deeplabv3_resnet50`` / ``fcn_resnet50`` (and 101): the backbone dilated to output stride 8
     (``replace_stride_with_dilation=[False, True, True]``), the head, and the auxiliary head with ``aux_loss``.
-    ``pretrained_backbone``: ImageNet weights for the backbone (``True``: its default tag)."""
+    ``pretrained_backbone``: ImageNet weights for the backbone (``True``: its default tag). ``output_stride=16``
+    dilates the last stage only (a quarter of the last stages' cost; the DeepLabv3 paper's training setting,
+    with the ASPP's rates halved to 6, 12, 18)."""
     from .registry import create_model
 
-    net = create_model(backbone, in_chans=in_chans, output_stride=8, pretrained=pretrained_backbone)
+    if output_stride not in (8, 16):
+        raise ConfigError(f"a segmentation network's output_stride must be 8 or 16, got {output_stride}")
+    net = create_model(backbone, in_chans=in_chans, output_stride=output_stride, pretrained=pretrained_backbone)
     if not isinstance(net, ResNet):
         raise ConfigError(f"{backbone} is not a ResNet: segmentation networks take an ImageNet ResNet")
-    return SegmentationNet(net, head, num_classes, aux_loss)
+    rates = tuple(r * 8 // output_stride for r in ASPP_RATES)
+    return SegmentationNet(net, head, num_classes, aux_loss, rates)

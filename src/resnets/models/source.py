@@ -93,9 +93,9 @@ class Checkpoint:
 
         self.need("model", "classes")
         if get_model_spec(cast(str, self.model)).family == "segmentation":
-            raise CheckpointError(f"{self.source} holds the segmentation network {self.model}: the commands that "
-                                  "take a checkpoint take classifiers (load it with resnets.create_model(..., "
-                                  "pretrained=True))")
+            raise CheckpointError(f"{self.source} holds the segmentation network {self.model}: resnets eval and "
+                                  "predict take it as it is (or with --task segment); the other commands take "
+                                  "classifiers")
         return self.network()
 
     def as_dict(self) -> dict[str, Any]:

@@ -103,10 +103,12 @@ register_model(ModelSpec(
     "eulernet20", ODENet, dict(steps=3, tied=False), "odenet20 untied: its own function at every step, a "
     "pre-activation ResNet-20 with group norm and steps of 1/3", "cifar", "ode", 32, CIFAR10_MEAN, CIFAR10_STD))
 
-for _backbone in ("resnet50", "resnet101"):
+for _backbone in ("resnet18", "resnet34", "resnet50", "resnet101"):
     for _head, _paper in (("deeplabv3", "DeepLabv3 (Chen et al. 2017): atrous spatial pyramid pooling"),
                           ("fcn", "FCN (Long et al. 2015)")):
+        _layout = "torchvision's layout" if _backbone in ("resnet50", "resnet101") else \
+            "BasicBlocks dilated as torchvision dilates Bottlenecks"
         register_model(ModelSpec(
             f"{_head}_{_backbone}", segmentation_net, dict(backbone=_backbone, head=_head), f"{_paper} on a dilated "
-            f"{_backbone} (output stride 8), torchvision's layout; aux_loss=True adds the third stage's FCN head",
+            f"{_backbone} (output stride 8), {_layout}; aux_loss=True adds the third stage's FCN head",
             "segmentation", "torchvision", 520))
