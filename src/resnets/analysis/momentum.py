@@ -89,12 +89,17 @@ def memory_and_time(depths: tuple[int, ...], batch: int, repeats: int = 3) -> di
 def analyse_momentum(out: Path, results: list[dict[str, Any]], quick: bool = False) -> list[Path]:
     """After ``resnets experiment momentum`` trained both networks: memory and time against depth,
     ``momentum.json`` (with the trained networks' errors) and ``momentum.png``."""
-    from ..plots import plt, save_figure
-
     scale = QUICK if quick else FULL
     report = memory_and_time(tuple(scale["depths"]), int(scale["batch"]))
     report["accuracy"] = [{k: r.get(k) for k in ("label", "seeds", "test_error", "test_error_std", "val_error",
                                                   "val_error_std", "train_error")} for r in results]
+    return write_report(out, report)
+
+
+def write_report(out: Path, report: dict[str, Any]) -> list[Path]:
+    """``momentum.json`` and its figure, ``momentum.png``: memory and time of a step against depth."""
+    from ..plots import plt, save_figure
+
     atomic_write(out / "momentum.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     labels = {"resnet": "ResNet (backprop)", "checkpointed": "ResNet, gradient checkpointing",
