@@ -67,12 +67,13 @@ def precisions(compile: bool = True) -> list[tuple[str, str]]:
 def _runner(model: nn.Module, mode: str, example: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
     """The runner of ``model`` in ``mode`` (its first call made: a compiled mode compiles) and the size of the file
     it would ship as (bytes: the ONNX file, else the weights in the mode's number format)."""
-    if mode in ("int8", "onnxruntime"):
-        path = onnx_file(model, example, int8=mode == "int8")
+    record = get_mode(mode)
+    if record.engine == "onnxruntime":  # what ships is the ONNX file
+        path = onnx_file(model, example, int8=record.number_format == "int8")
         return onnx_runner(path), path.stat().st_size
     runner = prepare_inference(model, mode, example)
     runner(example[:1])
-    return runner, get_mode(mode).weight_bytes * sum(p.numel() for p in model.parameters())
+    return runner, record.weight_bytes * sum(p.numel() for p in model.parameters())
 
 
 def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, repeats: int,

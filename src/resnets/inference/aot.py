@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import ResnetsError
 from ..files import cache_dir
 from ..machine import cpu_flags, cpu_isa
 
@@ -45,6 +46,14 @@ def package_key(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt
 def images_digest(images: torch.Tensor) -> bytes:
     """A digest of calibration ``images``: salt for the key of a network made from them (a quantized one)."""
     return hashlib.sha256(images.float().contiguous().numpy().tobytes()).digest()
+
+
+def check_calibrated(mode: str, calibrated: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    """Images of the calibration's size (``(C, H, W)``), else one line: a quantized network's scales and
+    cached form hold for that size only."""
+    if tuple(shape) != tuple(calibrated):
+        raise ResnetsError(f"the {mode} network was calibrated on {'x'.join(map(str, calibrated))} images, got "
+                           f"{'x'.join(map(str, shape))}: calibrate on images of the size it runs")
 
 
 def package_path(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, salt: bytes = b"") -> Path:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import ResnetsError
 from ..machine import int8_saturates
-from .aot import MAX_BATCH, aot_runner, images_digest
+from .aot import MAX_BATCH, aot_runner, check_calibrated, images_digest
 
 CALIBRATION_BATCH = 64
 
@@ -80,9 +80,7 @@ def int8_runner(net: nn.Module, calibration: torch.Tensor) -> Callable[[torch.Te
     run = aot_runner(net, torch.float32, salt, transform=lambda n: quantize_pt2e(n, calibration))
 
     def checked(x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != shape:
-            raise ResnetsError(f"the compile_int8 network was calibrated on {'x'.join(map(str, shape))} images, "
-                               f"got {'x'.join(map(str, x.shape[1:]))}: calibrate on images of the size it runs")
+        check_calibrated("compile_int8", shape, tuple(x.shape[1:]))
         return run(x)
 
     return checked

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import ResnetsError
 from ..files import cache_dir
-from .aot import images_digest, package_key
+from .aot import check_calibrated, images_digest, package_key
 
 log = logging.getLogger("resnets")
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -117,10 +117,8 @@ def openvino_runner(net: nn.Module, precision: str = "float32", hint: str = "LAT
 
     def compile_for(shape: tuple[int, ...]) -> Any:
         if shape not in compiled:
-            if calibration is not None and shape != tuple(calibration.shape[1:]):
-                calibrated = "x".join(map(str, calibration.shape[1:]))
-                raise ResnetsError(f"the openvino_int8 network was calibrated on {calibrated} images, got "
-                                   f"{'x'.join(map(str, shape))}: calibrate on images of the size it runs")
+            if calibration is not None:
+                check_calibrated("openvino_int8", tuple(calibration.shape[1:]), shape)
             model = core.read_model(str(converted_model(net, shape, calibration)))
             compiled[shape] = core.compile_model(model, "CPU", config)
         return compiled[shape]
