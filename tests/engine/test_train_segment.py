@@ -9,7 +9,7 @@ from conftest import make_mask_folder
 from PIL import Image
 
 from resnets.cli import main
-from resnets.data.masks import load_segmentation, read_mask
+from resnets.data.masks import encode_png, load_segmentation, read_mask, voc_palette
 from resnets.engine.checkpoint import load_training_checkpoint
 
 TRAIN = ["train", "--task", "segment", "--model", "fcn_resnet18", "--model-arg", "output_stride=16",
@@ -91,3 +91,21 @@ def test_bad_masks_get_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "holds class 2, but there are 2 classes" in err and err.count("\n") == 0
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_eval_on_other_data_takes_the_checkpoints_classes(seg_run, tmp_path, capsys):
+    make_mask_folder(tmp_path / "other", n=12, size=40, seed=5)
+    for path in (tmp_path / "other" / "masks").iterdir():  # no discs here: indices 0 and 1 only
+        mask = read_mask(path)
+        mask[mask == 2] = 0
+        path.write_bytes(encode_png(mask, voc_palette()))
+    assert main(["eval", str(seg_run / "run" / "best.pt"), "--data", str(tmp_path / "other"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert list(shown["iou"]) == ["0", "1", "2"] and shown["iou"]["1"] is not None
+    bad = tmp_path / "other" / "masks" / "0000.png"
+    mask = read_mask(bad)
+    mask[0, 0] = 5
+    bad.write_bytes(encode_png(mask, voc_palette()))
+    assert main(["eval", str(seg_run / "run" / "best.pt"), "--data", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds class 5, but there are 3 classes" in err and err.count("\n") == 0

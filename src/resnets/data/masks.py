@@ -133,12 +133,14 @@ def read_split(pairs: Pairs) -> MaskSet:
     return MaskSet(list(images), list(masks), [i.stem for i, _ in pairs])
 
 
-def _classes(root: Path, voc: bool, sets: list[MaskSet]) -> list[str]:
+def _classes(root: Path, voc: bool, sets: list[MaskSet], known: list[str] | None) -> list[str]:
     listed = root / "classes.txt"
     if listed.is_file():
         return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
     if voc:
         return list(VOC_CLASSES)
+    if known is not None:
+        return list(known)
     top = max(int(m.masked_fill(m == IGNORE, 0).max()) for s in sets for m in s.masks)
     return [str(i) for i in range(top + 1)]
 
@@ -166,9 +168,11 @@ def mask_stats(images: list[torch.Tensor]) -> tuple[tuple[float, ...], tuple[flo
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def load_segmentation(source: str | Path, val_size: float | None = None, seed: int = 0) -> SegmentationData:
+def load_segmentation(source: str | Path, val_size: float | None = None, seed: int = 0,
+                      classes: list[str] | None = None) -> SegmentationData:
     """A segmentation data set in one of the layouts above, in memory. Without a validation split,
-    ``val_size`` (a fraction below 1 or a count; default 0.1) of the training pairs, chosen with ``seed``."""
+    ``val_size`` (a fraction below 1 or a count; default 0.1) of the training pairs, chosen with ``seed``.
+    ``classes``: the class names where the folder names none (those a trained network predicts)."""
     root = Path(source)
     if not root.is_dir():
         raise DataError(f"segmentation data {root} is not a folder: give a folder with images/ and masks/")
@@ -184,11 +188,11 @@ def load_segmentation(source: str | Path, val_size: float | None = None, seed: i
                      "val": f"{held} of them held out (seed {seed})"}
     if "val" not in splits or not len(splits["val"]):
         raise DataError(f"{root} has no validation pairs: add val/images and val/masks, or a --val-size above 0")
-    classes = _classes(root, voc, list(splits.values()))
+    names = _classes(root, voc, list(splits.values()), classes)
     for s, v in splits.items():
-        check_masks(v, len(classes), f"{root} ({s})")
+        check_masks(v, len(names), f"{root} ({s})")
     mean, std = mask_stats(splits["train"].images)
-    return SegmentationData(root.name, splits["train"], splits["val"], splits.get("test"), classes, mean, std,
+    return SegmentationData(root.name, splits["train"], splits["val"], splits.get("test"), names, mean, std,
                             described)
 
 

@@ -85,7 +85,8 @@ def evaluate_segmentation(checkpoint: str | Path | Checkpoint, data: str | None 
     source = data or ck.config.get("data")
     if not source:
         raise ResnetsError(f"{ck.source} does not name its data: give --data FOLDER")
-    dataset = load_segmentation(source, val_size=ck.config.get("val_size"), seed=int(ck.config.get("seed", 0)))
+    dataset = load_segmentation(source, val_size=ck.config.get("val_size"), seed=int(ck.config.get("seed", 0)),
+                                classes=ck.classes)
     if dataset.classes != ck.classes:
         raise ResnetsError(f"{source} has the classes {', '.join(dataset.classes[:4])} ..., the checkpoint "
                            f"{', '.join((ck.classes or [])[:4])} ...: evaluate it on data with its classes")
