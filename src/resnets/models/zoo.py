@@ -106,9 +106,9 @@ register_model(ModelSpec(
 for _backbone in ("resnet18", "resnet34", "resnet50", "resnet101"):
     for _head, _paper in (("deeplabv3", "DeepLabv3 (Chen et al. 2017): atrous spatial pyramid pooling"),
                           ("fcn", "FCN (Long et al. 2015)")):
-        _layout = "torchvision's layout" if _backbone in ("resnet50", "resnet101") else \
-            "BasicBlocks dilated as torchvision dilates Bottlenecks"
+        _theirs = _backbone in ("resnet50", "resnet101")  # torchvision has these; the others are this project's
+        _layout = "torchvision's layout" if _theirs else "BasicBlocks dilated as torchvision dilates Bottlenecks"
         register_model(ModelSpec(
             f"{_head}_{_backbone}", segmentation_net, dict(backbone=_backbone, head=_head), f"{_paper} on a dilated "
             f"{_backbone} (output stride 8), {_layout}; aux_loss=True adds the third stage's FCN head",
-            "segmentation", "torchvision", 520))
+            "segmentation", "torchvision" if _theirs else "resnets", 520))
