@@ -109,3 +109,16 @@ def test_eval_on_other_data_takes_the_checkpoints_classes(seg_run, tmp_path, cap
     assert main(["eval", str(seg_run / "run" / "best.pt"), "--data", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds class 5, but there are 3 classes" in err and err.count("\n") == 0
+
+
+def test_fine_tuning_on_other_classes_keeps_all_but_the_heads_last_layers(seg_run, tmp_path):
+    make_mask_folder(tmp_path / "data", n=12, size=32)
+    (tmp_path / "data" / "classes.txt").write_text("sky\nsquare\ndisc\nunseen\n")
+    parent = seg_run / "run" / "best.pt"
+    args = [*TRAIN, "--data", str(tmp_path / "data"), "--epochs", "1", "--lr", "1e-9", "--out", str(tmp_path / "run"),
+            "--pretrained", str(parent)]
+    assert main(args) == 0
+    before, after = (load_training_checkpoint(p)["model"] for p in (parent, tmp_path / "run" / "last.pt"))
+    assert after["classifier.4.weight"].shape[0] == 4 and before["classifier.4.weight"].shape[0] == 3
+    assert torch.allclose(after["backbone.conv1.weight"], before["backbone.conv1.weight"], atol=1e-6)
+    assert torch.allclose(after["aux_classifier.0.weight"], before["aux_classifier.0.weight"], atol=1e-6)

@@ -205,7 +205,8 @@ def load_state_dict_into(model: nn.Module, state: Mapping[str, torch.Tensor], *,
     """Load ``state`` into ``model`` by key name, exactly (strict), with an error that names every mismatch.
 
     With ``adapt``, a first convolution for a different channel count is adapted (``adapt_input_conv``)
-    and a classifier of another size is left freshly initialised. Returns the keys that were not loaded.
+    and a classifier of another size (``fc``, or the model's ``head_keys``) is left freshly initialised.
+    Returns the keys that were not loaded.
     """
     own = model.state_dict()
     state = dict(state)
@@ -214,7 +215,7 @@ def load_state_dict_into(model: nn.Module, state: Mapping[str, torch.Tensor], *,
         conv = _first_conv_key(model)
         if conv in state and conv in own and state[conv].shape[1] != own[conv].shape[1]:
             state[conv] = adapt_input_conv(state[conv], own[conv].shape[1])
-        for k in ("fc.weight", "fc.bias"):
+        for k in getattr(model, "head_keys", ("fc.weight", "fc.bias")):
             if k in state and (k not in own or state[k].shape != own[k].shape):
                 del state[k]
                 skipped.append(k)
@@ -243,9 +244,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
     ck = read_source(path)
     try:
         return load_state_dict_into(model, ck.state_dict)
-    except CheckpointError:
+    except CheckpointError as e:
         if not ck.model_args:
             raise
         raise CheckpointError(f"{path} holds {ck.model} built with other arguments ({', '.join(ck.model_args)}) "
-                              f"than the network to load it into: start from it with resnets finetune --from "
-                              f"{path}, which builds its architecture") from None
+                              f"than the network to load it into ({e}): build it with those arguments, or start "
+                              f"from it with resnets finetune --from {path}, which builds its architecture") from None

@@ -81,6 +81,13 @@ class SegmentationNet(nn.Module):
         self.aux_classifier = FCNHead(channels[3], num_classes) if aux_loss else None
         self.num_classes = num_classes
 
+    @property
+    def head_keys(self) -> tuple[str, ...]:
+        """The parameters that depend on the class count (each head's last convolution): what fine-tuning on
+        other classes starts afresh."""
+        heads = ("classifier", "aux_classifier") if self.aux_classifier is not None else ("classifier",)
+        return tuple(f"{h}.{len(getattr(self, h)) - 1}.{p}" for h in heads for p in ("weight", "bias"))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
         aux_in, last = self.backbone.forward_intermediates(x, (3, 4))
