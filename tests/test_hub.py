@@ -1,9 +1,11 @@
 """Published weights: fetched from a local HTTP server, verified by sha256, cached, used offline; clear errors."""
 import hashlib
+import json
 from dataclasses import replace
 
 import pytest
 import torch
+from conftest import make_mask_folder
 
 import resnets
 from resnets.errors import CheckpointError, ConfigError
@@ -213,6 +215,10 @@ def test_a_segmentation_tag_given_to_a_classifier_command_is_one_line(home, tmp_
     tag = replace(pretrained.PRETRAINED["fcn_resnet50.tv_coco_voc"], urls=(f"{http_root(folder)}/fcn.pth",),
                   sha256=digest)
     monkeypatch.setitem(pretrained.PRETRAINED, "fcn_resnet50.tv_coco_voc", tag)
-    assert main(["eval", "fcn_resnet50.tv_coco_voc", "--data", str(tmp_path)]) == 2
+    assert main(["eval", "fcn_resnet50.tv_coco_voc", "--task", "classify", "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds the segmentation network fcn_resnet50" in err and err.count("\n") == 0
+    make_mask_folder(tmp_path / "masks", n=10, size=24)  # eval takes it as a segmentation network, VOC's classes
+    assert main(["eval", "fcn_resnet50.tv_coco_voc", "--data", str(tmp_path / "masks"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["iou"]) == 21 and list(shown["iou"])[:2] == ["background", "aeroplane"]

@@ -84,6 +84,12 @@ def test_bad_pairs_are_refused_naming_the_file(tmp_path, what, message):
         load_segmentation(tmp_path)
 
 
+def test_too_few_pairs_to_hold_out_validation_is_one_error(tmp_path):
+    make_mask_folder(tmp_path, n=3, size=16)
+    with pytest.raises(DataError, match="leaves no training or no validation images out of 3: add image/mask pairs"):
+        load_segmentation(tmp_path)
+
+
 def test_a_folder_without_segmentation_data_is_refused(tmp_path):
     with pytest.raises(DataError, match="holds no segmentation data: expected images/ and masks/"):
         load_segmentation(tmp_path)

@@ -181,7 +181,11 @@ def load_segmentation(source: str | Path, val_size: float | None = None, seed: i
     described = {s: f"{len(v)} image/mask pairs from {s}" for s, v in splits.items()}
     if "all" in splits:
         whole = splits.pop("all")
-        held = holdout_size(len(whole), 0.1 if val_size is None else val_size)
+        try:
+            held = holdout_size(len(whole), 0.1 if val_size is None else val_size)
+        except ValueError as e:
+            raise DataError(f"{e}: add image/mask pairs, or give the validation pairs in val/images and "
+                            f"val/masks") from None
         order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed)).tolist()
         splits["train"], splits["val"] = whole.subset(sorted(order[held:])), whole.subset(sorted(order[:held]))
         described = {"train": f"{len(whole) - held} of the {len(whole)} pairs",
