@@ -80,13 +80,13 @@ def trivial_miou(root: Path) -> float:
 
 def figure(run: Path, root: Path, out: Path, n: int = 6) -> None:
     """Validation images, their true masks and the network's, side by side."""
-    from resnets.engine.segment_predict import checkpoint_norm, segment, segmenter
+    from resnets.engine.segment_predict import checkpoint_stats, segment, segmenter
     from resnets.plots import plt, save_figure
 
     model, ck = segmenter(run / "best.pt")
     data = load_segmentation(root)
     palette = np.array(voc_palette(), np.uint8).reshape(-1, 3)
-    preds = dict(segment(model, data.val.images[:n], checkpoint_norm(ck)))
+    preds = dict(segment(model, data.val.images[:n], *checkpoint_stats(ck)))
     fig, axes = plt.subplots(3, n, figsize=(2 * n, 6.3))
     for i in range(n):
         shown = (data.val.images[i].permute(1, 2, 0).numpy(), palette[data.val.masks[i].numpy()],

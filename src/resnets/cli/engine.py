@@ -216,15 +216,16 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from ..engine.evaluate import compare_modes, evaluate, format_modes
     from ..engine.metrics import format_metrics
 
-    segmenting = _segmentation_checkpoint(args, _checkpoint_of(args))
+    checkpoint = _checkpoint_of(args)
+    segmenting = _segmentation_checkpoint(args, checkpoint)
     if segmenting is not None:
         return _eval_segmentation(args, segmenting)
     if args.compare_modes is not None:
-        rows = compare_modes(_checkpoint_of(args), args.compare_modes, args.data, split=args.split,
+        rows = compare_modes(checkpoint, args.compare_modes, args.data, split=args.split,
                              batch_size=args.batch_size, data_root=args.data_root, out=args.out)
         print(json.dumps([vars(r) for r in rows]) if args.json else format_modes(rows))
         return
-    m = evaluate(_checkpoint_of(args), args.data, split=args.split, tta_flip=args.tta_flip,
+    m = evaluate(checkpoint, args.data, split=args.split, tta_flip=args.tta_flip,
                  tta_translate=args.tta_translate, batch_size=args.batch_size,
                  device=args.device, data_root=args.data_root, out=args.out, mode=args.mode)
     print(json.dumps(m.summary()) if args.json else format_metrics(m))
@@ -274,11 +275,11 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _predict_segmentation(args: argparse.Namespace, ck: Checkpoint, files: list[Path]) -> None:
     """Each image's classes per pixel: a mask and an overlay PNG in --out, a line of class shares each."""
     from ..data.folder import decode_image, unreadable
-    from ..engine.segment_predict import checkpoint_norm, segment, segmenter, write_prediction
+    from ..engine.segment_predict import checkpoint_stats, segment, segmenter, write_prediction
 
     model, ck = segmenter(ck)
     out = Path(args.out or "predictions")
-    norm = checkpoint_norm(ck)
+    mean, std = checkpoint_stats(ck)
     for f in files:
         try:
             import torch
@@ -289,7 +290,7 @@ def _predict_segmentation(args: argparse.Namespace, ck: Checkpoint, files: list[
                 raise ResnetsError(f"cannot read image {f}: {unreadable(e)}") from None
             log.warning("skipped %s: %s", f, unreadable(e))
             continue
-        (_, logits), = segment(model, [image], norm)
+        (_, logits), = segment(model, [image], mean, std)
         shares = write_prediction(image, logits, out, f.stem, ck.classes or [])
         if args.json:
             print(json.dumps({"file": str(f), "mask": str(out / f"{f.stem}_mask.png"), "classes": shares}))

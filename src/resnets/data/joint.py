@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .augment import normalize
 from .masks import IGNORE
 
 
@@ -53,11 +54,5 @@ class JointAugment:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented training pairs stacked: float images ``(N, 3, c, c)``, normalised, and long masks."""
         pairs = [self.pair(i, m, g) for i, m in zip(images, masks)]
-        x = torch.stack([p[0] for p in pairs])
-        return self.normalize(x), torch.stack([p[1] for p in pairs]).long()
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images, ``(N, 3, H, W)``, as the network sees them."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255 - mean) / std
+        x = normalize(torch.stack([p[0] for p in pairs]), torch.tensor(self.mean), torch.tensor(self.std))
+        return x, torch.stack([p[1] for p in pairs]).long()

@@ -3,14 +3,14 @@ on a segmentation checkpoint) and coloured masks with overlays (``resnets predic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.joint import JointAugment
+from ..data.augment import normalize
 from ..data.masks import IGNORE, MaskSet, encode_png, load_segmentation, voc_palette
 from ..errors import CheckpointError, ResnetsError
 from ..files import atomic_write
@@ -33,14 +33,17 @@ def _same_size_runs(images: list[torch.Tensor], batch_size: int) -> Iterator[lis
 
 
 @torch.no_grad()
-def segment(model: nn.Module, images: list[torch.Tensor], norm: JointAugment, *, batch_size: int = 16,
-            device: torch.device | str = "cpu", precision: str = "fp32") -> Iterator[tuple[int, torch.Tensor]]:
-    """``(index, logits (K, H, W))`` of each uint8 image, at its own size (same-size images batched)."""
+def segment(model: nn.Module, images: list[torch.Tensor], mean: Sequence[float], std: Sequence[float], *,
+            batch_size: int = 16, device: torch.device | str = "cpu", precision: str = "fp32"
+            ) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(index, logits (K, H, W))`` of each uint8 image, normalised by ``mean`` and ``std`` (0..1 scale), at
+    its own size (same-size images batched)."""
+    mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
     was_training = model.training
     model.eval()
     try:
         for run in _same_size_runs(images, batch_size):
-            x = norm.normalize(torch.stack([images[i] for i in run]).to(device))
+            x = normalize(torch.stack([images[i] for i in run]).to(device), mean_t, std_t)
             with autocast(torch.device(device), precision):
                 logits = model(x)["out"].float().cpu()
             yield from zip(run, logits)
@@ -48,13 +51,13 @@ def segment(model: nn.Module, images: list[torch.Tensor], norm: JointAugment, *,
         model.train(was_training)
 
 
-def evaluate_masks(model: nn.Module, split: MaskSet, classes: list[str], norm: JointAugment, name: str,
-                   **kwargs: Any) -> SegMetrics:
+def evaluate_masks(model: nn.Module, split: MaskSet, classes: list[str], mean: Sequence[float],
+                   std: Sequence[float], name: str, **kwargs: Any) -> SegMetrics:
     """mIoU, pixel accuracy, per-class IoU and the mean per-pixel loss of ``model`` on ``split``."""
     k = len(classes)
     confusion = torch.zeros(k, k, dtype=torch.long)
     loss_sum, pixels = 0.0, 0
-    for i, logits in segment(model, split.images, norm, **kwargs):
+    for i, logits in segment(model, split.images, mean, std, **kwargs):
         target = split.masks[i].long()
         confusion += pixel_confusion(logits.argmax(0), target, k)
         loss_sum += float(F.cross_entropy(logits[None], target[None], ignore_index=IGNORE, reduction="sum"))
@@ -72,10 +75,11 @@ def segmenter(source: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoint]:
     return ck.network(), ck
 
 
-def checkpoint_norm(ck: Checkpoint) -> JointAugment:
+def checkpoint_stats(ck: Checkpoint) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std a checkpoint normalises images with."""
     if ck.mean is None or ck.std is None:
         raise CheckpointError(f"{ck.source} does not say how it normalises images: give a resnets checkpoint")
-    return JointAugment(1, ck.mean, ck.std)
+    return ck.mean, ck.std
 
 
 def evaluate_segmentation(checkpoint: str | Path | Checkpoint, data: str | None = None, split: str = "val",
@@ -93,7 +97,7 @@ def evaluate_segmentation(checkpoint: str | Path | Checkpoint, data: str | None 
     chosen = {"train": dataset.train, "val": dataset.val, "test": dataset.test}[split]
     if chosen is None:
         raise ResnetsError(f"{source} has no {split} split: choose --split val")
-    return evaluate_masks(model.to(device), chosen, dataset.classes, checkpoint_norm(ck), split,
+    return evaluate_masks(model.to(device), chosen, dataset.classes, *checkpoint_stats(ck), split,
                           batch_size=batch_size, device=device)
 
 

@@ -194,8 +194,8 @@ def train_epoch(run: SegRun) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     run.epoch += 1
     trained = SegMetrics("train", run.data.classes, confusion, steps * cfg.batch_size)
-    val = evaluate_masks(run.model, run.data.val, run.data.classes, run.aug, "val", device=run.device,
-                         precision=cfg.precision)
+    val = evaluate_masks(run.model, run.data.val, run.data.classes, run.data.mean, run.data.std, "val",
+                         device=run.device, precision=cfg.precision)
     row = {"epoch": run.epoch, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
            "train_loss": loss_sum / max(steps, 1), "train_miou": trained.miou, "train_pixel_acc": trained.pixel_acc,
            "val_loss": val.loss, "val_miou": val.miou, "val_pixel_acc": val.pixel_acc,
@@ -235,8 +235,8 @@ def _report(run: SegRun) -> SegResult:
     load_state_dict_into(model, best["model"], adapt=False)
     model.to(run.device)
     kwargs = dict(device=run.device, precision="fp32")
-    val = evaluate_masks(model, data.val, data.classes, run.aug, "val", **kwargs)
-    test = evaluate_masks(model, data.test, data.classes, run.aug, "test", **kwargs) \
+    val = evaluate_masks(model, data.val, data.classes, data.mean, data.std, "val", **kwargs)
+    test = evaluate_masks(model, data.test, data.classes, data.mean, data.std, "test", **kwargs) \
         if cfg.eval_test and data.test is not None else None
     plot_curves(run.history, run.out / "curves.png", f"{cfg.model} on {data.name}", metric=("miou", "mIoU (%)"))
     seconds = time.perf_counter() - run.start_time
