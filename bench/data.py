@@ -37,7 +37,7 @@ from resnets.machine import machine_info
 
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 BATCH = 32
-PASSES = 5  # timed passes over the photos per pipeline, in turns, after one untimed pass
+PASSES = 9  # timed passes over the photos per pipeline, in turns, after one untimed pass
 
 
 def photo_like(rng: np.random.Generator, w: int = 500, h: int = 375) -> Image.Image:

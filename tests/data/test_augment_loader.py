@@ -35,6 +35,17 @@ def test_normalize_uses_the_given_statistics():
     assert out[0, :, 0, 0].tolist() == [2.0, 1.0, 0.5]
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_normalize_is_the_formula_and_leaves_its_input_alone(dtype):
+    x = torch.randint(0, 256, (4, 3, 5, 5)).to(dtype)
+    before = x.clone()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    out = normalize(x, mean, std)
+    want = (x.double() / 255 - mean.double().view(1, -1, 1, 1)) / std.double().view(1, -1, 1, 1)
+    assert out.dtype == torch.float32 and torch.equal(x, before)
+    torch.testing.assert_close(out.double(), want, rtol=0, atol=1e-6)
+
+
 def test_augmentation_depends_only_on_the_generator_seed():
     aug = BatchAugment(AugmentConfig(jitter=0.3, mixup=0.2, cutmix=1.0), (0.5,) * 3, (0.25,) * 3, 10)
     x, y = _images(), torch.arange(16) % 10

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
+from .jpeg import decode_jpeg
 from .types import ImageSet
 
 log = logging.getLogger("resnets")
@@ -27,6 +28,7 @@ log = logging.getLogger("resnets")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 SPLITS = ("train", "val", "test")
 MAX_PIXELS = 64_000_000  # larger images are refused (decompression bombs)
+ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by 90 degrees
 
 
 def is_archive(path: Path) -> bool:
@@ -46,17 +48,32 @@ def decode_image(data: bytes, size: int | None, channels: int = 3, interpolation
     Raises ``ValueError`` (or PIL's errors) for anything that is not a readable image.
     """
     with Image.open(io.BytesIO(data)) as img:
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            raise ValueError(f"image too large ({w}x{h})")
-        if img.format == "JPEG" and size is not None:
-            img.draft("RGB" if channels == 3 else "L", (size, size))
-        img = ImageOps.exif_transpose(img)  # upright as the camera's orientation tag says
-        img = _eight_bit(img).convert("RGB" if channels == 3 else "L")
-        if not keep_shape:
-            img = _square(img, size, interpolation)
-        arr = np.array(img, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        arr = upright_pixels(img, data, channels, None if size is None else (size, size))
+    if not keep_shape:
+        arr = np.array(_square(Image.fromarray(arr[..., 0] if channels == 1 else arr), size, interpolation))
+    arr = arr.reshape(*arr.shape[:2], channels)
+    return arr.transpose(2, 0, 1)
+
+
+def upright_pixels(img: Image.Image, data: bytes, channels: int = 3, need: tuple[int, int] | None = None
+                   ) -> np.ndarray:
+    """``(H, W, channels)`` uint8 pixels of the opened ``img`` (whose file is ``data``), turned upright as the
+    camera's orientation tag says. A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still gives
+    ``need`` (width, height) pixels (Pillow's ``draft``), through ``decode_jpeg`` where it can."""
+    if img.width * img.height > MAX_PIXELS:
+        raise ValueError(f"image too large ({img.width}x{img.height})")
+    orientation = img.getexif().get(ORIENTATION, 1)
+    if img.format == "JPEG" and orientation == 1:
+        fast = decode_jpeg(data, channels, need)
+        if fast is not None:
+            return fast
+    mode = "RGB" if channels == 3 else "L"
+    if img.format == "JPEG":  # (grey straight from the luma channel, as libjpeg-turbo gives it)
+        img.draft(mode, need)
+    if orientation != 1:  # (exif_transpose copies the image even when there is nothing to do)
+        img = ImageOps.exif_transpose(img)
+    arr = np.array(_eight_bit(img).convert(mode), dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
 
 
 def _square(img: Image.Image, size: int | None, interpolation: str) -> Image.Image:

@@ -3,7 +3,7 @@
 Training with ``scale`` set: torchvision's RandomResizedCrop (an area drawn from ``scale``, a log-uniform
 aspect ratio from ``ratio``, ten tries, else a centre crop of the allowed ratio) and a horizontal flip. A JPEG
 is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 of its size that still gives the crop its output
-resolution (``Image.draft``): a 500x375 photo cropped to 224 is mostly decoded at half size, for free.
+resolution (``Image.draft``: a crop at least twice the output's side is decoded at half size or less).
 Otherwise, and for evaluation: ``decode_image`` (shorter side resized to ``size``, centre crop), then the
 centre ``crop`` (256 -> 224 for ImageNet), exactly as the in-memory path stores and crops its images.
 Every random draw comes from ``numpy.random.default_rng((seed, epoch, sample))``, so a sample's crop does not
@@ -16,13 +16,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from .augment import center_crop
-from .folder import MAX_PIXELS, _eight_bit, decode_image
-
-ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by 90 degrees
-
+from .folder import ORIENTATION, decode_image, upright_pixels
 
 def rrc_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
             rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -45,30 +44,25 @@ def rrc_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[fl
 
 def random_resized_crop(data: bytes, size: int, scale: tuple[float, float], ratio: tuple[float, float],
                         flip: bool, rng: np.random.Generator, channels: int = 3) -> np.ndarray:
-    """One training crop ``(C, size, size)`` uint8 of an encoded image, decoded no larger than it needs."""
-    mode = "RGB" if channels == 3 else "L"
+    """One training crop ``(C, size, size)`` uint8 of an encoded image, decoded no larger than it needs, then
+    cropped and resized as torchvision's tensor transforms do (antialiased bilinear on uint8: PyTorch's
+    vectorised kernel, twice as fast as Pillow's resize)."""
     with Image.open(io.BytesIO(data)) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large ({img.width}x{img.height})")
-        orientation = img.getexif().get(ORIENTATION, 1)
-        width, height = (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
+        turned = img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+        width, height = (img.height, img.width) if turned else img.size
         left, top, w, h = rrc_box(width, height, scale, ratio, rng)
-        if img.format == "JPEG":
-            f = size / min(w, h)  # the factor the crop is resized by; draft picks a reduction >= it
-            if f < 1:
-                img.draft(mode, (math.ceil(img.width * f), math.ceil(img.height * f)))
-        img.load()
-        if orientation != 1:  # (exif_transpose and convert copy the image even when there is nothing to do)
-            img = ImageOps.exif_transpose(img)
-        img = _eight_bit(img)
-        if img.mode != mode:
-            img = img.convert(mode)
-        sx, sy = img.width / width, img.height / height
-        out = img.resize((size, size), Image.BILINEAR, box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+        f = min(1.0, size / min(w, h))  # the factor the crop is resized by: a JPEG may be decoded that small
+        need = (math.ceil(img.width * f), math.ceil(img.height * f)) if f < 1 else None
+        pixels = upright_pixels(img, data, channels, need)
+    sx, sy = pixels.shape[1] / width, pixels.shape[0] / height  # < 1 where the JPEG was decoded reduced
+    x0, y0 = round(left * sx), round(top * sy)
+    x1, y1 = max(x0 + 1, round((left + w) * sx)), max(y0 + 1, round((top + h) * sy))
+    crop = torch.from_numpy(pixels[y0:y1, x0:x1].copy()).permute(2, 0, 1)[None]  # (a writable copy of the crop)
+    if crop.shape[-2:] != (size, size):
+        crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     if flip and rng.random() < 0.5:
-        out = out.transpose(Image.FLIP_LEFT_RIGHT)
-    arr = np.asarray(out, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        crop = crop.flip(-1)
+    return crop[0].numpy()
 
 
 @dataclass(frozen=True)
