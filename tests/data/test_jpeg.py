@@ -50,7 +50,8 @@ def test_a_greyscale_jpeg_comes_out_as_pillow_converts_it():
 
 def test_the_reduction_is_pillows_draft_rule():
     for w, h, need, k in [(500, 375, None, 1), (500, 375, (250, 187), 2), (500, 375, (250, 188), 1),
-                          (4000, 3000, (224, 224), 8), (1000, 800, (300, 100), 2)]:
+                          (4000, 3000, (224, 224), 8), (1000, 800, (300, 100), 2),
+                          (320, 240, (256, 256), 1)]:  # smaller than asked: whole
         assert jpeg.reduction(w, h, need) == k
 
 
@@ -61,6 +62,12 @@ def test_the_reduction_is_pillows_draft_rule():
 ])
 def test_what_it_cannot_promise_is_left_to_pillow(data):
     assert jpeg.decode_jpeg(data) is None
+
+
+def test_an_image_smaller_than_asked_is_decoded_whole():
+    data = _jpeg(120, 90)
+    assert np.array_equal(jpeg.decode_jpeg(data, 3, (256, 256)), _pillow(data, "RGB", (256, 256)))
+    assert decode_image(data, 256).shape == (3, 256, 256)
 
 
 def test_an_orientation_tag_is_honoured_on_the_fast_path_too():

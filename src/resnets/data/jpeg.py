@@ -24,8 +24,8 @@ def reduction(width: int, height: int, need: tuple[int, int] | None) -> int:
     ``need`` pixels: Pillow's ``Image.draft`` rule, so that both decoders give images of the same size."""
     if need is None:
         return 1
-    most = min(width // max(1, need[0]), height // max(1, need[1]))
-    return next(k for k in (8, 4, 2, 1) if most >= k)
+    most = min(width // max(1, need[0]), height // max(1, need[1]))  # 0 where the image is smaller than need
+    return next((k for k in (8, 4, 2) if most >= k), 1)
 
 
 def decode_jpeg(data: bytes, channels: int = 3, need: tuple[int, int] | None = None) -> np.ndarray | None:
