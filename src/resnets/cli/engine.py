@@ -185,16 +185,15 @@ def _checkpoint_of(args: argparse.Namespace) -> str:
     return weights_source(args.weights, args.model) if args.weights else args.checkpoint
 
 
-def _segmentation_checkpoint(args: argparse.Namespace, checkpoint: str | Checkpoint) -> Checkpoint | None:
-    """The checkpoint, read, where ``--task`` (or, unset, the checkpoint itself) says it segments; else None."""
+def _read_checkpoint(args: argparse.Namespace, checkpoint: str | Checkpoint) -> tuple[Checkpoint, bool]:
+    """The checkpoint, read once for all that follows, and whether it segments: ``--task`` says, or, unset,
+    the checkpoint itself."""
     from ..models import get_model_spec
 
-    if args.task == "classify":
-        return None
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else read_source(checkpoint)
-    if args.task is None and not (ck.model and get_model_spec(ck.model).family == "segmentation"):
-        return None
-    return ck
+    if args.task is not None:
+        return ck, args.task == "segment"
+    return ck, bool(ck.model and get_model_spec(ck.model).family == "segmentation")
 
 
 def _eval_segmentation(args: argparse.Namespace, ck: Checkpoint) -> None:
@@ -216,10 +215,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from ..engine.evaluate import compare_modes, evaluate, format_modes
     from ..engine.metrics import format_metrics
 
-    checkpoint = _checkpoint_of(args)
-    segmenting = _segmentation_checkpoint(args, checkpoint)
-    if segmenting is not None:
-        return _eval_segmentation(args, segmenting)
+    checkpoint, segmenting = _read_checkpoint(args, _checkpoint_of(args))
+    if segmenting:
+        return _eval_segmentation(args, checkpoint)
     if args.compare_modes is not None:
         rows = compare_modes(checkpoint, args.compare_modes, args.data, split=args.split,
                              batch_size=args.batch_size, data_root=args.data_root, out=args.out)
@@ -244,10 +242,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if not images:
         raise ResnetsError("no images given: resnets predict CHECKPOINT IMAGE... (or --weights FILE IMAGE...)")
     files = find_images(images)
-    segmenting = _segmentation_checkpoint(args, checkpoint)
-    if segmenting is not None:
-        return _predict_segmentation(args, segmenting, files)
-    predictor = Predictor(checkpoint, device=args.device, tta_flip=args.tta_flip, mode=args.mode,
+    ck, segmenting = _read_checkpoint(args, checkpoint)
+    if segmenting:
+        return _predict_segmentation(args, ck, files)
+    predictor = Predictor(ck, device=args.device, tta_flip=args.tta_flip, mode=args.mode,
                           images=len(files) * (2 if args.tta_flip else 1))
     for start in range(0, len(files), args.batch_size):
         loaded, names = [], []

@@ -19,6 +19,7 @@ from ..inference import MODES, available_modes, fastest_mode, get_mode, prepare_
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
 from ..machine import machine_info
+from ..models.source import Checkpoint
 from .checkpoint import model_from_checkpoint
 from .metrics import Metrics, classification_metrics
 from .predict import evaluate_split, predict_logits, resolve_device
@@ -64,7 +65,12 @@ class CheckpointData:
     aug: BatchAugment
 
 
-def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
+def source_name(checkpoint: str | Path | Checkpoint) -> str:
+    """How a checkpoint was named: a path, a weights tag, or the source of one already read."""
+    return checkpoint.source if isinstance(checkpoint, Checkpoint) else str(checkpoint)
+
+
+def load_checkpoint_and_data(checkpoint: str | Path | Checkpoint, data: str | None = None,
                              data_root: str | None = None) -> CheckpointData:
     """The model of ``checkpoint`` and its data; a dataset with other classes or channels is refused."""
     model, ckpt = model_from_checkpoint(checkpoint)
@@ -84,7 +90,7 @@ def load_checkpoint_and_data(checkpoint: str | Path, data: str | None = None,
             def show(c: list[str]) -> str:
                 return f"{len(c)} classes ({', '.join(c[:4])}{', ...' if len(c) > 4 else ''})"
 
-            raise ResnetsError(f"checkpoint {checkpoint} was trained on {show(ckpt['classes'])}, "
+            raise ResnetsError(f"checkpoint {source_name(checkpoint)} was trained on {show(ckpt['classes'])}, "
                                f"but the data has {show(dataset.classes)}")
         relabel(dataset, mapping, ckpt["classes"])
     if dataset.in_chans != ckpt["in_chans"]:
@@ -122,9 +128,9 @@ def split_of(dataset: ImageData, split: str) -> ImageSet:
     return subset
 
 
-def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "test", tta_flip: bool = False,
-             tta_translate: bool = False, batch_size: int = 256, device: str = "auto", data_root: str | None = None,
-             out: str | Path | None = None, mode: str = "auto") -> Metrics:
+def evaluate(checkpoint: str | Path | Checkpoint, data: str | None = None, *, split: str = "test",
+             tta_flip: bool = False, tta_translate: bool = False, batch_size: int = 256, device: str = "auto",
+             data_root: str | None = None, out: str | Path | None = None, mode: str = "auto") -> Metrics:
     """Top-1/top-5, loss, per-class precision/recall/F1 and the confusion matrix of a checkpoint on a split.
 
     ``data`` defaults to the dataset the checkpoint was trained on, split the same way.
@@ -154,7 +160,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str = "t
         out.mkdir(parents=True, exist_ok=True)
         (out / f"metrics_{split}.json").write_text(json.dumps({
             **metrics.summary(), "tta_flip": tta_flip, "tta_translate": tta_translate, "mode": mode,
-            "checkpoint": str(checkpoint),
+            "checkpoint": source_name(checkpoint),
             "per_class": [vars(c) for c in metrics.per_class], "confusion": metrics.confusion}, indent=2))
         plot_confusion(metrics.confusion, dataset.classes, out / f"confusion_{split}.png", f"{split} split")
     return metrics
@@ -171,7 +177,7 @@ class ModeAccuracy:
     max_rel_diff: float  # max |logits - float32 eager's| / max |float32 eager's|
 
 
-def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, data: str | None = None, *,
+def compare_modes(checkpoint: str | Path | Checkpoint, modes: Sequence[str] | None = None, data: str | None = None, *,
                   split: str = "val", calibration: int = 512, batch_size: int = 256, data_root: str | None = None,
                   out: str | Path | None = None) -> list[ModeAccuracy]:
     """What each inference mode costs in accuracy: top-1 of ``checkpoint`` on ``split`` in each of ``modes``
@@ -202,7 +208,7 @@ def compare_modes(checkpoint: str | Path, modes: Sequence[str] | None = None, da
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        report = {"checkpoint": str(checkpoint), "split": split, "images": len(evalset),
+        report = {"checkpoint": source_name(checkpoint), "split": split, "images": len(evalset),
                   "calibration_images": len(calib) if calib is not None else 0, "machine": machine_info(),
                   "default_mode": fastest_mode(), "modes": [vars(r) for r in rows]}
         atomic_write(out / f"modes_{split}.json", lambda f: f.write(json.dumps(report, indent=2).encode() + b"\n"))
@@ -244,7 +250,7 @@ class Predictor:
     for a server) is enough for compiling to pay.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", tta_flip: bool = False,
+    def __init__(self, checkpoint: str | Path | Checkpoint, device: str = "auto", tta_flip: bool = False,
                  mode: str = "auto", images: float = 0) -> None:
         model, ckpt = model_from_checkpoint(checkpoint)
         self.device = resolve_device(device)
