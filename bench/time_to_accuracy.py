@@ -2,6 +2,7 @@
 
     python bench/time_to_accuracy.py fast --seeds 0 1 2            # the recipe as shipped (10 epochs)
     python bench/time_to_accuracy.py fast --epochs 6 --seeds 0     # a shorter budget, for the curve
+    python bench/time_to_accuracy.py fast --recipe cifar10-fast-muon --seeds 0 1 2 3 4   # Muon, 8 epochs
     python bench/time_to_accuracy.py paper --model resnet20 --epochs 30
     python bench/time_to_accuracy.py fast --device cuda --compile --seeds 0 1 2 \
         --out bench/results/h100 --figure docs/figures/time_to_accuracy_h100.png   # on a GPU
@@ -65,12 +66,13 @@ def add_peak_share(run: dict[str, Any], flops_per_image: float, train_images: in
     run["peak_share"] = round(flops / (run["train_seconds"] * peak), 3)
 
 
-def run_fast(data: str, model: str, epochs: float, seed: int, device: str, compile: bool) -> dict[str, Any]:
-    cfg = resnets.make_config("cifar10-fast", model=model, data=data, epochs=epochs, seed=seed, device=device,
+def run_fast(data: str, model: str, epochs: float, seed: int, device: str, compile: bool,
+             recipe: str = "cifar10-fast") -> dict[str, Any]:
+    cfg = resnets.make_config(recipe, model=model, data=data, epochs=epochs, seed=seed, device=device,
                               compile=compile, out=_run_dir(model, epochs, seed, compile), progress=False,
                               tensorboard=False)
     result = resnets.train(cfg)
-    return {"kind": "fast", "recipe": "cifar10-fast", "model": cfg.model, "epochs": epochs, "seed": seed,
+    return {"kind": "fast", "recipe": recipe, "model": cfg.model, "epochs": epochs, "seed": seed,
             "batch_size": cfg.batch_size,
             "compile": compile, "first_epoch_seconds": round(result.history[0]["train_seconds"], 2),
             "train_seconds": round(sum(r["train_seconds"] for r in result.history), 1),
@@ -99,7 +101,8 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean and spread of the test accuracy and training time of each (recipe, model, epochs)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs.values():
-        groups.setdefault(f"{r['model']} {r['epochs']:g} epochs" + (" compiled" if r.get("compile") else ""),
+        recipe = "" if r.get("recipe", "cifar10-fast") in ("cifar10-fast", "cifar10-quick") else f" {r['recipe']}"
+        groups.setdefault(f"{r['model']}{recipe} {r['epochs']:g} epochs" + (" compiled" if r.get("compile") else ""),
                           []).append(r)
     out = {}
     for name, rs in sorted(groups.items()):
@@ -128,7 +131,8 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     from resnets.plots import save_figure
 
     fig, (ax_fast, ax_paper) = plt.subplots(1, 2, figsize=(11, 4))
-    fast = [r for r in runs.values() if r["kind"] == "fast" and r["model"] == "fastresnet8"]
+    fast = [r for r in runs.values() if r["kind"] == "fast" and r["model"] == "fastresnet8"
+            and r.get("recipe", "cifar10-fast") == "cifar10-fast"]
     ax_fast.scatter([r["train_seconds"] / 60 for r in fast], [r["test_top1"] for r in fast], label="one seed")
     budgets = sorted({r["epochs"] for r in fast})
     means = [(statistics.mean(r["train_seconds"] for r in fast if r["epochs"] == e) / 60,
@@ -139,8 +143,12 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
         ax_fast.annotate(f"{e:g} ep", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax_fast.axhline(FAST_TARGET, ls="--", c="gray")
     ax_fast.set(xlabel="training time (min)", ylabel="test accuracy (%)", title="cifar10-fast (fastresnet8)")
-    for r in (r for r in runs.values() if r["kind"] == "fast" and r["model"] != "fastresnet8"):
-        ax_fast.scatter([r["train_seconds"] / 60], [r["test_top1"]], marker="x", label=r["model"])
+    others: dict[str, list[dict[str, Any]]] = {}
+    for r in (r for r in runs.values() if r["kind"] == "fast" and r not in fast):
+        label = r["model"] if r.get("recipe", "cifar10-fast") == "cifar10-fast" else r["recipe"]
+        others.setdefault(label, []).append(r)
+    for label, rs in others.items():
+        ax_fast.scatter([r["train_seconds"] / 60 for r in rs], [r["test_top1"] for r in rs], marker="x", label=label)
     for r in (r for r in runs.values() if r["kind"] == "paper"):
         ax_paper.plot([c["train_seconds"] / 60 for c in r["curve"]], [c["val_top1"] for c in r["curve"]],
                       label=f"{r['model']}, {r['epochs']:g} epochs (test {r['test_top1']:.2f}%)")
@@ -157,6 +165,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("kind", choices=["fast", "paper"])
     p.add_argument("--model", help="default: fastresnet8 (fast), resnet20 (paper)")
+    p.add_argument("--recipe", default="cifar10-fast", help="fast: the recipe (e.g. cifar10-fast-muon)")
     p.add_argument("--epochs", type=float, help="default: 10 (fast), 30 (paper)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--data", default=str(CIFAR10_LOSSLESS))
@@ -166,7 +175,9 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "lossless"), help="folder of the results (JSON and CSV)")
     p.add_argument("--figure", default=str(FIGURE))
     args = p.parse_args()
-    epochs = args.epochs or (10 if args.kind == "fast" else 30)
+    if args.kind == "paper" and args.recipe != "cifar10-fast":
+        p.error("--recipe goes with fast runs (paper runs use cifar10-quick)")
+    epochs = args.epochs or (resnets.make_config(args.recipe).epochs if args.kind == "fast" else 30)
 
     path = Path(args.out) / "time_to_accuracy.json"
     record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
@@ -176,13 +187,14 @@ def main() -> None:
     print(f"matmul peak ({dtype}, {device}): {peak / 1e9:.0f} GFLOP/s")
     for seed in args.seeds:
         model = args.model or ("fastresnet8" if args.kind == "fast" else "resnet20")
-        key = f"{model}-e{epochs:g}-s{seed}" + ("-compile" if args.compile else "")
+        variant = "" if args.recipe == "cifar10-fast" else "-" + args.recipe.removeprefix("cifar10-fast-")
+        key = f"{model}{variant}-e{epochs:g}-s{seed}" + ("-compile" if args.compile else "")
         if key in record["runs"]:
             print(f"{key}: already recorded, skipped")
             continue
         with campaign_paused() as quiet:  # a running training campaign waits while the run is timed
-            run = (run_fast if args.kind == "fast" else run_paper)(args.data, model, epochs, seed, args.device,
-                                                                   args.compile)
+            run = run_fast(args.data, model, epochs, seed, args.device, args.compile, args.recipe) \
+                if args.kind == "fast" else run_paper(args.data, model, epochs, seed, args.device, args.compile)
         run.update(quiet)
         add_peak_share(run, train_flops_per_image(model), 50_000 if args.kind == "fast" else 45_000, peak)
         record["runs"][key] = {**run, "machine": machine_info()}

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 
 Schedule = Literal["cosine", "linear", "step", "multistep", "poly", "constant"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Optimizer = Literal["sgd", "lamb"]
+Optimizer = Literal["sgd", "lamb", "muon"]
 Loss = Literal["ce", "bce"]
 Task = Literal["classify", "segment"]
 
@@ -67,7 +67,12 @@ class TrainConfig:
     epochs: float = option(30, "training epochs (may be fractional)")
     batch_size: int = option(128, "images per step (the global batch over all processes)")
     lr: float = option(0.1, "peak learning rate")
-    optimizer: Optimizer = option("sgd", "sgd, or lamb (You et al. 2019: Adam moments, a trust ratio per parameter)")
+    optimizer: Optimizer = option("sgd", "sgd; lamb (You et al. 2019: Adam moments, a trust ratio per parameter); "
+                                         "muon (Jordan et al. 2024: orthogonalised steps for convolution filters, "
+                                         "SGD with lr and momentum for the rest)")
+    muon_lr: float = option(0.02, "muon: the filters' learning rate (a step's size relative to the weights)")
+    muon_momentum: float = option(0.95, "muon: the filters' Nesterov momentum")
+    muon_ns_steps: int = option(5, "muon: Newton-Schulz iterations that orthogonalise each step")
     momentum: float = option(0.9, "SGD momentum")
     betas: list[float] = option(factory=lambda: [0.9, 0.999], help="LAMB's moment decay rates (beta1 beta2)")
     loss: Loss = option("ce", "ce: cross-entropy; bce: binary cross-entropy on one-hot or mixed targets "
@@ -187,6 +192,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "aug_repeats": (lambda v: 1 <= v <= 16, "in [1, 16]"),
     "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "muon_lr": (lambda v: v > 0, "> 0"),
+    "muon_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "muon_ns_steps": (lambda v: 1 <= v <= 20, "1 to 20"),
     "bce_target_thresh": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "ema_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
     "lookahead_every": (lambda v: v >= 0, ">= 0 steps"),

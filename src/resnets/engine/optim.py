@@ -1,11 +1,12 @@
-"""The optimisers (SGD, and LAMB for large batches) with optional weight-decay exemptions, and the learning-rate
-schedule as a function of the step."""
+"""The optimisers (SGD; LAMB for large batches; Muon for convolution filters, SGD for the rest) with optional
+weight-decay exemptions, and the learning-rate schedule as a function of the step."""
 from __future__ import annotations
 
 import math
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd
 
 from ..errors import ConfigError
 from .config import TrainConfig
@@ -74,10 +75,86 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
+NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)  # Jordan et al. 2024: the quintic's coefficients, steepest at zero
+
+
+def orthogonalize(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """About the nearest semi-orthogonal matrix to ``g`` (2-D), ``U V^T`` of its SVD, by ``steps`` Newton-Schulz
+    iterations in ``dtype``: its singular values end between about 0.7 and 1.2 rather than at 1, which trains
+    as well (Jordan et al. 2024) in a few matrix products."""
+    a, b, c = NEWTON_SCHULZ
+    x = g.to(dtype)
+    x = x / (x.norm() + 1e-7)  # every singular value <= 1
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        s = x @ x.T
+        x = a * x + (b * s + c * s @ s) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Jordan et al. 2024) for the groups marked ``orthogonal`` (convolution filters), Nesterov SGD for the
+    others, as airbench94_muon trains: a filter bank's Nesterov momentum direction, reshaped to
+    ``(out, in x kh x kw)``, is orthogonalised (``orthogonalize``) and applied at the group's lr, after the bank
+    is rescaled to the norm ``sqrt(out)`` (so weight decay has nothing to do there; its steps keep a fixed size
+    relative to the weights). ``torch.optim.Muon`` takes 2-D parameters only, and neither renormalises."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = True, *,
+                 muon_momentum: float = 0.95, ns_steps: int = 5, ns_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0,
+                                      orthogonal=False))
+        self.muon_momentum, self.ns_steps, self.ns_dtype = muon_momentum, ns_steps, ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["orthogonal"]:
+                self._muon_step(params, group["lr"])
+                continue
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
+                momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"],
+                maximize=False)
+            for p, buf in zip(params, buffers):
+                self.state[p]["momentum_buffer"] = buf
+        return loss
+
+    def _muon_step(self, params: list[torch.Tensor], lr: float) -> None:
+        m = self.muon_momentum
+        for p in params:
+            buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+            buf.mul_(m).add_(p.grad)
+            direction = p.grad.add(buf, alpha=m)  # Nesterov
+            p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
+            p.add_(orthogonalize(direction.reshape(len(p), -1), self.ns_steps, self.ns_dtype).view_as(p), alpha=-lr)
+
+
+def muon_groups(groups: list[dict], muon_lr_mult: float) -> list[dict]:
+    """``groups`` with their convolution filters (4-D parameters) moved to groups of their own, marked
+    ``orthogonal``, at ``muon_lr_mult`` times the lr and without weight decay."""
+    out = []
+    for g in groups:
+        filters = [p for p in g["params"] if p.ndim == 4]
+        rest = [p for p in g["params"] if p.ndim != 4]
+        if rest:
+            out.append({**g, "params": rest})
+        if filters:
+            out.append({**g, "params": filters, "orthogonal": True, "weight_decay": 0.0, "lr_mult": muon_lr_mult})
+    return out
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias, cfg.head_lr_mult, cfg.norm_lr_mult)
     if cfg.optimizer == "lamb":
         return Lamb(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "muon":
+        return Muon(muon_groups(groups, cfg.muon_lr / cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
+                    nesterov=cfg.nesterov, muon_momentum=cfg.muon_momentum, ns_steps=cfg.muon_ns_steps,
+                    ns_dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
