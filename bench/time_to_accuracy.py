@@ -16,11 +16,11 @@ when the validation accuracy first reached the target.
 
 Each run also records its training FLOPs (forward and backward, counted by PyTorch's FlopCounterMode on one
 batch, times the images seen) and their share of the machine's matmul peak in the run's format, measured
-once per invocation before the first run: FLOPs / (training seconds x peak).
+once per invocation before the first run (a running campaign paused): FLOPs / (training seconds x peak).
 
 Each run is added to bench/results/lossless/time_to_accuracy.json as soon as it ends, and runs already there are
 skipped, so the benchmark can be spread over several sittings. Also writes time_to_accuracy.csv and
-docs/figures/time_to_accuracy.png.
+docs/figures/time_to_accuracy_lossless.png (``--figure``).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from resnets.machine import machine_info, native_bf16
 
 from common import CIFAR10_LOSSLESS, RESULTS, campaign_paused, write_result
 
-FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "time_to_accuracy.png"
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "time_to_accuracy_lossless.png"
 FAST_TARGET, PAPER_TARGET = 94.0, 91.0
 
 
@@ -130,10 +130,14 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
     from resnets.plots import save_figure
 
-    fig, (ax_fast, ax_paper) = plt.subplots(1, 2, figsize=(11, 4))
+    paper = [r for r in runs.values() if r["kind"] == "paper"]
+    fig, axes = plt.subplots(1, 2 if paper else 1, figsize=(11 if paper else 6, 4), squeeze=False)
+    ax_fast = axes[0, 0]
     fast = [r for r in runs.values() if r["kind"] == "fast" and r["model"] == "fastresnet8"
             and r.get("recipe", "cifar10-fast") == "cifar10-fast"]
-    ax_fast.scatter([r["train_seconds"] / 60 for r in fast], [r["test_top1"] for r in fast], label="one seed")
+    if fast:
+        ax_fast.scatter([r["train_seconds"] / 60 for r in fast], [r["test_top1"] for r in fast],
+                        label="cifar10-fast, one seed")
     budgets = sorted({r["epochs"] for r in fast})
     means = [(statistics.mean(r["train_seconds"] for r in fast if r["epochs"] == e) / 60,
               statistics.mean(r["test_top1"] for r in fast if r["epochs"] == e)) for e in budgets]
@@ -142,19 +146,22 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     for e, (x, y) in zip(budgets, means):
         ax_fast.annotate(f"{e:g} ep", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax_fast.axhline(FAST_TARGET, ls="--", c="gray")
-    ax_fast.set(xlabel="training time (min)", ylabel="test accuracy (%)", title="cifar10-fast (fastresnet8)")
+    ax_fast.set(xlabel="training time (min)", ylabel="test accuracy (%)", title="fast recipes, one point a seed")
     others: dict[str, list[dict[str, Any]]] = {}
     for r in (r for r in runs.values() if r["kind"] == "fast" and r not in fast):
-        label = r["model"] if r.get("recipe", "cifar10-fast") == "cifar10-fast" else r["recipe"]
+        label = r["model"] if r.get("recipe", "cifar10-fast") == "cifar10-fast" else f"{r['recipe']}, {r['model']}"
         others.setdefault(label, []).append(r)
     for label, rs in others.items():
         ax_fast.scatter([r["train_seconds"] / 60 for r in rs], [r["test_top1"] for r in rs], marker="x", label=label)
-    for r in (r for r in runs.values() if r["kind"] == "paper"):
-        ax_paper.plot([c["train_seconds"] / 60 for c in r["curve"]], [c["val_top1"] for c in r["curve"]],
-                      label=f"{r['model']}, {r['epochs']:g} epochs (test {r['test_top1']:.2f}%)")
-    ax_paper.axhline(PAPER_TARGET, ls="--", c="gray")
-    ax_paper.set(xlabel="training time (min)", ylabel="validation accuracy (%)", title="cifar10-quick, paper models")
-    for ax in (ax_fast, ax_paper):
+    if paper:
+        ax_paper = axes[0, 1]
+        for r in paper:
+            ax_paper.plot([c["train_seconds"] / 60 for c in r["curve"]], [c["val_top1"] for c in r["curve"]],
+                          label=f"{r['model']}, {r['epochs']:g} epochs (test {r['test_top1']:.2f}%)")
+        ax_paper.axhline(PAPER_TARGET, ls="--", c="gray")
+        ax_paper.set(xlabel="training time (min)", ylabel="validation accuracy (%)",
+                     title="cifar10-quick, paper models")
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -183,7 +190,8 @@ def main() -> None:
     record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     device = resolve_device(args.device)  # where the runs train, and so whose peak counts
     dtype = torch.bfloat16 if native_bf16(device) else torch.float32  # the format training autocasts to
-    peak = matmul_peak(dtype, device=device)
+    with campaign_paused():  # measured on a quiet machine, as the runs are
+        peak = matmul_peak(dtype, device=device)
     print(f"matmul peak ({dtype}, {device}): {peak / 1e9:.0f} GFLOP/s")
     for seed in args.seeds:
         model = args.model or ("fastresnet8" if args.kind == "fast" else "resnet20")

@@ -91,7 +91,7 @@ def test_the_recipe_option_builds_it_with_its_settings():
     cfg = resnets.make_config("cifar10-fast-muon", data="x")
     assert (cfg.optimizer, cfg.muon_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.batch_size) == \
         ("muon", 0.24, 0.6, 3, 2000)
-    net = resnets.create_model("fastresnet8")
+    net = resnets.create_model(cfg.model)
     opt = make_optimizer(net, cfg)
     filters = [p for g in opt.param_groups if g["orthogonal"] for p in g["params"]]
     assert len(filters) == sum(p.ndim == 4 for p in net.parameters()) and all(p.ndim == 4 for p in filters)
