@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, load_manifest, parse_budget,
-                                     running_pid, status, unfinished)
+from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, load_manifest, note_pause,
+                                     parse_budget, running_pid, status, unfinished)
 from resnets.errors import ResnetsError
 
 HERE = Path(__file__).resolve().parent
@@ -104,8 +104,12 @@ def signal_campaign(args: argparse.Namespace) -> None:
     pids = campaign_processes(args.state)
     if not pids:
         raise ResnetsError(f"no campaign is running on {args.state}")
+    if args.command == "pause":
+        note_pause(args.state, begins=True)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP if args.command == "pause" else signal.SIGCONT)
+    if args.command == "resume":
+        note_pause(args.state, begins=False)
     print(f"campaign process {pids[0]} {'paused' if args.command == 'pause' else 'resumed'}")
 
 

@@ -31,7 +31,11 @@ def campaign_processes(state: Path = CAMPAIGN_STATE) -> list[int]:
 def campaign_paused(state: Path = CAMPAIGN_STATE) -> Iterator[dict[str, Any]]:
     """Benchmarks need a quiet machine: a running training campaign is stopped (SIGSTOP) while the block
     times, and continued after (SIGCONT). Yields what to record in the result's JSON."""
+    from resnets.engine.campaign import note_pause
+
     pids = campaign_processes(state)
+    if pids:
+        note_pause(state, begins=True)  # (the campaign's segments leave the pause out of their time)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -40,6 +44,8 @@ def campaign_paused(state: Path = CAMPAIGN_STATE) -> Iterator[dict[str, Any]]:
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGCONT)
+        if pids:
+            note_pause(state, begins=False)
 
 
 def write_result(name: str, record: dict[str, Any], out: str | Path = RESULTS, echo: bool = True) -> Path:

@@ -15,7 +15,8 @@ import torch
 import resnets
 from resnets import CheckpointError, ConfigError, ResnetsError
 from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, check_state, load_manifest,
-                                     parse_budget, read_segments, running_pid, status, unfinished)
+                                     note_pause, parse_budget, paused_seconds, read_segments, running_pid, status,
+                                     unfinished)
 from resnets.engine.checkpoint import load_training_checkpoint, model_from_checkpoint
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -60,6 +61,29 @@ def test_segments_end_where_an_uninterrupted_run_ends(tmp_path):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, want[k], rtol=0, atol=0)
     assert ckpt["test_top1"] == result["test_top1"] and ckpt["iterations"] == 38
+
+
+def test_pauses_are_left_out_of_a_segments_time(tmp_path):
+    import threading
+
+    (run,) = load_manifest(_manifest(tmp_path, [{"name": "long", "recipe": "digits", "model": "resnet20",
+                                                  "data": "digits", "overrides": {"epochs": 10, "batch_size": 64}}]))
+    state, results = tmp_path / "state", tmp_path / "results"
+    state.mkdir()
+    note_pause(state, begins=False)  # an end without a beginning counts nothing
+    assert paused_seconds(state) == 0.0
+    out = {}
+    start = time.perf_counter()
+    worker = threading.Thread(target=lambda: out.update(seg=_segment(run, state, results, 80)))  # (seconds long)
+    worker.start()
+    time.sleep(0.2)
+    note_pause(state, begins=True)  # what a benchmark notes around its SIGSTOP / SIGCONT
+    time.sleep(1.5)
+    note_pause(state, begins=False)
+    worker.join()
+    wall = time.perf_counter() - start
+    assert 1.5 <= paused_seconds(state) < 2.5
+    assert 0 < out["seg"]["seconds"] <= wall - 1.4  # the pause is not training time
 
 
 def test_bad_manifests_are_refused_in_one_line(tmp_path):

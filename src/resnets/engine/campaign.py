@@ -130,6 +130,34 @@ class CampaignLock:
             self.path.unlink(missing_ok=True)
 
 
+def note_pause(state: Path, begins: bool) -> None:
+    """Record in ``state/PAUSED`` that a pause of the campaign begins or ends (whoever stops it with SIGSTOP
+    and continues it with SIGCONT calls this on both sides), so that the segments count training time, not the
+    time they stood still."""
+    path = state / "PAUSED"
+    now = time.time()
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        rec = {}
+    total, since = float(rec.get("total", 0.0)), rec.get("since")
+    if begins:
+        since = now
+    elif since is not None:
+        total, since = total + max(0.0, now - float(since)), None
+    if path.parent.is_dir():
+        text = json.dumps({"total": round(total, 3), "since": since})
+        atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def paused_seconds(state: Path) -> float:
+    """Seconds the campaign on ``state`` has stood still in pauses that ended (``note_pause``)."""
+    try:
+        return float(json.loads((state / "PAUSED").read_text()).get("total", 0.0))
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+
+
 def running_pid(state: Path) -> int | None:
     """The process id in ``state/RUNNING`` if that process is alive, else None."""
     try:
@@ -233,10 +261,11 @@ def advance(run: CampaignRun, state: Path, budget: Budget, results: Path, device
               "start_step": run_obj.step,
               "total_steps": run_obj.total_steps,
               "steps": 0, "seconds": 0.0, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    start, last_save = time.perf_counter(), time.perf_counter()
+    start, last_save, paused = time.perf_counter(), time.perf_counter(), paused_seconds(state)
 
-    def keep() -> None:
-        record["steps"], record["seconds"] = run_obj.step - record["start_step"], round(time.perf_counter() - start, 1)
+    def keep() -> None:  # the segment's training seconds: its wall time less the pauses that benchmarks made
+        seconds = time.perf_counter() - start - (paused_seconds(state) - paused)
+        record["steps"], record["seconds"] = run_obj.step - record["start_step"], round(seconds, 1)
         _write_segments(state, run, [*segments, record])
 
     def control(r: Run) -> str | None:
