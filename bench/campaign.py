@@ -22,13 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, load_manifest, note_pause,
-                                     parse_budget, running_pid, status, unfinished)
+from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, load_manifest, parse_budget,
+                                     running_pid, status, unfinished)
 from resnets.errors import ResnetsError
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import CIFAR10_LOSSLESS, RESULTS, campaign_processes  # noqa: E402
+from common import CIFAR10_LOSSLESS, RESULTS, campaign_processes, continue_campaign, stop_campaign  # noqa: E402
 
 MANIFEST = HERE / "campaign.yaml"
 STATE = HERE / "campaign" / "state"
@@ -104,12 +104,7 @@ def signal_campaign(args: argparse.Namespace) -> None:
     pids = campaign_processes(args.state)
     if not pids:
         raise ResnetsError(f"no campaign is running on {args.state}")
-    if args.command == "pause":
-        note_pause(args.state, begins=True)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP if args.command == "pause" else signal.SIGCONT)
-    if args.command == "resume":
-        note_pause(args.state, begins=False)
+    (stop_campaign if args.command == "pause" else continue_campaign)(args.state, pids)
     print(f"campaign process {pids[0]} {'paused' if args.command == 'pause' else 'resumed'}")
 
 

@@ -27,25 +27,37 @@ def campaign_processes(state: Path = CAMPAIGN_STATE) -> list[int]:
     return [pid, *map(int, children)]
 
 
+def stop_campaign(state: Path, pids: list[int]) -> None:
+    """Stop the campaign's processes (SIGSTOP), the pause noted so that its segments leave it out of their time."""
+    from resnets.engine.campaign import note_pause
+
+    note_pause(state, begins=True)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+
+def continue_campaign(state: Path, pids: list[int]) -> None:
+    """Continue the campaign's processes (SIGCONT; any that ended meanwhile are passed over); note the end."""
+    from resnets.engine.campaign import note_pause
+
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
+    note_pause(state, begins=False)
+
+
 @contextlib.contextmanager
 def campaign_paused(state: Path = CAMPAIGN_STATE) -> Iterator[dict[str, Any]]:
     """Benchmarks need a quiet machine: a running training campaign is stopped (SIGSTOP) while the block
     times, and continued after (SIGCONT). Yields what to record in the result's JSON."""
-    from resnets.engine.campaign import note_pause
-
     pids = campaign_processes(state)
     if pids:
-        note_pause(state, begins=True)  # (the campaign's segments leave the pause out of their time)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+        stop_campaign(state, pids)
     try:
         yield {"campaign_paused": bool(pids), "campaign_pid": pids[0] if pids else None}
     finally:
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGCONT)
         if pids:
-            note_pause(state, begins=False)
+            continue_campaign(state, pids)
 
 
 def write_result(name: str, record: dict[str, Any], out: str | Path = RESULTS, echo: bool = True) -> Path:

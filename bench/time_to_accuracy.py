@@ -45,8 +45,18 @@ FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "time_to_acc
 FAST_TARGET, PAPER_TARGET = 94.0, 91.0
 
 
-def _run_dir(model: str, epochs: float, seed: int, compile: bool) -> str:
-    return f"runs/tta-{model}-e{epochs:g}-s{seed}{'-compile' * compile}"
+def recipe_of(run: dict[str, Any]) -> str:
+    """The recipe a recorded run trained with (runs recorded before there was a choice: cifar10-fast)."""
+    return run.get("recipe", "cifar10-fast")
+
+
+def variant(recipe: str) -> str:
+    """What a fast recipe adds to a run's name: nothing for cifar10-fast, "-muon" for cifar10-fast-muon."""
+    return "" if recipe in ("cifar10-fast", "cifar10-quick") else "-" + recipe.removeprefix("cifar10-fast-")
+
+
+def _run_dir(model: str, epochs: float, seed: int, compile: bool, recipe: str = "cifar10-fast") -> str:
+    return f"runs/tta-{model}{variant(recipe)}-e{epochs:g}-s{seed}{'-compile' * compile}"
 
 
 def train_flops_per_image(model: str, batch: int = 16) -> float:
@@ -69,7 +79,7 @@ def add_peak_share(run: dict[str, Any], flops_per_image: float, train_images: in
 def run_fast(data: str, model: str, epochs: float, seed: int, device: str, compile: bool,
              recipe: str = "cifar10-fast") -> dict[str, Any]:
     cfg = resnets.make_config(recipe, model=model, data=data, epochs=epochs, seed=seed, device=device,
-                              compile=compile, out=_run_dir(model, epochs, seed, compile), progress=False,
+                              compile=compile, out=_run_dir(model, epochs, seed, compile, recipe), progress=False,
                               tensorboard=False)
     result = resnets.train(cfg)
     return {"kind": "fast", "recipe": recipe, "model": cfg.model, "epochs": epochs, "seed": seed,
@@ -101,7 +111,7 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean and spread of the test accuracy and training time of each (recipe, model, epochs)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs.values():
-        recipe = "" if r.get("recipe", "cifar10-fast") in ("cifar10-fast", "cifar10-quick") else f" {r['recipe']}"
+        recipe = f" {recipe_of(r)}" if variant(recipe_of(r)) else ""
         groups.setdefault(f"{r['model']}{recipe} {r['epochs']:g} epochs" + (" compiled" if r.get("compile") else ""),
                           []).append(r)
     out = {}
@@ -134,7 +144,7 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, 2 if paper else 1, figsize=(11 if paper else 6, 4), squeeze=False)
     ax_fast = axes[0, 0]
     fast = [r for r in runs.values() if r["kind"] == "fast" and r["model"] == "fastresnet8"
-            and r.get("recipe", "cifar10-fast") == "cifar10-fast"]
+            and recipe_of(r) == "cifar10-fast"]
     if fast:
         ax_fast.scatter([r["train_seconds"] / 60 for r in fast], [r["test_top1"] for r in fast],
                         label="cifar10-fast, one seed")
@@ -149,7 +159,7 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     ax_fast.set(xlabel="training time (min)", ylabel="test accuracy (%)", title="fast recipes, one point a seed")
     others: dict[str, list[dict[str, Any]]] = {}
     for r in (r for r in runs.values() if r["kind"] == "fast" and r not in fast):
-        label = r["model"] if r.get("recipe", "cifar10-fast") == "cifar10-fast" else f"{r['recipe']}, {r['model']}"
+        label = f"{recipe_of(r)}, {r['model']}" if variant(recipe_of(r)) else r["model"]
         others.setdefault(label, []).append(r)
     for label, rs in others.items():
         ax_fast.scatter([r["train_seconds"] / 60 for r in rs], [r["test_top1"] for r in rs], marker="x", label=label)
@@ -171,9 +181,9 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("kind", choices=["fast", "paper"])
-    p.add_argument("--model", help="default: fastresnet8 (fast), resnet20 (paper)")
+    p.add_argument("--model", help="default: the recipe's (fast), resnet20 (paper)")
     p.add_argument("--recipe", default="cifar10-fast", help="fast: the recipe (e.g. cifar10-fast-muon)")
-    p.add_argument("--epochs", type=float, help="default: 10 (fast), 30 (paper)")
+    p.add_argument("--epochs", type=float, help="default: the recipe's (fast), 30 (paper)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--data", default=str(CIFAR10_LOSSLESS))
     p.add_argument("--device", default="auto")
@@ -184,7 +194,8 @@ def main() -> None:
     args = p.parse_args()
     if args.kind == "paper" and args.recipe != "cifar10-fast":
         p.error("--recipe goes with fast runs (paper runs use cifar10-quick)")
-    epochs = args.epochs or (resnets.make_config(args.recipe).epochs if args.kind == "fast" else 30)
+    fast = resnets.make_config(args.recipe) if args.kind == "fast" else None  # the recipe's network and epochs
+    epochs = args.epochs or (fast.epochs if fast else 30)
 
     path = Path(args.out) / "time_to_accuracy.json"
     record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
@@ -194,9 +205,8 @@ def main() -> None:
         peak = matmul_peak(dtype, device=device)
     print(f"matmul peak ({dtype}, {device}): {peak / 1e9:.0f} GFLOP/s")
     for seed in args.seeds:
-        model = args.model or ("fastresnet8" if args.kind == "fast" else "resnet20")
-        variant = "" if args.recipe == "cifar10-fast" else "-" + args.recipe.removeprefix("cifar10-fast-")
-        key = f"{model}{variant}-e{epochs:g}-s{seed}" + ("-compile" if args.compile else "")
+        model = args.model or (fast.model if fast else "resnet20")
+        key = f"{model}{variant(args.recipe)}-e{epochs:g}-s{seed}" + ("-compile" if args.compile else "")
         if key in record["runs"]:
             print(f"{key}: already recorded, skipped")
             continue

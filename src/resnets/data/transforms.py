@@ -23,6 +23,7 @@ from PIL import Image
 from .augment import center_crop
 from .folder import ORIENTATION, decode_image, upright_pixels
 
+
 def rrc_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
             rng: np.random.Generator) -> tuple[int, int, int, int]:
     """``(left, top, w, h)`` of a random-resized crop of a ``width`` x ``height`` image (torchvision's rule)."""
