@@ -5,7 +5,8 @@ import torch
 import resnets.benchmark.speed as speed
 from resnets.benchmark import run_bench
 from resnets.benchmark.memory import saved_activation_bytes
-from resnets.benchmark.peaks import cpu_matmuls, matmul_peak
+import resnets.benchmark.peaks as peaks
+from resnets.benchmark.peaks import cpu_matmuls, int8_matmuls, matmul_peak
 from resnets.benchmark.speed import bench_inference, bench_training
 
 
@@ -19,6 +20,15 @@ def test_the_cpu_peak_kernels_are_each_an_n_by_n_by_n_product(n):
     outputs = {name: fn() for name, fn in cpu_matmuls(torch.float32, n).items()}
     assert set(outputs) == {"blas", "onednn"}
     assert all(out.numel() == n * n for out in outputs.values())  # from n x n operands: 2 n^3 operations each
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_the_int8_peak_times_onednn_only_where_the_cpu_has_vnni(monkeypatch, vnni):
+    monkeypatch.setattr(peaks, "cpu_has_vnni", lambda: vnni)  # without VNNI torch._int_mm is a slow loop
+    fns = int8_matmuls(64)
+    assert set(fns) == ({"onnxruntime", "onednn"} if vnni else {"onnxruntime"})
+    assert all(tuple(out[0].shape if isinstance(out, list) else out.shape) == (64, 64) for out in
+               (fn() for fn in fns.values()))
 
 
 def test_inference_rows_are_relative_to_the_baseline_of_the_same_run():

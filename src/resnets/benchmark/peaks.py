@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference import onnx_session
+from ..machine import cpu_has_vnni
 from ..timing import synced, time_calls, time_interleaved
 
 
@@ -17,8 +18,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
     For floating point, two GEMM kernels are timed and the faster one counts: the BLAS behind ``torch.mm``
     and oneDNN's, reached through a 1x1 convolution over ``n`` pixels. On some CPUs (AMD with MKL) the two
     differ by 2x, and a peak from the slower one would make the models look faster than the machine.
-    For ``torch.int8``, ONNX Runtime's ``MatMulInteger`` (uint8 x int8 -> int32), the GEMM behind the int8 mode
-    (``torch._int_mm`` is a reference loop on CPUs without VNNI). On CUDA, ``torch.mm`` (cuBLAS), float only."""
+    For ``torch.int8``, ONNX Runtime's ``MatMulInteger`` (uint8 x int8 -> int32), the GEMM behind the int8 mode,
+    and where the CPU has VNNI also oneDNN's through ``torch._int_mm`` (a reference loop without VNNI): on an
+    AMD CPU with AVX-512 VNNI, ONNX Runtime's reached half of oneDNN's, which the PyTorch and OpenVINO int8
+    modes use. On CUDA, ``torch.mm`` (cuBLAS), float only."""
     if torch.device(device).type == "cuda":  # float32 as TF32, like cuDNN's convolutions by default
         a = torch.randn(n, n, device=device, dtype=dtype)
         tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, True
@@ -26,10 +29,9 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
             return 2 * n**3 / time_calls(synced(lambda: torch.mm(a, a), device), repeats, warmup=3).median_s
         finally:
             torch.backends.cuda.matmul.allow_tf32 = tf32
-    if dtype == torch.int8:
-        return 2 * n**3 / time_calls(_int8_matmul(n), repeats, warmup=3).median_s
     with torch.no_grad():
-        timings = time_interleaved(cpu_matmuls(dtype, n), repeats, warmup=3)
+        timings = time_interleaved(int8_matmuls(n) if dtype == torch.int8 else cpu_matmuls(dtype, n), repeats,
+                                   warmup=3)
     return 2 * n**3 / min(t.median_s for t in timings.values())
 
 
@@ -40,6 +42,15 @@ def cpu_matmuls(dtype: torch.dtype, n: int) -> dict[str, Callable[[], object]]:
     x = torch.randn(1, n, 1, n, dtype=dtype).to(memory_format=torch.channels_last)
     w = b.view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
     return {"blas": lambda: torch.mm(a, b), "onednn": lambda: F.conv2d(x, w)}
+
+
+def int8_matmuls(n: int) -> dict[str, Callable[[], object]]:
+    """The ``n x n`` by ``n x n`` int8 products to time: ONNX Runtime's, and oneDNN's where the CPU has VNNI."""
+    fns = {"onnxruntime": _int8_matmul(n)}
+    if cpu_has_vnni():
+        a, b = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))
+        fns["onednn"] = lambda: torch._int_mm(a, b)
+    return fns
 
 
 def _int8_matmul(n: int) -> Callable[[], object]:
