@@ -10,7 +10,7 @@ subset, against the best from-scratch training that takes the same wall time.
 - probe: ``resnets features WEIGHTS --input-size 224 --bf16 --linear-probe``: the 32-pixel images resized
   (bilinear) to 224, pooled ResNet-50 features (2,048), logistic regression on standardised features;
   its wall time (features of every image plus the fit) is the budget;
-- from scratch, in the same budget: the ``cifar10-fast`` recipe (fastresnet8) and ResNet-20 (cosine, SGD 0.1),
+- from scratch, in the same budget: the ``cifar10-fast-sgd`` recipe (fastresnet8) and ResNet-20 (cosine, SGD 0.1),
   each with as many epochs as fit in the budget (from a timed one-epoch run), on the same images.
 
 Writes bench/results/imagenet_probe.json.
@@ -97,10 +97,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = make_subset(Path(args.cifar), Path(tmp) / "cifar10-subset", args.train, args.test)
         probed = probe(args.weights, data)
-        fast = resnets.engine.config.load_recipe("cifar10-fast")
+        fast = resnets.engine.config.load_recipe("cifar10-fast-sgd")
         fast.pop("data"), fast.pop("val_size"), fast.pop("epochs")
         fast["batch_size"] = 256  # 2,000 images: 7 steps an epoch rather than 1 at 1,024
-        runs = [scratch("cifar10-fast recipe (fastresnet8)", fast, data, probed["seconds"], Path(tmp)),
+        runs = [scratch("cifar10-fast-sgd recipe (fastresnet8)", fast, data, probed["seconds"], Path(tmp)),
                 scratch("resnet20, SGD 0.1 cosine", dict(model="resnet20", batch_size=128, lr=0.1,
                                                          weight_decay=5e-4), data, probed["seconds"], Path(tmp))]
     best = max(runs, key=lambda r: r["test_top1"])

@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
+import resnets
 from resnets import ConfigError
 from resnets.engine.config import TrainConfig, list_recipes, load_recipe, make_config
 from resnets.engine.ema import Lookahead
-from resnets.engine.optim import lr_factor, make_optimizer
+from resnets.engine.optim import lr_factor, make_optimizer, set_lr
 
 
 def test_shipped_recipes_load_and_validate():
@@ -119,8 +120,8 @@ def test_weight_decay_exemption():
     assert len(make_optimizer(model, TrainConfig()).param_groups) == 1
 
 
-def test_triangular_schedule_of_the_fast_recipe():
-    cfg = make_config("cifar10-fast")
+def test_triangular_schedule_of_the_sgd_fast_recipe():
+    cfg = make_config("cifar10-fast-sgd")
     assert lr_factor(cfg, 0) == pytest.approx(0.2) and lr_factor(cfg, 2.3) == pytest.approx(1.0)
     assert lr_factor(cfg, 10) == pytest.approx(0.07) and lr_factor(cfg, 6.15) == pytest.approx(0.535)
 
@@ -150,3 +151,30 @@ def test_lookahead_restarts_from_a_slow_average_and_ends_on_it():
         model.weight.add_(1.0)
     lookahead.update(model, 4, 4)  # the end: the model takes the slow weights
     torch.testing.assert_close(model.weight, start + 15 / 16)
+
+
+def test_the_whitening_bias_trains_at_the_norm_rate_then_freezes():
+    net = resnets.create_model("fastplain8", num_classes=10)
+    cfg = TrainConfig(model="fastplain8", lr=1.0, norm_lr_mult=64, weight_decay=0.01, whiten_bias_epochs=3,
+                      optimizer="muon", momentum=0.85, nesterov=True)
+    opt = make_optimizer(net, cfg)
+    own = [g for g in opt.param_groups if "lr_until" in g]
+    assert len(own) == 1 and own[0]["params"] == [net.whiten.bias] and own[0]["lr_mult"] == 64
+    assert own[0]["weight_decay"] == pytest.approx(0.01 / 64)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len([p for p in net.parameters()])
+    set_lr(opt, 1.0, factor=0.5, epoch=1.5)  # halfway through its 3 epochs: half its peak, whatever the rest's
+    assert own[0]["lr"] == pytest.approx(32) and {g["lr"] for g in opt.param_groups if g is not own[0]} == \
+        {0.5 * g["lr_mult"] for g in opt.param_groups if g is not own[0]}
+    set_lr(opt, 1.0, factor=0.5, epoch=3.2)  # then frozen
+    bias, head = net.whiten.bias.detach().clone(), net.get_classifier().weight.detach().clone()
+    net(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
+    opt.step()
+    assert net.whiten.bias.grad.abs().sum() > 0 and torch.equal(net.whiten.bias, bias)
+    assert not torch.equal(net.get_classifier().weight, head)
+
+
+def test_the_whitening_bias_schedule_needs_a_whitening_stem():
+    with pytest.raises(ConfigError, match="whitening stem"):
+        make_optimizer(resnets.create_model("resnet20"), TrainConfig(whiten_bias_epochs=3))
+    with pytest.raises(ConfigError, match="whiten_bias_epochs"):
+        TrainConfig(whiten_bias_epochs=-1)

@@ -1,5 +1,6 @@
 """Muon for convolution filters and Nesterov SGD for the rest, checked against the equations step by step."""
 import copy
+import json
 import math
 
 import pytest
@@ -88,7 +89,7 @@ def test_its_state_resumes_exactly():
 
 
 def test_the_recipe_option_builds_it_with_its_settings():
-    cfg = resnets.make_config("cifar10-fast-muon", data="x")
+    cfg = resnets.make_config("cifar10-fast", data="x")
     assert (cfg.optimizer, cfg.muon_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.batch_size) == \
         ("muon", 0.24, 0.6, 3, 2000)
     net = resnets.create_model(cfg.model)
@@ -110,3 +111,18 @@ def test_muon_trains_a_network(tmp_path):
 def test_bad_muon_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         resnets.make_config(None, **kwargs)
+
+
+def test_the_shipped_fast_recipe_trains_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "resnets", "train", "--recipe", "cifar10-fast", "--data", "digits",
+                           "--subset", "400", "--epochs", "2", "--batch-size", "100", "--out", str(out),
+                           "--no-progress", "--no-tensorboard"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    top1 = float(done.stdout.split("test top-1 ")[1].split("%")[0])
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["optimizer"] == "muon" and report["config"]["model"] == "fastplain8"
+    assert report["val"] is None and top1 > 20  # 2 epochs on 400 digits; chance is 10%

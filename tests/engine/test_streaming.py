@@ -44,11 +44,11 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(shards, tmp_path, m
     calls = {"n": 0}
     real = train_module.set_lr
 
-    def stop_at_step_8(optimizer, lr):  # dies in the second epoch, after the checkpoint of step 6
+    def stop_at_step_8(*args):  # dies in the second epoch, after the checkpoint of step 6
         calls["n"] += 1
         if calls["n"] == 8:
             raise KeyboardInterrupt
-        real(optimizer, lr)
+        real(*args)
 
     monkeypatch.setattr(train_module, "set_lr", stop_at_step_8)
     with pytest.raises(KeyboardInterrupt):

@@ -157,7 +157,7 @@ def test_tta_views_are_weighted_shifts_and_flips():
 
 
 def test_fast_recipe_runs_end_to_end_without_a_validation_split(tmp_path):
-    cfg = resnets.make_config("cifar10-fast", data="digits", subset=256, epochs=2, batch_size=64,
+    cfg = resnets.make_config("cifar10-fast-sgd", data="digits", subset=256, epochs=2, batch_size=64,
                               out=str(tmp_path / "run"), progress=False, tensorboard=False)
     result = train(cfg)
     assert result.val is None and result.test.n == 360 and result.best_epoch == 2

@@ -82,6 +82,9 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "L2 weight decay")
     no_decay_norm_bias: bool = option(False, "exempt norm and bias parameters from weight decay")
     norm_lr_mult: float = option(1.0, "lr multiplier of batch-norm parameters; their weight decay is divided by it")
+    whiten_bias_epochs: float = option(0.0, "airbench's whitening bias (networks with a whitening stem): trained at "
+                                            "the batch-norm rate, its lr falling linearly to 0 over this many "
+                                            "epochs, then frozen; 0: trained as any other bias throughout")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss")
     schedule: Schedule = option("cosine", "learning-rate schedule")
     final_lr_factor: float = option(0.0, '"linear": the lr falls linearly from lr to lr * this at the end')
@@ -202,6 +205,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "clip_grad": (lambda v: v > 0, "> 0"),
     "final_lr_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "norm_lr_mult": (lambda v: v > 0, "> 0"),
+    "whiten_bias_epochs": (lambda v: v >= 0, ">= 0 epochs"),
     "head_lr_mult": (lambda v: v > 0, "> 0"),
     "val_size": (lambda v: v >= 0, ">= 0 (a fraction below 1, or a count)"),
     "subset": (lambda v: v >= 1, ">= 1"),

@@ -147,8 +147,25 @@ def muon_groups(groups: list[dict], muon_lr_mult: float) -> list[dict]:
     return out
 
 
+def whiten_bias_group(groups: list[dict], model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """``groups`` with the whitening stem's bias moved to a group of its own, as airbench trains it: at the
+    batch-norm rate (``norm_lr_mult``, weight decay divided by it), its lr falling linearly from the peak to 0
+    over ``cfg.whiten_bias_epochs`` (the group's ``lr_until``), whatever the schedule of the rest."""
+    stem = getattr(model, "whiten", None)
+    bias = getattr(stem, "bias", None)
+    if not isinstance(bias, nn.Parameter):
+        raise ConfigError(f"whiten_bias_epochs needs a network with a whitening stem (fastresnet8, fastplain8), "
+                          f"not {type(model).__name__}: leave it at 0")
+    rest = [{**g, "params": [p for p in g["params"] if p is not bias]} for g in groups]
+    return [g for g in rest if g["params"]] + [
+        {"params": [bias], "weight_decay": cfg.weight_decay / cfg.norm_lr_mult, "lr_mult": cfg.norm_lr_mult,
+         "lr_until": cfg.whiten_bias_epochs}]
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias, cfg.head_lr_mult, cfg.norm_lr_mult)
+    if cfg.whiten_bias_epochs:
+        groups = whiten_bias_group(groups, model, cfg)
     if cfg.optimizer == "lamb":
         return Lamb(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
     if cfg.optimizer == "muon":
@@ -187,6 +204,10 @@ def lr_factor(cfg: TrainConfig, epoch: float) -> float:
     return 1.0
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, factor: float = 1.0, epoch: float = 0.0) -> None:
+    """Each group's lr at a (fractional) ``epoch``: the peak ``lr`` times its ``lr_mult`` times the schedule's
+    ``factor``, or, for a group with an ``lr_until`` (``whiten_bias_group``), its own linear fall to 0."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
+        until = group.get("lr_until")
+        own = factor if until is None else max(0.0, 1 - epoch / until)
+        group["lr"] = lr * group.get("lr_mult", 1.0) * own

@@ -158,7 +158,8 @@ def train_step(run: SegRun, images: list[torch.Tensor], masks: list[torch.Tensor
                ) -> tuple[float, torch.Tensor]:
     """One optimiser step on batch ``i`` of the epoch; returns the loss and the pixel confusion of the batch."""
     cfg = run.cfg
-    set_lr(run.optimizer, cfg.lr * lr_factor(cfg, run.step / run.steps_per_epoch))
+    epoch = run.step / run.steps_per_epoch
+    set_lr(run.optimizer, cfg.lr, lr_factor(cfg, epoch), epoch)
     x, target = run.aug.batch(images, masks, batch_generator(cfg.seed, run.epoch, i))
     x, target = x.to(run.device), target.to(run.device)
     if cfg.channels_last:

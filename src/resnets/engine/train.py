@@ -253,7 +253,8 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, i: int, per_process: 
     """One optimiser step on batch ``i`` of the epoch: augment, forward, backward, step (then lookahead and
     EMA). Returns the loss, the logits, the (possibly mixed) targets and this process's labels."""
     cfg = run.cfg
-    set_lr(run.optimizer, run.lr * lr_factor(cfg, run.step / run.steps_per_epoch))
+    epoch = run.step / run.steps_per_epoch
+    set_lr(run.optimizer, run.lr, lr_factor(cfg, epoch), epoch)
     x, target = run.aug.train(x, y, batch_generator(cfg.seed, run.epoch, i))
     if not per_process:
         x, target, y = run.dist.share(x), run.dist.share(target), run.dist.share(y)  # this process's part

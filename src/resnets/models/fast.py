@@ -1,4 +1,4 @@
-"""A small residual network for fast CIFAR training (the ``cifar10-fast`` recipe).
+"""A small residual network for fast CIFAR training (the ``cifar10-fast`` and ``cifar10-fast-sgd`` recipes).
 
 The layout is airbench94's (Jordan 2024), which descends from Page's ResNet-9 (2018), with identity
 shortcuts: a 2x2 convolution initialised to whiten the image patches (ZCA-like, fixed), then three stages
