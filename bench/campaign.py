@@ -2,6 +2,7 @@
 
     python bench/campaign.py run --budget 150m            # resume, train at low priority, write the states
     python bench/campaign.py run --device cuda --parallel 7 --compile --budget 9m   # a GPU: every run at once
+    python bench/campaign.py run --parallel 2 --budget 150m   # a CPU: two runs, each on half of the cores
     python bench/campaign.py status                       # step / total, compute per machine kind, ETA here
     python bench/campaign.py pause | resume               # SIGSTOP / SIGCONT the running campaign
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, load_manifest, parse_budget,
                                      running_pid, status, unfinished)
+from resnets.engine.predict import resolve_device
 from resnets.errors import ResnetsError
 
 HERE = Path(__file__).resolve().parent
@@ -65,8 +67,9 @@ def run_parallel(args: argparse.Namespace, names: list[str]) -> None:
         extra = (["--max-steps",
                   str(args.max_steps)] if args.max_steps else []) + (
             [] if args.compile is None else ["--compile" if args.compile else "--no-compile"])
+        env = child_env(args.device, len(names))
         children = [subprocess.Popen([sys.executable, __file__, *where, "run", "--only", name, "--child", "--budget",
-                                      f"{left:.0f}s", "--device", args.device, "--nice", "0", *extra])
+                                      f"{left:.0f}s", "--device", args.device, "--nice", "0", *extra], env=env)
                     for name in names]
 
         def forward(signum, frame):
@@ -84,6 +87,15 @@ def run_parallel(args: argparse.Namespace, names: list[str]) -> None:
                     c.kill()
     if any(codes):
         raise ResnetsError(f"a campaign process failed (exit codes {codes}); its run's state is the last one written")
+
+
+def child_env(device: str, children: int) -> dict[str, str]:
+    """The environment of each of ``children`` campaign processes: on a CPU each gets an equal share of the
+    cores this process may use (its threads), so that they do not fight over them; on a GPU, as it is."""
+    env = dict(os.environ)
+    if resolve_device(device).type == "cpu":
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // children))
+    return env
 
 
 def show_status(args: argparse.Namespace) -> None:
@@ -117,7 +129,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="advance the unfinished runs within a budget")
     r.add_argument("--budget", default="150m", help="how long to train: 150m, 2h, 90s")
     r.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    r.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each (a GPU)")
+    r.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each (on a CPU, "
+                   "each with an equal share of the cores)")
     r.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train through torch.compile (default: where it pays, as training decides: a CPU with AMX)")
     r.add_argument("--only", help="advance this run only")

@@ -181,3 +181,20 @@ def test_sigterm_saves_the_state_and_exits(tmp_path):
     assert json.loads(done.stdout)[0]["step"] == record["steps"]
     bad = subprocess.run([*args, "run", "--budget", "soon"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not a duration" in bad.stderr
+
+
+@pytest.mark.slow
+def test_parallel_runs_on_a_cpu_share_its_cores(tmp_path):
+    runs = [{"name": f"r20-s{seed}", "recipe": "digits", "model": "resnet20", "seed": seed, "data": "digits",
+             "overrides": SETTINGS} for seed in (0, 1)]
+    state = tmp_path / "state"
+    done = subprocess.run([sys.executable, str(BENCH / "campaign.py"), "--manifest", str(_manifest(tmp_path, runs)),
+                           "--state", str(state), "--results", str(tmp_path / "results"), "run", "--parallel", "2",
+                           "--max-steps", "3", "--device", "cpu", "--budget", "5m", "--nice", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for name in ("r20-s0", "r20-s1"):
+        segment = json.loads((state / name / "segments.json").read_text())["segments"][-1]
+        assert (segment["steps"], segment["threads"], segment["device"]) == (3, share, "cpu")
+    assert not (state / "RUNNING").exists()

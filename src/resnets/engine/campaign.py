@@ -258,6 +258,7 @@ def advance(run: CampaignRun, state: Path, budget: Budget, results: Path, device
     run_obj = setup(cfg, resume, machine={k: getattr(cfg, k) for k in PER_MACHINE})
     record = {"machine": machine_info().get("gpu") or machine_info()["cpu"], "kind": machine_kind(run_obj.device),
               "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": run_obj.compiled,
+              "threads": torch.get_num_threads(),
               "start_step": run_obj.step,
               "total_steps": run_obj.total_steps,
               "steps": 0, "seconds": 0.0, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
