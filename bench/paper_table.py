@@ -1,0 +1,107 @@
+"""The paper's CIFAR-10 table and Figure 6 from the campaign's finished runs (bench/results/campaign/*.json).
+
+    python bench/paper_table.py        # the markdown table, bench/results/paper_table.json and the figure
+
+For each network: the runs (seeds) that finished, the test error of each (the 10,000 test images, scored once
+with the final weights), their mean and standard deviation, beside He et al. (2015)'s Table 6; and Figure 6
+of the paper at full length: the training error (dashed, running over each epoch, on augmented images) and the
+validation error (solid, the 5,000 held-out images) against iterations, plain networks on the left and ResNets
+on the right. Runs still under way are listed with their step; nothing is read from the test set but the
+final score each run recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS, write_result  # noqa: E402
+
+FIGURE = HERE.parent / "docs" / "figures" / "paper_figure6.png"
+# He et al. 2015, Table 6: CIFAR-10 test error (%) of the best of 5 runs; ResNet-110 also as mean +- std of 5
+PAPER_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43,
+                    "resnet1202": 7.93}
+PAPER_NOTE = {"resnet110": "6.61 +- 0.16 over 5 runs", "plain20": "Figure 6 only", "plain56": "Figure 6 only"}
+ORDER = ["plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+
+
+def load_runs(results: Path) -> list[dict[str, Any]]:
+    """The finished runs' records, in the order of ``ORDER`` then seed."""
+    runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+    runs = [r for r in runs if "test_top1" in r and "model" in r]
+    return sorted(runs, key=lambda r: (ORDER.index(r["model"]) if r["model"] in ORDER else len(ORDER), r["seed"]))
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per network: seeds, test errors, their mean and std (None for one run), the final training error."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_model.setdefault(r["model"], []).append(r)
+    out = {}
+    for model, rs in by_model.items():
+        errors = [round(100 - r["test_top1"], 2) for r in rs]
+        out[model] = {"seeds": [r["seed"] for r in rs], "iterations": sorted({r["iterations"] for r in rs}),
+                      "test_error": errors, "test_error_mean": round(statistics.mean(errors), 2),
+                      "test_error_std": round(statistics.stdev(errors), 2) if len(errors) > 1 else None,
+                      "final_train_error_mean": round(statistics.mean(r["final_train_error"] for r in rs), 2),
+                      "paper_test_error": PAPER_TEST_ERROR.get(model), "paper_note": PAPER_NOTE.get(model)}
+    return out
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    lines = ["| network | paper: test error | here: test error | n | seeds | final training error |",
+             "|---|---|---|---|---|---|"]
+    for model, s in summary.items():
+        here = f"{s['test_error_mean']:.2f}%" + (f" ± {s['test_error_std']:.2f}" if s["test_error_std"] else "")
+        paper, note = (f"{s['paper_test_error']:.2f}%" if s["paper_test_error"] else ""), s["paper_note"]
+        paper = f"{paper} ({note})" if paper and note else (paper or note or "-")
+        lines.append(f"| {model} | {paper} | **{here}** | {len(s['seeds'])} | "
+                     f"{', '.join(map(str, s['seeds']))} | {s['final_train_error_mean']:.2f}% |")
+    return "\n".join(lines)
+
+
+def plot_figure6(runs: list[dict[str, Any]], path: Path) -> None:
+    """Training (dashed) and validation (solid) error against iterations; plain left, ResNets right."""
+    import matplotlib.pyplot as plt
+
+    from resnets.plots import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, family, title in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
+        for r in (r for r in runs if r["model"].startswith(family)):
+            steps = [h["step"] / 1e4 for h in r["history"]]
+            line, = ax.plot(steps, [h["train_error"] for h in r["history"]], "--", lw=1)
+            ax.plot(steps, [h["val_error"] for h in r["history"]], "-", lw=1.5, color=line.get_color(),
+                    label=f"{r['model']}-s{r['seed']} (test {100 - r['test_top1']:.2f}%)")
+        ax.set(title=title, xlabel="iterations (1e4)", ylim=(0, 20), xlim=(0, 6.4))
+        if not ax.lines:
+            ax.text(3.2, 10, "no finished run yet", ha="center", color="gray")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("error (%)")
+    fig.suptitle("CIFAR-10, the paper's schedule: training error dashed, validation error solid")
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", type=Path, default=RESULTS / "campaign")
+    p.add_argument("--figure", type=Path, default=FIGURE)
+    p.add_argument("--out", type=Path, default=RESULTS, help="where paper_table.json goes")
+    args = p.parse_args(argv)
+    runs = load_runs(args.results)
+    summary = summarize(runs)
+    write_result("paper_table", {"command": "python bench/paper_table.py", "networks": summary}, args.out,
+                 echo=False)
+    plot_figure6(runs, args.figure)
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    main()
