@@ -6,8 +6,8 @@ For each network: the runs (seeds) that finished, the test error of each (the 10
 with the final weights), their mean and standard deviation, beside He et al. (2015)'s Table 6; and Figure 6
 of the paper at full length: the training error (dashed, running over each epoch, on augmented images) and the
 validation error (solid, the 5,000 held-out images) against iterations, plain networks on the left and ResNets
-on the right. Runs still under way are listed with their step; nothing is read from the test set but the
-final score each run recorded.
+on the right. Only finished runs count (`python bench/campaign.py status` lists the others); nothing is read
+from the test set but the final score each run recorded.
 """
 from __future__ import annotations
 
