@@ -159,3 +159,21 @@ def test_every_command_explains_itself(capsys):
             main([*argv, "--help"])
         assert done.value.code == 0, argv
     assert "compare" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "resnets", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # as `resnets list | head -0` does, before the list is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""  # no traceback, no error line: the reader chose to stop
+
+
+def test_a_broken_pipe_elsewhere_is_an_error_line(monkeypatch, capsys):
+    import resnets.cli as cli
+
+    def worker_gone(args):
+        raise BrokenPipeError(32, "Broken pipe")  # a worker's or a socket's pipe, not standard output
+
+    monkeypatch.setattr(cli, "_cmd_list", worker_gone)
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err == "resnets list: error: Broken pipe\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import select
 import sys
 import warnings
 from typing import Callable, Sequence
@@ -161,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (polling its end reports an error)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor (a captured stream)
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -179,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResnetsError as e:
         print(f"resnets {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError as e:
+        if not _stdout_closed():  # another pipe (a worker's, a socket): an error like any other
+            print(f"resnets {args.command}: error: {e.strerror or e}", file=sys.stderr)
+            return 2
+        # the reader of the output went away (``resnets list | head``): stop quietly, as ``ls`` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool that the closed pipe stopped
     except OSError as e:  # the file system refused: an output path that is a file, no permission, a full disk
         where = f"{e.filename}: " if e.filename else ""
         print(f"resnets {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
