@@ -99,6 +99,7 @@ def child_env(device: str, children: int) -> dict[str, str]:
 
 
 def show_status(args: argparse.Namespace) -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends it quietly, as it does any printing tool
     rows = status(manifest(args.manifest), args.state, args.results)
     if args.json:
         print(json.dumps(rows, indent=2))

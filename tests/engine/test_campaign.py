@@ -198,3 +198,11 @@ def test_parallel_runs_on_a_cpu_share_its_cores(tmp_path):
         segment = json.loads((state / name / "segments.json").read_text())["segments"][-1]
         assert (segment["steps"], segment["threads"], segment["device"]) == (3, share, "cpu")
     assert not (state / "RUNNING").exists()
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
+    proc = subprocess.Popen([sys.executable, str(BENCH / "campaign.py"), "--manifest", str(_manifest(tmp_path)),
+                             "--state", str(tmp_path / "state"), "--results", str(tmp_path / "results"), "status"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # `status | head -c 0`: the reader is gone before anything is printed
+    assert proc.wait(timeout=120) == -signal.SIGPIPE and proc.stderr.read() == b""  # as `ls` ends: no traceback
