@@ -197,8 +197,9 @@ def fastest_mode(device: torch.device | str = "cpu", *, float32: bool = False, m
     that compiles nothing slow now unless the work ahead pays for it: bfloat16 where it is native (unless
     ``float32``: then the numbers are float32's to about 1e-6), else float32; in either format OpenVINO where
     it is installed (it converts a network in about a second for ResNet-20 to a few for ResNet-50, cached
-    after, and was the fastest engine of the speed suite on an AMX CPU), else in float32 ONNX Runtime (as fast
-    as folded PyTorch or faster in every row of the speed suite), else PyTorch with batch norm folded.
+    after, and was the fastest engine of the speed suite on AMX and AVX-512-BF16 CPUs, within 4% of its own
+    THROUGHPUT hint), else in float32 ONNX Runtime (as fast as folded PyTorch or faster in every row of the
+    speed suite), else PyTorch with batch norm folded.
 
     Given the ``model`` and the image ``shape`` (channels, height, width), a PyTorch mode whose compiled twin
     is already in the cache (``aot.py``: an earlier run in ``compile_bf16`` or ``compile`` paid the
