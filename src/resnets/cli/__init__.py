@@ -191,14 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResnetsError as e:
         print(f"resnets {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError as e:
-        if not _stdout_closed():  # another pipe (a worker's, a socket): an error like any other
-            print(f"resnets {args.command}: error: {e.strerror or e}", file=sys.stderr)
-            return 2
-        # the reader of the output went away (``resnets list | head``): stop quietly, as ``ls`` does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool that the closed pipe stopped
     except OSError as e:  # the file system refused: an output path that is a file, no permission, a full disk
+        if isinstance(e, BrokenPipeError) and _stdout_closed():  # the reader went away (``resnets list | head``)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            return 141  # 128 + SIGPIPE: stop quietly, as ``ls`` does; another broken pipe is an error below
         where = f"{e.filename}: " if e.filename else ""
         print(f"resnets {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
