@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_analysis_commands(sub)
 
+    from .campaign import add_campaign_command
+
+    add_campaign_command(sub)
+
     return parser
 
 

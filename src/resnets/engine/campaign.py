@@ -11,6 +11,7 @@ state is removed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -100,8 +101,12 @@ def _manifest_entry(entry: Any, i: int, path: str | Path, data: dict[str, str]) 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(entry["name"])):
         raise ConfigError(f"run name {entry['name']!r} must be letters, digits, '.', '_' or '-'")
     try:
-        run = CampaignRun(str(entry["name"]), entry["recipe"], entry["model"], int(entry.get("seed", 0)),
-                          None if entry.get("data") is None else str(entry["data"]).format(**data),
+        where = None if entry.get("data") is None else str(entry["data"]).format(**data)
+    except KeyError as e:
+        raise ConfigError(f"run {entry['name']}: its data names {{{e.args[0]}}}: give the path with --var "
+                          f"{e.args[0]}=PATH") from None
+    try:
+        run = CampaignRun(str(entry["name"]), entry["recipe"], entry["model"], int(entry.get("seed", 0)), where,
                           dict(entry.get("overrides") or {}))
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"run {entry['name']} of {path}: {type(e).__name__}: {e}") from None
@@ -156,6 +161,47 @@ def paused_seconds(state: Path) -> float:
         return float(json.loads((state / "PAUSED").read_text()).get("total", 0.0))
     except (OSError, ValueError, AttributeError):
         return 0.0
+
+
+def campaign_processes(state: Path) -> list[int]:
+    """The campaign running on ``state``: its process and that process's children (parallel runs, data workers);
+    [] if none runs."""
+    import subprocess
+
+    pid = running_pid(state)
+    if pid is None:
+        return []
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *map(int, children)]
+
+
+def pause_campaign(state: Path, pids: list[int]) -> None:
+    """Stop the campaign's processes (SIGSTOP), the pause noted so that its segments leave it out of their time."""
+    note_pause(state, begins=True)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+
+def resume_campaign(state: Path, pids: list[int]) -> None:
+    """Continue the campaign's processes (SIGCONT; any that ended meanwhile are passed over); note the end."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
+    note_pause(state, begins=False)
+
+
+@contextlib.contextmanager
+def campaign_paused(state: Path) -> Iterator[dict[str, Any]]:
+    """Timing needs a quiet machine: a campaign running on ``state`` is stopped (SIGSTOP) while the block runs
+    and continued after (SIGCONT). Yields what to record beside the timings."""
+    pids = campaign_processes(state)
+    if pids:
+        pause_campaign(state, pids)
+    try:
+        yield {"campaign_paused": bool(pids), "campaign_pid": pids[0] if pids else None}
+    finally:
+        if pids:
+            resume_campaign(state, pids)
 
 
 def running_pid(state: Path) -> int | None:

@@ -1,0 +1,74 @@
+"""``resnets campaign``: a user's manifest, its state and results beside it, one-line errors."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from resnets.cli import main
+from resnets.engine.campaign import campaign_paused, paused_seconds
+
+
+def _manifest(tmp_path, data="digits"):
+    path = tmp_path / "runs.yaml"
+    path.write_text(json.dumps({"runs": [{"name": "r20", "recipe": "digits", "model": "resnet20", "data": data,
+                                          "overrides": {"epochs": 1, "batch_size": 64}}]}))
+    return path
+
+
+def test_a_users_campaign_keeps_its_state_beside_the_manifest(tmp_path, capsys):
+    manifest = _manifest(tmp_path, "{digits}")
+    args = [str(manifest), "--var", "digits=digits"]
+    assert main(["campaign", "run", *args, "--max-steps", "3", "--budget", "5m", "--nice", "0", "--device", "cpu"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (record["run"], record["start_step"], record["steps"]) == ("r20", 0, 3)
+    assert (tmp_path / "runs" / "state" / "r20" / "last.pt").is_file()
+    assert not (tmp_path / "runs" / "state" / "RUNNING").exists()
+    assert main(["campaign", "status", *args, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["run"], row["step"], row["total"], row["done"]) == ("r20", 3, 19, False)
+    assert main(["campaign", "run", *args, "--budget", "5m", "--nice", "0", "--device", "cpu"]) == 0
+    result = json.loads((tmp_path / "runs" / "results" / "r20.json").read_text())
+    assert result["iterations"] == 19 and [s["steps"] for s in result["segments"]] == [3, 16]
+    assert not (tmp_path / "runs" / "state" / "r20").exists()
+    capsys.readouterr()
+    assert main(["campaign", "status", *args]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[:5] == ["r20", "19", "/", "19", "done"]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    manifest = _manifest(tmp_path, "{digits}")
+    assert main(["campaign", "status", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--var digits=PATH" in err
+    assert main(["campaign", "pause", str(manifest), "--var", "digits=digits"]) == 2
+    assert "no campaign is running" in capsys.readouterr().err
+    assert main(["campaign", "run", str(manifest), "--var", "digits=digits", "--budget", "soon"]) == 2
+    assert "not a duration" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing written for a refused command
+
+
+def test_pause_and_resume_stop_and_continue_a_running_campaign(tmp_path, capsys):
+    manifest = _manifest(tmp_path)
+    state = tmp_path / "runs" / "state"
+    state.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (state / "RUNNING").write_text(f"{child.pid}\n")  # as a running campaign leaves it
+        assert main(["campaign", "pause", str(manifest)]) == 0
+        assert f"campaign process {child.pid} paused" in capsys.readouterr().out
+        assert _proc_state(child.pid) == "T"  # stopped
+        time.sleep(0.2)
+        assert main(["campaign", "resume", str(manifest)]) == 0
+        assert _proc_state(child.pid) in "SR" and paused_seconds(state) >= 0.2
+        with campaign_paused(state) as quiet:  # what benchmarks wrap their timing in
+            assert quiet == {"campaign_paused": True, "campaign_pid": child.pid} and _proc_state(child.pid) == "T"
+        assert _proc_state(child.pid) in "SR"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
