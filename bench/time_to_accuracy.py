@@ -3,6 +3,7 @@
     python bench/time_to_accuracy.py fast --seeds 0 1 2 3 4        # the recipe as shipped (Muon, 8 epochs)
     python bench/time_to_accuracy.py fast --epochs 6 --seeds 0     # a shorter budget, for the curve
     python bench/time_to_accuracy.py fast --recipe cifar10-fast-sgd --seeds 0 1 2   # SGD, 10 epochs
+    python bench/time_to_accuracy.py fast --seeds 0 1 2 3 4 --set whiten_bias_epochs=3   # a change, A/B
     python bench/time_to_accuracy.py paper --model resnet20 --epochs 30
     python bench/time_to_accuracy.py fast --device cuda --compile --seeds 0 1 2 \
         --out bench/results/h100 --figure docs/figures/time_to_accuracy_h100.png   # on a GPU
@@ -17,6 +18,9 @@ when the validation accuracy first reached the target.
 Each run also records its training FLOPs (forward and backward, counted by PyTorch's FlopCounterMode on one
 batch, times the images seen) and their share of the machine's matmul peak in the run's format, measured
 once per invocation before the first run (a running campaign paused): FLOPs / (training seconds x peak).
+
+A run with ``--set KEY=VALUE`` (a setting of the recipe changed) is summarised beside the same recipe without
+it: over the seeds both have, the mean difference in test top-1 and its paired t-test and Wilcoxon p-values.
 
 Each run is added to bench/results/lossless/time_to_accuracy.json as soon as it ends, and runs already there are
 skipped, so the benchmark can be spread over several sittings. Also writes time_to_accuracy.csv and
@@ -36,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import resnets
 from resnets.benchmark.peaks import matmul_peak
+from resnets.cli.engine import key_value
 from resnets.engine.predict import resolve_device
 from resnets.machine import machine_info, native_bf16
 
@@ -55,8 +60,14 @@ def variant(recipe: str) -> str:
     return "" if recipe in ("cifar10-fast", "cifar10-quick") else "-" + recipe.removeprefix("cifar10-fast-")
 
 
-def _run_dir(model: str, epochs: float, seed: int, compile: bool, recipe: str = "cifar10-fast") -> str:
-    return f"runs/tta-{model}{variant(recipe)}-e{epochs:g}-s{seed}{'-compile' * compile}"
+def changes(overrides: dict[str, Any]) -> str:
+    """What changed settings add to a run's name: ``-whiten_bias_epochs3`` (nothing for none)."""
+    return "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+
+
+def _run_dir(model: str, epochs: float, seed: int, compile: bool, recipe: str = "cifar10-fast",
+             overrides: dict[str, Any] | None = None) -> str:
+    return f"runs/tta-{model}{variant(recipe)}-e{epochs:g}-s{seed}{changes(overrides or {})}{'-compile' * compile}"
 
 
 def train_flops_per_image(model: str, batch: int = 16) -> float:
@@ -77,13 +88,15 @@ def add_peak_share(run: dict[str, Any], flops_per_image: float, train_images: in
 
 
 def run_fast(data: str, model: str, epochs: float, seed: int, device: str, compile: bool,
-             recipe: str = "cifar10-fast") -> dict[str, Any]:
-    cfg = resnets.make_config(recipe, model=model, data=data, epochs=epochs, seed=seed, device=device,
-                              compile=compile, out=_run_dir(model, epochs, seed, compile, recipe), progress=False,
-                              tensorboard=False)
+             recipe: str = "cifar10-fast", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    overrides = overrides or {}
+    cfg = resnets.make_config(recipe, **{**overrides, "model": model, "data": data, "epochs": epochs, "seed": seed,
+                                         "device": device, "compile": compile, "progress": False,
+                                         "out": _run_dir(model, epochs, seed, compile, recipe, overrides),
+                                         "tensorboard": False})
     result = resnets.train(cfg)
     return {"kind": "fast", "recipe": recipe, "model": cfg.model, "epochs": epochs, "seed": seed,
-            "batch_size": cfg.batch_size,
+            "batch_size": cfg.batch_size, **({"overrides": overrides} if overrides else {}),
             "compile": compile, "first_epoch_seconds": round(result.history[0]["train_seconds"], 2),
             "train_seconds": round(sum(r["train_seconds"] for r in result.history), 1),
             "total_seconds": round(result.seconds, 1), "test_top1": round(result.test.top1, 2)}
@@ -107,13 +120,21 @@ def run_paper(data: str, model: str, epochs: float, seed: int, device: str, comp
             f"seconds_to_val_{PAPER_TARGET:g}": reached, "curve": curve}
 
 
+def _group(run: dict[str, Any], with_changes: bool = True) -> str:
+    """The name of the (recipe, model, epochs, changed settings, compiled) a run belongs to."""
+    recipe = f" {recipe_of(run)}" if variant(recipe_of(run)) else ""
+    changed = "".join(f" {k}={v}" for k, v in sorted(run.get("overrides", {}).items())) if with_changes else ""
+    return f"{run['model']}{recipe} {run['epochs']:g} epochs{changed}" + (" compiled" if run.get("compile") else "")
+
+
 def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and spread of the test accuracy and training time of each (recipe, model, epochs)."""
+    """Mean and spread of the test accuracy and training time of each (recipe, model, epochs, changes); a group
+    with changed settings is also compared with its unchanged twin over the seeds both have (paired)."""
+    from resnets.analysis.stats import paired
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs.values():
-        recipe = f" {recipe_of(r)}" if variant(recipe_of(r)) else ""
-        groups.setdefault(f"{r['model']}{recipe} {r['epochs']:g} epochs" + (" compiled" if r.get("compile") else ""),
-                          []).append(r)
+        groups.setdefault(_group(r), []).append(r)
     out = {}
     for name, rs in sorted(groups.items()):
         acc = [r["test_top1"] for r in rs]
@@ -123,6 +144,14 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                      "test_top1_min": min(acc), "train_seconds_mean": round(statistics.mean(secs), 1)}
         if rs[0]["kind"] == "fast":
             out[name]["reaches_94"] = out[name]["test_top1_mean"] >= FAST_TARGET
+        twin = {r["seed"]: r for r in groups.get(_group(rs[0], with_changes=False), [])}
+        pairs = sorted((r["seed"], r["test_top1"], twin[r["seed"]]["test_top1"]) for r in rs if r["seed"] in twin)
+        if rs[0].get("overrides") and len(pairs) >= 2:
+            test = paired([a for _, a, _ in pairs], [b for _, _, b in pairs])
+            out[name]["against"] = {"group": _group(rs[0], with_changes=False), "seeds": [s for s, _, _ in pairs],
+                                    "mean_difference": round(test.mean_difference, 3),
+                                    "t_test_p": round(test.t_test_p, 4),
+                                    "wilcoxon_p": None if test.wilcoxon_p is None else round(test.wilcoxon_p, 4)}
     return out
 
 
@@ -145,7 +174,7 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     ax_fast = axes[0, 0]
     shipped = resnets.make_config("cifar10-fast").model  # the recipe as shipped: its own network
     fast = [r for r in runs.values() if r["kind"] == "fast" and r["model"] == shipped
-            and recipe_of(r) == "cifar10-fast"]
+            and recipe_of(r) == "cifar10-fast" and not r.get("overrides")]
     if fast:
         ax_fast.scatter([r["train_seconds"] / 60 for r in fast], [r["test_top1"] for r in fast],
                         label="cifar10-fast, one seed")
@@ -160,7 +189,8 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     ax_fast.set(xlabel="training time (min)", ylabel="test accuracy (%)", title="fast recipes, one point a seed")
     others: dict[str, list[dict[str, Any]]] = {}
     for r in (r for r in runs.values() if r["kind"] == "fast" and r not in fast):
-        label = f"{recipe_of(r)}, {r['model']}" if variant(recipe_of(r)) else r["model"]
+        label = (f"{recipe_of(r)}, {r['model']}" if variant(recipe_of(r)) else r["model"]) + \
+            "".join(f", {k}={v}" for k, v in sorted(r.get("overrides", {}).items()))
         others.setdefault(label, []).append(r)
     for label, rs in others.items():
         ax_fast.scatter([r["train_seconds"] / 60 for r in rs], [r["test_top1"] for r in rs], marker="x", label=label)
@@ -190,11 +220,14 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="train through torch.compile (its compilation is "
                    "timed: it falls in the first epoch)")
+    p.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="fast: change a setting of the recipe (repeatable); compared with the recipe as it is")
     p.add_argument("--out", default=str(RESULTS / "lossless"), help="folder of the results (JSON and CSV)")
     p.add_argument("--figure", default=str(FIGURE))
     args = p.parse_args()
-    if args.kind == "paper" and args.recipe != "cifar10-fast":
-        p.error("--recipe goes with fast runs (paper runs use cifar10-quick)")
+    overrides = dict(args.overrides)
+    if args.kind == "paper" and (args.recipe != "cifar10-fast" or overrides):
+        p.error("--recipe and --set go with fast runs (paper runs use cifar10-quick)")
     fast = resnets.make_config(args.recipe) if args.kind == "fast" else None  # the recipe's network and epochs
     epochs = args.epochs or (fast.epochs if fast else 30)
 
@@ -207,12 +240,12 @@ def main() -> None:
     print(f"matmul peak ({dtype}, {device}): {peak / 1e9:.0f} GFLOP/s")
     for seed in args.seeds:
         model = args.model or (fast.model if fast else "resnet20")
-        key = f"{model}{variant(args.recipe)}-e{epochs:g}-s{seed}" + ("-compile" if args.compile else "")
+        key = f"{model}{variant(args.recipe)}-e{epochs:g}-s{seed}{changes(overrides)}" + "-compile" * args.compile
         if key in record["runs"]:
             print(f"{key}: already recorded, skipped")
             continue
         with campaign_paused() as quiet:  # a running training campaign waits while the run is timed
-            run = run_fast(args.data, model, epochs, seed, args.device, args.compile, args.recipe) \
+            run = run_fast(args.data, model, epochs, seed, args.device, args.compile, args.recipe, overrides) \
                 if args.kind == "fast" else run_paper(args.data, model, epochs, seed, args.device, args.compile)
         run.update(quiet)
         add_peak_share(run, train_flops_per_image(model), 50_000 if args.kind == "fast" else 45_000, peak)
