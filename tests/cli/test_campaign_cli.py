@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from resnets.cli import main
 from resnets.engine.campaign import campaign_paused, paused_seconds
 
@@ -45,6 +47,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "no campaign is running" in capsys.readouterr().err
     assert main(["campaign", "run", str(manifest), "--var", "digits=digits", "--budget", "soon"]) == 2
     assert "not a duration" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["campaign", "run", str(manifest), "--var", "digits=digits", "--device", "cuda"]) == 2
+        assert "CUDA" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing written for a refused command
 
 
@@ -57,18 +62,25 @@ def test_pause_and_resume_stop_and_continue_a_running_campaign(tmp_path, capsys)
         (state / "RUNNING").write_text(f"{child.pid}\n")  # as a running campaign leaves it
         assert main(["campaign", "pause", str(manifest)]) == 0
         assert f"campaign process {child.pid} paused" in capsys.readouterr().out
-        assert _proc_state(child.pid) == "T"  # stopped
+        assert _reaches(child.pid, "T")  # stopped
         time.sleep(0.2)
         assert main(["campaign", "resume", str(manifest)]) == 0
-        assert _proc_state(child.pid) in "SR" and paused_seconds(state) >= 0.2
+        assert _reaches(child.pid, "SR") and paused_seconds(state) >= 0.2
         with campaign_paused(state) as quiet:  # what benchmarks wrap their timing in
-            assert quiet == {"campaign_paused": True, "campaign_pid": child.pid} and _proc_state(child.pid) == "T"
-        assert _proc_state(child.pid) in "SR"
+            assert quiet == {"campaign_paused": True, "campaign_pid": child.pid} and _reaches(child.pid, "T")
+        assert _reaches(child.pid, "SR")
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
 
 
-def _proc_state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
+def _reaches(pid: int, states: str, timeout: float = 10.0) -> bool:
+    """Whether the process gets into one of ``states`` (its /proc state letter) within ``timeout`` seconds:
+    a signal is delivered asynchronously."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in states:
+                return True
+        time.sleep(0.01)
+    return False

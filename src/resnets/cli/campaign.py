@@ -51,12 +51,14 @@ def _manifest(args: argparse.Namespace) -> list[CampaignRun]:
 
 def _run(args: argparse.Namespace) -> None:
     from ..engine.campaign import Budget, CampaignLock, StopSignals, advance, parse_budget, unfinished
+    from ..engine.predict import resolve_device
 
     state, results = _paths(args)
     runs = [r for r in _manifest(args) if args.only is None or r.name == args.only]
     if args.only is not None and not runs:
         raise ResnetsError(f"no run named {args.only} in {args.manifest}")
     seconds = parse_budget(args.budget)
+    resolve_device(args.device)  # a device this machine lacks is refused before anything is written
     os.nice(args.nice)
     if args.parallel > 1:
         return _run_parallel(args, [r.name for r in unfinished(runs, results)][:args.parallel], seconds)
