@@ -3,7 +3,7 @@
 #
 #   bash bench/gpu.sh PART [DATA] [OUT]
 #
-# PART: parity | tta | paper | bench | experiments. DATA: CIFAR-10 as a .tar.gz image tree (default
+# PART: parity | tta | paper | bench | experiments | campaign. DATA: CIFAR-10 as a .tar.gz image tree (default
 # ../shared/data/cifar10-jpeg.tar.gz). OUT: where results go (default bench/results/gpu).
 set -uo pipefail
 part=${1:?usage: bash bench/gpu.sh PART [DATA] [OUT]}
@@ -30,5 +30,10 @@ case $part in
     python3 -m resnets bench --device cuda --out "$out/bench.json" ;;
   experiments)  # degradation on all the data, 12 epochs (docs/experiments.md)
     python3 -m resnets experiment degradation --data "$data" --epochs 12 --out "$out/degradation" --no-progress ;;
+  campaign)  # every unfinished run of bench/campaign.yaml at once, compiled, bf16, within BUDGET (default 8m);
+             # DATA: the original CIFAR-10 python archive. The states and finished runs are copied to OUT.
+    python3 bench/campaign.py run --device cuda --parallel 7 --compile --nice 0 --budget "${BUDGET:-8m}" \
+      --var cifar10_lossless="$data"
+    cp -r bench/campaign/state bench/results/campaign "$out"/ ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
