@@ -47,6 +47,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "no campaign is running" in capsys.readouterr().err
     assert main(["campaign", "run", str(manifest), "--var", "digits=digits", "--budget", "soon"]) == 2
     assert "not a duration" in capsys.readouterr().err
+    assert main(["campaign", "run", str(manifest), "--var", "digits=digits", "--parallel", "0"]) == 2
+    assert "1 or more" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["campaign", "run", str(manifest), "--var", "digits=digits", "--device", "cuda"]) == 2
         assert "CUDA" in capsys.readouterr().err

@@ -58,6 +58,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.only is not None and not runs:
         raise ResnetsError(f"no run named {args.only} in {args.manifest}")
     seconds = parse_budget(args.budget)
+    if args.parallel < 1:
+        raise ResnetsError(f"--parallel {args.parallel}: give the number of runs to train at once, 1 or more")
     resolve_device(args.device)  # a device this machine lacks is refused before anything is written
     os.nice(args.nice)
     if args.parallel > 1:
