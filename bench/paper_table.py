@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 from common import RESULTS, write_result  # noqa: E402
 
 FIGURE = HERE.parent / "docs" / "figures" / "paper_figure6.png"
-# He et al. 2015, Table 6: CIFAR-10 test error (%) of the best of 5 runs; ResNet-110 also as mean +- std of 5
+# He et al. 2015, Table 6: CIFAR-10 test error (%); for ResNet-110 the best of 5 runs, and their mean +- std
 PAPER_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43,
                     "resnet1202": 7.93}
 PAPER_NOTE = {"resnet110": "6.61 +- 0.16 over 5 runs", "plain20": "Figure 6 only", "plain56": "Figure 6 only"}

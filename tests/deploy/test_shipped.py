@@ -1,4 +1,4 @@
-"""The CIFAR-10 ResNet-20 that ships inside the package works by name, with no download."""
+"""The CIFAR-10 ResNets that ship inside the package work by name, with no download."""
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +12,22 @@ from resnets.models.source import read_description
 from resnets.models.loading import shipped_weights
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# name: (network, recipe, a floor under the test top-1 its description reports)
+SHIPPED = {"resnet20_cifar10": ("resnet20", "cifar10-resnet20-paper", 91.0),
+           "resnet56_cifar10": ("resnet56", "cifar10-resnet56-paper", 92.0)}
 
 
-def test_shipped_weights_are_described():
-    path = shipped_weights()["resnet20_cifar10"]
-    meta = read_description(path)
-    assert meta["classes"] == CIFAR10 and meta["config"]["model"] == "resnet20"
-    assert meta["test_top1"] > 91 and meta["command"].startswith("python bench/ship_weights.py")
-    assert meta["iterations"] == 64000 and meta["recipe"] == "cifar10-resnet20-paper" and meta["seed"] == 0
+def test_every_shipped_network_is_known():
+    assert set(shipped_weights()) == set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_are_described(name):
+    model, recipe, least = SHIPPED[name]
+    meta = read_description(shipped_weights()[name])
+    assert meta["classes"] == CIFAR10 and meta["config"]["model"] == model
+    assert meta["test_top1"] > least and meta["command"] == f"python bench/ship_weights.py {model}-paper-s0 --as {name}"
+    assert meta["iterations"] == 64000 and meta["recipe"] == recipe and meta["seed"] == 0
 
 
 def test_shipped_weights_are_stored_in_half_and_read_in_float32():
@@ -47,23 +55,25 @@ def test_create_model_takes_the_shipped_name():
         torch.testing.assert_close(model(x), predictor.model(x))
 
 
-def test_shipped_accuracy_on_original_cifar10_test_images():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_accuracy_on_original_cifar10_test_images(name):
     """200 images of the CIFAR-10 test set (20 a class, in tests/fixtures): top-1 within three standard errors
     of the 10,000-image figure the weights' description reports; the float32 fast path agrees with eager."""
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "cifar10-test-200"
-    reported = read_description(shipped_weights()["resnet20_cifar10"])["test_top1"]
-    fused = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="fused")
-    eager = resnets.evaluate("resnet20_cifar10", str(folder), split="test", mode="eager")
+    reported = read_description(shipped_weights()[name])["test_top1"]
+    fused = resnets.evaluate(name, str(folder), split="test", mode="fused")
+    eager = resnets.evaluate(name, str(folder), split="test", mode="eager")
     se = 100 * (reported / 100 * (1 - reported / 100) / 200) ** 0.5
     assert fused.n == 200 and abs(fused.top1 - reported) < 3 * se
     assert fused.top1 == eager.top1 and fused.confusion == eager.confusion
 
 
 @pytest.mark.slow
-def test_shipped_accuracy_on_the_official_test_set(cifar10_lossless):
-    metrics = resnets.evaluate("resnet20_cifar10", str(cifar10_lossless), split="test", mode="fused")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_accuracy_on_the_official_test_set(cifar10_lossless, name):
+    metrics = resnets.evaluate(name, str(cifar10_lossless), split="test", mode="fused")
     assert metrics.n == 10000 and metrics.top1 == pytest.approx(read_description(
-        shipped_weights()["resnet20_cifar10"])["test_top1"], abs=0.01)
+        shipped_weights()[name])["test_top1"], abs=0.01)
 
 
 def test_shipped_weights_are_a_finetuning_source_by_name():
