@@ -33,7 +33,8 @@ ORDER = ["plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "re
 def load_runs(results: Path) -> list[dict[str, Any]]:
     """The finished runs' records, in the order of ``ORDER`` then seed."""
     runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
-    runs = [r for r in runs if "test_top1" in r and "model" in r]
+    runs = [r for r in runs if "test_top1" in r and "model" in r
+            and r.get("config", {}).get("val_size") != 0]  # the paper's 45k/5k split: not the runs on all 50k
     return sorted(runs, key=lambda r: (ORDER.index(r["model"]) if r["model"] in ORDER else len(ORDER), r["seed"]))
 
 

@@ -27,6 +27,9 @@ def test_table_and_figure_from_finished_runs(tmp_path):
     _result(results, "resnet20", 1, 91.52)
     _result(results, "plain20", 0, 90.0)
     (results / "resnet20-paper-s0.safetensors").write_bytes(b"weights")  # not a result
+    _result(results, "resnet20", 2, 95.0)
+    full = json.loads((results / "resnet20-paper-s2.json").read_text()) | {"config": {"val_size": 0}}
+    (results / "resnet20-paper-s2.json").write_text(json.dumps(full))  # all 50k images: not the paper's protocol
     pt = _module()
     figure = tmp_path / "fig6.png"
     pt.main(["--results", str(results), "--figure", str(figure), "--out", str(tmp_path)])
