@@ -22,10 +22,13 @@ def campaign_paused(state: Path = CAMPAIGN_STATE) -> contextlib.AbstractContextM
 
 
 def write_result(name: str, record: dict[str, Any], out: str | Path = RESULTS, echo: bool = True) -> Path:
-    """Write ``record`` as ``<out>/<name>.json`` (indented) and, with ``echo``, print it."""
+    """Write ``record`` as ``<out>/<name>.json`` (indented, atomically: an interrupted write leaves the earlier
+    file) and, with ``echo``, print it."""
+    from resnets.files import atomic_write
+
     path = Path(out) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    text = (json.dumps(record, indent=2) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))
     if echo:
         print(json.dumps(record, indent=2))
     return path

@@ -61,13 +61,20 @@ def variant(recipe: str) -> str:
 
 
 def changes(overrides: dict[str, Any]) -> str:
-    """What changed settings add to a run's name: ``-whiten_bias_epochs3`` (nothing for none)."""
-    return "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+    """Changed settings as people read them: `` whiten_bias_epochs=3`` (nothing for none)."""
+    return "".join(f" {k}={v}" for k, v in sorted(overrides.items()))
+
+
+def run_key(model: str, epochs: float, seed: int, compile: bool, recipe: str = "cifar10-fast",
+            overrides: dict[str, Any] | None = None) -> str:
+    """A run's name in the record and its folder: ``fastplain8-e8-s0-whiten_bias_epochs3``."""
+    changed = "".join(f"-{k}{v}" for k, v in sorted((overrides or {}).items()))
+    return f"{model}{variant(recipe)}-e{epochs:g}-s{seed}{changed}" + "-compile" * compile
 
 
 def _run_dir(model: str, epochs: float, seed: int, compile: bool, recipe: str = "cifar10-fast",
              overrides: dict[str, Any] | None = None) -> str:
-    return f"runs/tta-{model}{variant(recipe)}-e{epochs:g}-s{seed}{changes(overrides or {})}{'-compile' * compile}"
+    return "runs/tta-" + run_key(model, epochs, seed, compile, recipe, overrides)
 
 
 def train_flops_per_image(model: str, batch: int = 16) -> float:
@@ -123,7 +130,7 @@ def run_paper(data: str, model: str, epochs: float, seed: int, device: str, comp
 def _group(run: dict[str, Any], with_changes: bool = True) -> str:
     """The name of the (recipe, model, epochs, changed settings, compiled) a run belongs to."""
     recipe = f" {recipe_of(run)}" if variant(recipe_of(run)) else ""
-    changed = "".join(f" {k}={v}" for k, v in sorted(run.get("overrides", {}).items())) if with_changes else ""
+    changed = changes(run.get("overrides", {})) if with_changes else ""
     return f"{run['model']}{recipe} {run['epochs']:g} epochs{changed}" + (" compiled" if run.get("compile") else "")
 
 
@@ -190,7 +197,7 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     others: dict[str, list[dict[str, Any]]] = {}
     for r in (r for r in runs.values() if r["kind"] == "fast" and r not in fast):
         label = (f"{recipe_of(r)}, {r['model']}" if variant(recipe_of(r)) else r["model"]) + \
-            "".join(f", {k}={v}" for k, v in sorted(r.get("overrides", {}).items()))
+            changes(r.get("overrides", {}))
         others.setdefault(label, []).append(r)
     for label, rs in others.items():
         ax_fast.scatter([r["train_seconds"] / 60 for r in rs], [r["test_top1"] for r in rs], marker="x", label=label)
@@ -240,7 +247,7 @@ def main() -> None:
     print(f"matmul peak ({dtype}, {device}): {peak / 1e9:.0f} GFLOP/s")
     for seed in args.seeds:
         model = args.model or (fast.model if fast else "resnet20")
-        key = f"{model}{variant(args.recipe)}-e{epochs:g}-s{seed}{changes(overrides)}" + "-compile" * args.compile
+        key = run_key(model, epochs, seed, args.compile, args.recipe, overrides)
         if key in record["runs"]:
             print(f"{key}: already recorded, skipped")
             continue

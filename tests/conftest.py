@@ -1,9 +1,12 @@
 import contextlib
 import functools
 import http.server
+import importlib.util
 import os
+import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -11,6 +14,18 @@ import torch
 import resnets
 
 SHARED = Path(os.environ.get("RESNETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_script(name: str) -> ModuleType:
+    """``bench/<name>.py`` (a script, not a package) as a module, its neighbour ``common.py`` importable as
+    when it runs."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_addoption(parser):

@@ -1,16 +1,12 @@
 """The paper's table and Figure 6 from campaign results: mean and spread over seeds, the paper beside them."""
-import importlib.util
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.conftest import bench_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("paper_table", BENCH / "paper_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("paper_table")
 
 
 def _result(folder: Path, model: str, seed: int, top1: float) -> None:

@@ -1,20 +1,11 @@
 """Time-to-accuracy summaries: mean and spread per recipe, and a changed setting paired with the recipe as is."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.conftest import bench_script
 
 
 @pytest.fixture(scope="module")
 def tta():
-    sys.path.insert(0, str(BENCH))  # the script imports its neighbour common.py
-    spec = importlib.util.spec_from_file_location("time_to_accuracy", BENCH / "time_to_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("time_to_accuracy")
 
 
 def _run(seed, top1, overrides=None):
@@ -37,8 +28,11 @@ def test_a_changed_setting_is_paired_with_the_recipe_as_is(tta):
     assert against["group"] == "fastplain8 8 epochs" and against["seeds"] == [0, 1, 2, 3]
     assert against["mean_difference"] == pytest.approx(0.2)
     assert 0.01 < against["t_test_p"] < 0.02  # t = 4.9 on 3 degrees of freedom
-    assert tta.changes(change) == "-whiten_bias_epochs3" and tta.changes({}) == ""
-    assert "whiten_bias_epochs3" in tta._run_dir("fastplain8", 8, 0, False, overrides=change)
+    assert tta.changes(change) == " whiten_bias_epochs=3" and tta.changes({}) == ""
+    key = tta.run_key("fastplain8", 8, 0, False, overrides=change)  # the recorded runs' names stay as they were
+    assert key == "fastplain8-e8-s0-whiten_bias_epochs3"
+    assert tta._run_dir("fastplain8", 8, 0, False, overrides=change) == "runs/tta-" + key
+    assert tta.run_key("fastplain8", 8, 0, True, "cifar10-fast-sgd") == "fastplain8-sgd-e8-s0-compile"
 
 
 def test_one_shared_seed_is_not_a_comparison(tta):
