@@ -106,7 +106,10 @@ class FastResNet(StagedNet):
         return F.gelu(self.whiten(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.amax((2, 3))
+        # The max is taken in float32 (exact: it picks one of the values): amax's backward sends the gradient to
+        # the positions equal to the max, and torch.compile keeps bfloat16 activations in float32 inside its
+        # fused kernels, so a bfloat16 max matched no position there and the gradient became 0 / 0 = NaN.
+        x = x.float().amax((2, 3))
         return x if pre_logits else self.fc(x) * self.logit_scale
 
     def stem_modules(self) -> list[nn.Module]:
