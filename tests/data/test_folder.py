@@ -216,3 +216,18 @@ def test_the_camera_orientation_tag_is_applied():
     upright = np.rot90(pixels, k=-1)  # 48 high, 32 wide
     np.testing.assert_array_equal(arr, upright[8:40])  # centre-cropped to 32 x 32
     assert not np.array_equal(arr, pixels[:, 8:40])  # what ignoring the tag would give
+
+
+def test_a_class_of_only_outside_links_says_why_it_is_empty(image_tree, tmp_path):
+    """Photos linked in from elsewhere (a common way to arrange a validation set) are not followed, and the
+    error says so instead of calling the folder empty."""
+    from resnets.data.folder import list_image_folder
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for f in (image_tree / "train" / "dog").iterdir():
+        f.rename(outside / f.name)
+        os.symlink(outside / f.name, f)
+    for read in (load_data, list_image_folder):
+        with pytest.raises(DataError, match=r"train/dog; \d+ files skipped: symbolic link that leaves the data root"):
+            read(image_tree)

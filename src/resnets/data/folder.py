@@ -11,6 +11,7 @@ import logging
 import os
 import tarfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -143,7 +144,7 @@ def _walk_folder(root: Path) -> Iterator[Entry]:
             if path.suffix.lower() not in IMAGE_EXTS:
                 continue
             if path.is_symlink() and not path.resolve().is_relative_to(real_root):
-                yield rel, None, "symbolic link that leaves the data root"
+                yield rel, None, "symbolic link that leaves the data root (copy the files in, or link the root itself)"
                 continue
             yield rel, path.read_bytes, None
 
@@ -194,10 +195,12 @@ def _in_class_folders(entries: Iterator[Entry], dirs: list[PurePosixPath]) -> It
 Groups = dict[tuple[str | None, str], list]  # (split or None, class) -> its images (arrays or file paths)
 
 
-def _organise(source: Path, groups: Groups, dirs: list[PurePosixPath], names: list[str]) -> tuple[Groups, list[str]]:
+def _organise(source: Path, groups: Groups, dirs: list[PurePosixPath], names: list[str],
+              skipped: list[str] | None = None) -> tuple[Groups, list[str]]:
     """The groups that count (only those inside split folders where there are any), and the classes (those
     of the training split). Class folders that hold no readable image, and classes outside the training
-    split, are errors. ``names`` are the relative paths of every file met (read or not)."""
+    split, are errors, which say why files were ``skipped`` (one reason each). ``names`` are the relative
+    paths of every file met (read or not)."""
     # Folders that hold no readable image are classes too (and an error below), unless they hold class folders.
     ancestors = {p for rel in names for p in PurePosixPath(rel).parents[1:]}
     for d in dirs:
@@ -214,8 +217,9 @@ def _organise(source: Path, groups: Groups, dirs: list[PurePosixPath], names: li
         raise DataError(f"{source} has no train/ split with class folders")
     empty = sorted(f"{s + '/' if s else ''}{c}" for (s, c), v in groups.items() if not v)
     if empty:
+        why = Counter(skipped or []).most_common(1)
         raise DataError(f"class folder{'s' if len(empty) > 1 else ''} with no readable images in {source}: "
-                        + ", ".join(empty[:5]))
+                        + ", ".join(empty[:5]) + (f"; {why[0][1]} files skipped: {why[0][0]}" if why else ""))
     unknown = sorted({c for _, c in groups if c not in classes})
     if unknown:
         raise DataError(f"classes {unknown[:5]} appear in {source} outside the training split: "
@@ -241,12 +245,14 @@ def list_image_folder(source: Path) -> tuple[dict[str | None, tuple[list[str], l
                         f"(make shards of an archive with: resnets shard {source} DEST)")
     groups: Groups = {}
     dirs: list[PurePosixPath] = []
-    names = []
+    names, reasons = [], []
     for rel, place, _reader, reason in _in_class_folders(_walk_folder(source), dirs):
         names.append(str(rel))
         if reason is None:
             groups.setdefault(place, []).append(str(source / rel))
-    groups, classes = _organise(source, groups, dirs, names)
+        else:
+            reasons.append(reason)
+    groups, classes = _organise(source, groups, dirs, names, reasons)
     return _by_split(groups, classes), classes
 
 
@@ -255,6 +261,7 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
     groups: Groups = {}
     files: Groups = {}
     skipped: list[str] = []
+    reasons: list[str] = []
     dirs: list[PurePosixPath] = []
     size = image_size
     for rel, place, reader, reason in _in_class_folders(_entries(source), dirs):
@@ -274,11 +281,12 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
                 raise DataError(f"unreadable image {source / rel}: {reason}")
             log.warning("skipped %s: %s", source / rel, reason)
             skipped.append(str(rel))
+            reasons.append(reason)
             continue
         groups.setdefault(place, []).append(arr)
         files.setdefault(place, []).append(str(rel))
     names = [*skipped, *(f for v in files.values() for f in v)]
-    groups, classes = _organise(source, groups, dirs, names)
+    groups, classes = _organise(source, groups, dirs, names, reasons)
     files = {k: files.get(k, []) for k in groups}
     sets: dict[str | None, ImageSet] = {}
     for (split, (arrays, labels)), (_, (paths, _)) in zip(_by_split(groups, classes).items(),
