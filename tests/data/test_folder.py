@@ -229,5 +229,5 @@ def test_a_class_of_only_outside_links_says_why_it_is_empty(image_tree, tmp_path
         f.rename(outside / f.name)
         os.symlink(outside / f.name, f)
     for read in (load_data, list_image_folder):
-        with pytest.raises(DataError, match=r"train/dog; \d+ files skipped: symbolic link that leaves the data root"):
+        with pytest.raises(DataError, match=r"train/dog; \d+ files? skipped: symbolic link that leaves the data root"):
             read(image_tree)

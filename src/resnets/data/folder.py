@@ -217,9 +217,12 @@ def _organise(source: Path, groups: Groups, dirs: list[PurePosixPath], names: li
         raise DataError(f"{source} has no train/ split with class folders")
     empty = sorted(f"{s + '/' if s else ''}{c}" for (s, c), v in groups.items() if not v)
     if empty:
-        why = Counter(skipped or []).most_common(1)
+        why = ""
+        if skipped:
+            reason, n = Counter(skipped).most_common(1)[0]
+            why = f"; {n} file{'s' * (n > 1)} skipped: {reason}"
         raise DataError(f"class folder{'s' if len(empty) > 1 else ''} with no readable images in {source}: "
-                        + ", ".join(empty[:5]) + (f"; {why[0][1]} files skipped: {why[0][0]}" if why else ""))
+                        + ", ".join(empty[:5]) + why)
     unknown = sorted({c for _, c in groups if c not in classes})
     if unknown:
         raise DataError(f"classes {unknown[:5]} appear in {source} outside the training split: "
