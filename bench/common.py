@@ -27,8 +27,8 @@ def write_result(name: str, record: dict[str, Any], out: str | Path = RESULTS, e
     from resnets.files import atomic_write
 
     path = Path(out) / f"{name}.json"
-    text = (json.dumps(record, indent=2) + "\n").encode()
-    atomic_write(path, lambda f: f.write(text))
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
     if echo:
-        print(json.dumps(record, indent=2))
+        print(text, end="")
     return path

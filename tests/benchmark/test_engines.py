@@ -38,4 +38,3 @@ def test_the_table_bolds_the_defaults_and_shows_the_share_of_the_peak():
     assert lines[2] == "| `eager` | float32 | 18 (40%) |"
     assert lines[3] == "| `openvino_bf16` | bfloat16 | **1,247 (85%)** |"
     assert lines[4] == "| `openvino_bf16` THROUGHPUT | bfloat16 | 244 |"
-
