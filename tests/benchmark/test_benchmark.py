@@ -6,7 +6,7 @@ import resnets.benchmark.speed as speed
 from resnets.benchmark import run_bench
 from resnets.benchmark.memory import saved_activation_bytes
 import resnets.benchmark.peaks as peaks
-from resnets.benchmark.peaks import cpu_matmuls, int8_matmuls, matmul_peak
+from resnets.benchmark.peaks import cpu_matmuls, int8_matmuls, matmul_peak, packed_int8_matmul
 from resnets.benchmark.speed import bench_inference, bench_training
 
 
@@ -26,9 +26,16 @@ def test_the_cpu_peak_kernels_are_each_an_n_by_n_by_n_product(n):
 def test_the_int8_peak_times_onednn_only_where_the_cpu_has_vnni(monkeypatch, vnni):
     monkeypatch.setattr(peaks, "cpu_has_vnni", lambda: vnni)  # without VNNI torch._int_mm is a slow loop
     fns = int8_matmuls(64)
-    assert set(fns) == ({"onnxruntime", "onednn"} if vnni else {"onnxruntime"})
+    assert set(fns) == ({"onnxruntime", "onednn", "onednn_packed"} if vnni else {"onnxruntime"})
     assert all(tuple(out[0].shape if isinstance(out, list) else out.shape) == (64, 64) for out in
                (fn() for fn in fns.values()))
+
+
+def test_the_packed_int8_product_is_the_integer_product():
+    # small operands: no pair of products saturates int16, so even oneDNN's AVX2 int8 kernel is exact
+    x = torch.randint(0, 16, (37, 48), dtype=torch.uint8)
+    w = torch.randint(-8, 8, (29, 48), dtype=torch.int8)
+    assert torch.equal(packed_int8_matmul(x, w)(), x.float() @ w.float().T)
 
 
 def test_inference_rows_are_relative_to_the_baseline_of_the_same_run():

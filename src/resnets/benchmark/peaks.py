@@ -19,9 +19,11 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: to
     and oneDNN's, reached through a 1x1 convolution over ``n`` pixels. On some CPUs (AMD with MKL) the two
     differ by 2x, and a peak from the slower one would make the models look faster than the machine.
     For ``torch.int8``, ONNX Runtime's ``MatMulInteger`` (uint8 x int8 -> int32), the GEMM behind the int8 mode,
-    and where the CPU has VNNI also oneDNN's through ``torch._int_mm`` (a reference loop without VNNI): on an
-    AMD CPU with AVX-512 VNNI, ONNX Runtime's reached half of oneDNN's, which the PyTorch and OpenVINO int8
-    modes use. On CUDA, ``torch.mm`` (cuBLAS), float only."""
+    and where the CPU has VNNI also oneDNN's (a reference loop without VNNI), twice: through ``torch._int_mm``,
+    and with its weights packed once for the CPU, as the compiled int8 mode and OpenVINO run every layer. On an
+    AMD CPU with AVX-512 VNNI, ONNX Runtime's reached half of oneDNN's; on an AMX CPU the packed product ran
+    1.5x ``torch._int_mm``, and int8 networks ran faster than the unpacked products. On CUDA, ``torch.mm``
+    (cuBLAS), float only."""
     if torch.device(device).type == "cuda":  # float32 as TF32, like cuDNN's convolutions by default
         a = torch.randn(n, n, device=device, dtype=dtype)
         tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, True
@@ -45,12 +47,23 @@ def cpu_matmuls(dtype: torch.dtype, n: int) -> dict[str, Callable[[], object]]:
 
 
 def int8_matmuls(n: int) -> dict[str, Callable[[], object]]:
-    """The ``n x n`` by ``n x n`` int8 products to time: ONNX Runtime's, and oneDNN's where the CPU has VNNI."""
+    """The ``n x n`` by ``n x n`` int8 products to time: ONNX Runtime's, and oneDNN's (plain and with packed
+    weights) where the CPU has VNNI."""
     fns = {"onnxruntime": _int8_matmul(n)}
     if cpu_has_vnni():
         a, b = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))
         fns["onednn"] = lambda: torch._int_mm(a, b)
+        fns["onednn_packed"] = packed_int8_matmul(torch.randint(0, 256, (n, n), dtype=torch.uint8), b)
     return fns
+
+
+def packed_int8_matmul(x: torch.Tensor, w: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """``x @ w.T`` (uint8 by int8, as float32) by oneDNN with ``w`` packed once for this CPU's int8 kernels:
+    what an int8 linear layer runs in the compiled int8 mode (``torch.ops.onednn.qlinear_pointwise``)."""
+    packed = torch.ops.onednn.qlinear_prepack(w, list(x.shape))
+    scales, zero_points = torch.ones(len(w)), torch.zeros(len(w), dtype=torch.long)
+    return lambda: torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, scales, zero_points, None, 1.0, 0,
+                                                       torch.float32, "none", [], "")
 
 
 def _int8_matmul(n: int) -> Callable[[], object]:
