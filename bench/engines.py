@@ -144,7 +144,7 @@ def main() -> None:
     modes = [m for m in available_modes(compile=not args.no_compile) if m != "channels_last"]
     configs = CONFIGS[-1:] if args.quick else CONFIGS
     with campaign_paused() as quiet:
-        # int8's peak is ONNX Runtime's int8 GEMM: where that is installed
+        # int8's peak is the fastest of ONNX Runtime's int8 GEMM and oneDNN's: where ONNX Runtime is installed
         formats = [f for f in FORMAT_PEAK if f != "int8" or onnxruntime_available()]
         peaks = {f: matmul_peak(FORMAT_PEAK[f]) for f in formats if any(get_mode(m).number_format == f for m in modes)}
         rows = [speed(name, size, batch, modes, peaks, args.repeats) for name, size, batch in configs]
