@@ -6,8 +6,9 @@ For each network: the runs (seeds) that finished, the test error of each (the 10
 with the final weights), their mean and standard deviation, beside He et al. (2015)'s Table 6; and Figure 6
 of the paper at full length: the training error (dashed, running over each epoch, on augmented images) and the
 validation error (solid, the 5,000 held-out images) against iterations, plain networks on the left and ResNets
-on the right. Only finished runs count (`python bench/campaign.py status` lists the others); nothing is read
-from the test set but the final score each run recorded.
+on the right. Only finished runs count in the table (`python bench/campaign.py status` lists the others); the
+figure also draws the runs still training as far as their saved states go (thinner, "so far" in the legend).
+Nothing is read from the test set but the final score each finished run recorded.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import RESULTS, write_result  # noqa: E402
+from common import CAMPAIGN_STATE, CIFAR10_LOSSLESS, RESULTS, write_result  # noqa: E402
 
 FIGURE = HERE.parent / "docs" / "figures" / "paper_figure6.png"
 # He et al. 2015, Table 6: CIFAR-10 test error (%); for ResNet-110 the best of 5 runs, and their mean +- std
@@ -36,6 +37,15 @@ def load_runs(results: Path) -> list[dict[str, Any]]:
     runs = [r for r in runs if "test_top1" in r and "model" in r
             and r.get("config", {}).get("val_size") != 0]  # the paper's 45k/5k split: not the runs on all 50k
     return sorted(runs, key=lambda r: (ORDER.index(r["model"]) if r["model"] in ORDER else len(ORDER), r["seed"]))
+
+
+def in_progress(manifest: Path, state: Path, results: Path) -> list[dict[str, Any]]:
+    """The curves so far of the manifest's unfinished runs on the paper's split that have a saved state."""
+    from resnets.engine.campaign import load_manifest, progress, unfinished
+
+    runs = load_manifest(manifest, {"cifar10_lossless": str(CIFAR10_LOSSLESS)})
+    found = (progress(r, state) for r in unfinished(runs, results) if r.config(state).val_size != 0)
+    return [p for p in found if p is not None and p["model"] in ORDER]
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -66,8 +76,9 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_figure6(runs: list[dict[str, Any]], path: Path) -> None:
-    """Training (dashed) and validation (solid) error against iterations; plain left, ResNets right."""
+def plot_figure6(runs: list[dict[str, Any]], path: Path, training: list[dict[str, Any]] = ()) -> None:
+    """Training (dashed) and validation (solid) error against iterations; plain left, ResNets right. The runs
+    still ``training`` are drawn as far as they have gone, thinner."""
     import matplotlib.pyplot as plt
 
     from resnets.plots import save_figure
@@ -75,13 +86,12 @@ def plot_figure6(runs: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, family, title in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
         for r in (r for r in runs if r["model"].startswith(family)):
-            steps = [h["step"] / 1e4 for h in r["history"]]
-            line, = ax.plot(steps, [h["train_error"] for h in r["history"]], "--", lw=1)
-            ax.plot(steps, [h["val_error"] for h in r["history"]], "-", lw=1.5, color=line.get_color(),
-                    label=f"{r['model']}-s{r['seed']} (test {100 - r['test_top1']:.2f}%)")
-        ax.set(title=title, xlabel="iterations (1e4)", ylim=(0, 20), xlim=(0, 6.4))
+            _curves(ax, r, f"{r['model']}-s{r['seed']} (test {100 - r['test_top1']:.2f}%)", width=1.5)
+        for r in (r for r in training if r["model"].startswith(family)):
+            _curves(ax, r, f"{r['model']}-s{r['seed']} (so far: {r['step']:,} of {r['total']:,})", width=0.8)
+        ax.set(title=title, xlabel="iterations (1e4)", ylim=(0, 30), xlim=(0, 6.4))
         if not ax.lines:
-            ax.text(3.2, 10, "no finished run yet", ha="center", color="gray")
+            ax.text(3.2, 15, "no run yet", ha="center", color="gray")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -90,17 +100,25 @@ def plot_figure6(runs: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _curves(ax: Any, run: dict[str, Any], label: str, width: float) -> None:
+    steps = [h["step"] / 1e4 for h in run["history"]]
+    line, = ax.plot(steps, [h["train_error"] for h in run["history"]], "--", lw=width * 2 / 3)
+    ax.plot(steps, [h["val_error"] for h in run["history"]], "-", lw=width, color=line.get_color(), label=label)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, default=RESULTS / "campaign")
     p.add_argument("--figure", type=Path, default=FIGURE)
     p.add_argument("--out", type=Path, default=RESULTS, help="where paper_table.json goes")
+    p.add_argument("--manifest", type=Path, default=HERE / "campaign.yaml", help="the campaign's runs")
+    p.add_argument("--state", type=Path, default=CAMPAIGN_STATE, help="the unfinished runs' states")
     args = p.parse_args(argv)
     runs = load_runs(args.results)
     summary = summarize(runs)
     write_result("paper_table", {"command": "python bench/paper_table.py", "networks": summary}, args.out,
                  echo=False)
-    plot_figure6(runs, args.figure)
+    plot_figure6(runs, args.figure, in_progress(args.manifest, args.state, args.results))
     print(table(summary))
 
 

@@ -1,5 +1,6 @@
 """The paper's table and Figure 6 from campaign results: mean and spread over seeds, the paper beside them."""
 import json
+import time
 from pathlib import Path
 
 from tests.conftest import bench_script
@@ -38,4 +39,25 @@ def test_table_and_figure_from_finished_runs(tmp_path):
     lines = pt.table(summary).splitlines()
     assert lines[2].startswith("| plain20 | Figure 6 only | **10.00%** | 1 |")
     assert lines[3].startswith("| resnet20 | 8.75% | **8.68% ± 0.28** | 2 | 0, 1 |")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_figure_draws_the_runs_still_training(tmp_path):
+    from resnets.engine.campaign import Budget, advance, load_manifest
+
+    manifest = tmp_path / "campaign.yaml"
+    manifest.write_text(json.dumps({"runs": [  # JSON is YAML; the second run has not started
+        {"name": "p20", "recipe": "digits", "model": "plain20", "data": "digits",
+         "overrides": {"epochs": 2, "batch_size": 64}},
+        {"name": "p56", "recipe": "digits", "model": "plain56", "data": "digits"}]}))
+    state, results = tmp_path / "state", tmp_path / "campaign"
+    advance(load_manifest(manifest)[0], state, Budget(time.monotonic() + 600, max_steps=25), results)
+    pt = _module()
+    (training,) = pt.in_progress(manifest, state, results)
+    assert (training["run"], training["model"], training["step"], training["total"]) == ("p20", "plain20", 25, 38)
+    assert [h["step"] for h in training["history"]] == [19]  # the epochs that ended
+    figure = tmp_path / "fig6.png"
+    pt.main(["--results", str(results), "--figure", str(figure), "--out", str(tmp_path), "--manifest",
+             str(manifest), "--state", str(state)])
+    assert json.loads((tmp_path / "paper_table.json").read_text())["networks"] == {}  # the table: finished only
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

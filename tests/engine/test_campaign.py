@@ -15,8 +15,8 @@ import torch
 import resnets
 from resnets import CheckpointError, ConfigError, ResnetsError
 from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, check_state, load_manifest,
-                                     note_pause, parse_budget, paused_seconds, read_segments, running_pid, status,
-                                     unfinished)
+                                     note_pause, parse_budget, paused_seconds, progress, read_segments, running_pid,
+                                     status, unfinished)
 from resnets.engine.checkpoint import load_training_checkpoint, model_from_checkpoint
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -38,12 +38,17 @@ def _segment(run, state, results, steps):
 def test_segments_end_where_an_uninterrupted_run_ends(tmp_path):
     (run,) = load_manifest(_manifest(tmp_path))
     state, results = tmp_path / "state", tmp_path / "results"
+    assert progress(run, state) is None  # nothing trained yet
     first = _segment(run, state, results, 7)  # mid-epoch
     assert first["start_step"] == 0 and first["steps"] == 7 and first["total_steps"] == 38
     assert load_training_checkpoint(state / "r20" / "last.pt")["step"] == 7
     second = _segment(run, state, results, 30)  # over an epoch's end, into the next
     assert second["start_step"] == 7 and second["steps"] == 30
     assert [s["steps"] for s in read_segments(state, run)] == [7, 30]
+    so_far = progress(run, state)  # the curves so far: one epoch ended
+    assert (so_far["run"], so_far["model"], so_far["seed"], so_far["step"], so_far["total"]) == ("r20", "resnet20",
+                                                                                              3, 37, 38)
+    assert [h["step"] for h in so_far["history"]] == [19] and 0 <= so_far["history"][0]["train_error"] <= 100
     assert status([run], state, results)[0] | {"seconds_by_kind": None} == {
         "run": "r20", "step": 37, "total": 38, "done": False, "seconds_by_kind": None,
         "eta_s": status([run], state, results)[0]["eta_s"]}

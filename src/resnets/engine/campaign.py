@@ -357,9 +357,7 @@ def finish(run: CampaignRun, r: Any, segments: list[dict[str, Any]], state: Path
     r.model.eval()
     val = evaluate_split(r.model, r.data.val, r.data.classes, r.aug, "val", **kwargs) if len(r.data.val) else None
     test = evaluate_split(r.model, r.data.test, r.data.classes, r.aug, "test", **kwargs)
-    history = [{"epoch": h["epoch"], "step": h["step"], "lr": h["lr"], "train_loss": round(h["train_loss"], 5),
-                "train_error": round(100 - h["train_acc"], 3),
-                "val_error": None if h["val_acc"] is None else round(100 - h["val_acc"], 3)} for h in r.history]
+    history = curves(r.history)
     result = {"run": run.name, "model": run.model, "recipe": run.recipe, "seed": run.seed,
               "data": Path(r.cfg.data).name, "splits": r.data.splits, "iterations": r.step,
               "test_top1": test.top1, "val_top1": val and val.top1, "final_train_error": history[-1]["train_error"],
@@ -376,6 +374,25 @@ def finish(run: CampaignRun, r: Any, segments: list[dict[str, Any]], state: Path
     atomic_write(out, lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
     shutil.rmtree(state / run.name)
     return out
+
+
+def curves(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's per-epoch log as a result records it: step, learning rate, training loss, and the training and
+    validation errors in percent."""
+    return [{"epoch": h["epoch"], "step": h["step"], "lr": h["lr"], "train_loss": round(h["train_loss"], 5),
+             "train_error": round(100 - h["train_acc"], 3),
+             "val_error": None if h["val_acc"] is None else round(100 - h["val_acc"], 3)} for h in history]
+
+
+def progress(run: CampaignRun, state: Path) -> dict[str, Any] | None:
+    """An unfinished run's curves so far, from its saved state: ``run``, ``model``, ``seed``, ``step``,
+    ``total`` (the steps of the whole run) and ``history`` as in a result; None where it has no state yet."""
+    segments = read_segments(state, run) if (state / run.name / "last.pt").exists() else []
+    if not segments:
+        return None
+    ckpt = load_training_checkpoint(state / run.name / "last.pt")
+    return {"run": run.name, "model": run.model, "seed": run.seed, "step": ckpt["step"],
+            "total": segments[-1]["total_steps"], "history": curves(ckpt["history"])}
 
 
 def seconds_by_kind(segments: list[dict[str, Any]]) -> dict[str, float]:
