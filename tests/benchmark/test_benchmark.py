@@ -31,6 +31,7 @@ def test_the_int8_peak_times_onednn_only_where_the_cpu_has_vnni(monkeypatch, vnn
                (fn() for fn in fns.values()))
 
 
+@pytest.mark.precision
 def test_the_packed_int8_product_is_the_integer_product():
     # small operands: no pair of products saturates int16, so even oneDNN's AVX2 int8 kernel is exact
     x = torch.randint(0, 16, (37, 48), dtype=torch.uint8)
