@@ -11,10 +11,10 @@ from resnets.cli import main
 from resnets.engine.campaign import campaign_paused, paused_seconds
 
 
-def _manifest(tmp_path, data="digits"):
+def _manifest(tmp_path, data="digits", epochs=1):
     path = tmp_path / "runs.yaml"
     path.write_text(json.dumps({"runs": [{"name": "r20", "recipe": "digits", "model": "resnet20", "data": data,
-                                          "overrides": {"epochs": 1, "batch_size": 64}}]}))
+                                          "overrides": {"epochs": epochs, "batch_size": 64}}]}))
     return path
 
 
@@ -36,6 +36,24 @@ def test_a_users_campaign_keeps_its_state_beside_the_manifest(tmp_path, capsys):
     capsys.readouterr()
     assert main(["campaign", "status", *args]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split()[:5] == ["r20", "19", "/", "19", "done"]
+
+
+def test_status_says_how_a_run_under_way_stands(tmp_path, capsys):
+    manifest = _manifest(tmp_path, epochs=2)
+    run = ["campaign", "run", str(manifest), "--budget", "5m", "--nice", "0", "--device", "cpu", "--max-steps"]
+    assert main([*run, "3"]) == 0
+    capsys.readouterr()
+    assert main(["campaign", "status", str(manifest)]) == 0
+    assert "epoch" not in capsys.readouterr().out.splitlines()[-1]  # no epoch has ended yet
+    assert main([*run, "22"]) == 0  # past the first epoch's end (19 steps)
+    capsys.readouterr()
+    assert main(["campaign", "status", str(manifest), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    last = row["last_epoch"]
+    assert last["epoch"] == 1 and 0 <= last["train_error"] <= 100 and 0 <= last["val_error"] <= 100
+    assert main(["campaign", "status", str(manifest)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
+        f"epoch 1: training error {last['train_error']:.2f}%, validation {last['val_error']:.2f}%")
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

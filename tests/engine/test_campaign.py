@@ -49,9 +49,11 @@ def test_segments_end_where_an_uninterrupted_run_ends(tmp_path):
     assert (so_far["run"], so_far["model"], so_far["seed"], so_far["step"], so_far["total"]) == ("r20", "resnet20",
                                                                                               3, 37, 38)
     assert [h["step"] for h in so_far["history"]] == [19] and 0 <= so_far["history"][0]["train_error"] <= 100
-    assert status([run], state, results)[0] | {"seconds_by_kind": None} == {
-        "run": "r20", "step": 37, "total": 38, "done": False, "seconds_by_kind": None,
-        "eta_s": status([run], state, results)[0]["eta_s"]}
+    row = status([run], state, results)[0]
+    assert row | {"seconds_by_kind": None, "eta_s": None} == {
+        "run": "r20", "step": 37, "total": 38, "done": False, "seconds_by_kind": None, "eta_s": None,
+        "last_epoch": {k: so_far["history"][0][k] for k in ("epoch", "train_error", "val_error")}}
+    assert row["last_epoch"]["epoch"] == 1 and 0 <= row["last_epoch"]["val_error"] <= 100
     _segment(run, state, results, 100)
     assert not (state / "r20").exists() and list(unfinished([run], results)) == []
     result = json.loads((results / "r20.json").read_text())

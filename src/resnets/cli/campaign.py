@@ -3,7 +3,7 @@ sleeps), advanced in budgeted segments that resume exactly, from a manifest of r
 
     resnets campaign run runs.yaml --budget 230m             # resume, train at low priority, save every state
     resnets campaign run runs.yaml --parallel 2 --budget 2h # a CPU: two runs, each on half of the cores
-    resnets campaign status runs.yaml                       # step / total, compute per machine kind, ETA here
+    resnets campaign status runs.yaml                       # step / total, compute per kind, ETA, errors so far
     resnets campaign pause runs.yaml | resume               # SIGSTOP / SIGCONT the running campaign
 
 The states live in ``<manifest's folder>/<manifest's name>/state/<run>/`` (``--state``): copy or commit that folder
@@ -131,8 +131,16 @@ def _status(args: argparse.Namespace) -> None:
     for r in rows:
         eta = "done" if r["done"] else ("unknown here" if r["eta_s"] is None else f"{r['eta_s'] / 3600:.1f} h here")
         spent = ", ".join(f"{k} {v / 3600:.2f} h" for k, v in r["seconds_by_kind"].items()) or "-"
-        extra = f"  test top-1 {r['test_top1']:.2f}%" if r["done"] else ""
+        extra = f"  test top-1 {r['test_top1']:.2f}%" if r["done"] else _last_epoch(r.get("last_epoch"))
         print(f"{r['run']:<22} {r['step']:>6} / {r['total'] or '?':<6} {eta:<14} compute: {spent}{extra}")
+
+
+def _last_epoch(last: dict[str, Any] | None) -> str:
+    """How a run under way stands at its last finished epoch."""
+    if not last:
+        return ""
+    val = "" if last["val_error"] is None else f", validation {last['val_error']:.2f}%"
+    return f"  epoch {last['epoch']}: training error {last['train_error']:.2f}%{val}"
 
 
 def _signal(args: argparse.Namespace) -> None:
@@ -169,7 +177,8 @@ def add_campaign_command(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--nice", type=int, default=10, help="scheduling priority added (default 10: others first)")
     r.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     r.set_defaults(func=_run)
-    s = actions.add_parser("status", parents=[where], help="step / total, compute per machine kind and ETA here")
+    s = actions.add_parser("status", parents=[where], help="step / total, compute per machine kind, ETA here and "
+                                                             "the last epoch's errors")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_status)
     for name, text in (("pause", "SIGSTOP the running campaign (benchmarks do this while they time)"),

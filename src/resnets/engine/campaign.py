@@ -408,8 +408,9 @@ def unfinished(runs: list[CampaignRun], results: Path) -> Iterator[CampaignRun]:
 
 
 def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str, Any]]:
-    """Per run: steps done of the total, compute spent per kind of machine, and the time left on this kind of
-    machine at the speed of its last segment here (None where no segment ran on this kind)."""
+    """Per run: steps done of the total, compute spent per kind of machine, the time left on this kind of
+    machine at the speed of its last segment here (None where no segment ran on this kind), and for a run under
+    way its last finished epoch's training and validation error (``last_epoch``, None before the first ends)."""
     rows = []
     kind = cpu_isa() or "cpu"
     for run in runs:
@@ -424,9 +425,12 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
         total = segments[-1]["total_steps"] if segments else _total_steps(run)
         here = [s for s in segments if s["kind"] == kind and s["steps"] > 0]
         rate = here[-1]["seconds"] / here[-1]["steps"] if here else None
+        so_far = progress(run, state)
+        last = so_far["history"][-1] if so_far and so_far["history"] else None
         rows.append({"run": run.name, "step": step, "total": total, "done": False,
                      "seconds_by_kind": seconds_by_kind(segments),
-                     "eta_s": None if rate is None or total is None else round(rate * (total - step))})
+                     "eta_s": None if rate is None or total is None else round(rate * (total - step)),
+                     "last_epoch": last and {k: last[k] for k in ("epoch", "train_error", "val_error")}})
     return rows
 
 
