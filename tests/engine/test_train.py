@@ -187,6 +187,16 @@ def test_compiling_the_step_is_chosen_where_it_pays(tmp_path, monkeypatch):
     assert asked.compiled is True and asked.forward is not asked.model
 
 
+def test_compiled_bfloat16_is_refused_where_bfloat16_is_not_native(tmp_path, monkeypatch):
+    train_module = importlib.import_module("resnets.engine.train")
+    monkeypatch.setattr(train_module, "native_bf16", lambda device="cpu": False)  # an AVX2 CPU
+    with pytest.raises(ConfigError, match="needs a CPU that computes bfloat16 natively"):
+        setup(_cfg(tmp_path, subset=64, epochs=1, batch_size=32, compile=True, precision="bf16"))
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    run = setup(_cfg(tmp_path, subset=64, epochs=1, batch_size=32, compile=True, out=str(tmp_path / "auto")))
+    assert run.cfg.precision == "fp32" and run.compiled  # "auto" is float32 there, and compiles on request
+
+
 @pytest.mark.slow
 def test_a_compiled_step_is_the_eager_step_to_float_noise(tmp_path):
     """One float32 step through torch.compile moves the weights as the eager step does, to the rounding noise of

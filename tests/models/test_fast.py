@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import resnets
+from resnets.machine import native_bf16
 from resnets.models.fast import BiasNorm, FastResNet
 
 
@@ -53,6 +54,8 @@ def test_size_and_feature_info_follow_airbench94():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not native_bf16(), reason="training compiles bfloat16 steps only where the CPU computes "
+                                              "bfloat16 natively (AVX512-BF16 or AMX)")
 def test_a_compiled_bfloat16_step_gives_the_eager_gradients():
     """torch.compile keeps bfloat16 activations in float32 inside fused kernels; the global max-pool's gradient
     must still find its maxima (it became NaN everywhere when the max was taken in bfloat16)."""

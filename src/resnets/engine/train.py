@@ -136,6 +136,11 @@ def _placement(cfg: TrainConfig) -> tuple[TrainConfig, torch.device, Dist]:
             raise ResnetsError("gradual unfreezing is not supported with distributed training")
     if cfg.precision == "auto":
         cfg = dataclasses.replace(cfg, precision="bf16" if native_bf16(device) else "fp32")
+    if cfg.compile and cfg.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+        # inductor's AVX2 code for the fast networks' bfloat16 step gave NaN or wrong logits (torch 2.13)
+        raise ConfigError("--compile with bf16 needs a CPU that computes bfloat16 natively (AVX512-BF16 or AMX): "
+                          "compiled bfloat16 code gave wrong results on this CPU's instructions; train in fp32 "
+                          "(the default here) or without --compile")
     return cfg, device, dist
 
 
