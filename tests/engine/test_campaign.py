@@ -190,21 +190,36 @@ def test_sigterm_saves_the_state_and_exits(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not a duration" in bad.stderr
 
 
-@pytest.mark.slow
-def test_parallel_runs_on_a_cpu_share_its_cores(tmp_path):
+def _parallel(tmp_path, *options):
     runs = [{"name": f"r20-s{seed}", "recipe": "digits", "model": "resnet20", "seed": seed, "data": "digits",
-             "overrides": SETTINGS} for seed in (0, 1)]
-    state = tmp_path / "state"
+             "overrides": SETTINGS} for seed in (0, 1, 2)]
     done = subprocess.run([sys.executable, str(BENCH / "campaign.py"), "--manifest", str(_manifest(tmp_path, runs)),
-                           "--state", str(state), "--results", str(tmp_path / "results"), "run", "--parallel", "2",
-                           "--max-steps", "3", "--device", "cpu", "--budget", "5m", "--nice", "0"],
+                           "--state", str(tmp_path / "state"), "--results", str(tmp_path / "results"), "run",
+                           "--parallel", "2", *options, "--device", "cpu", "--budget", "5m", "--nice", "0"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "state" / "RUNNING").exists()
+    return tmp_path / "state", tmp_path / "results"
+
+
+@pytest.mark.slow
+def test_parallel_runs_on_a_cpu_share_its_cores(tmp_path):
+    state, _ = _parallel(tmp_path, "--max-steps", "3")
     share = max(1, len(os.sched_getaffinity(0)) // 2)
     for name in ("r20-s0", "r20-s1"):
         segment = json.loads((state / name / "segments.json").read_text())["segments"][-1]
         assert (segment["steps"], segment["threads"], segment["device"]) == (3, share, "cpu")
-    assert not (state / "RUNNING").exists()
+    assert not (state / "r20-s2").exists()  # the slots' runs did not finish: no slot was free for the third
+
+
+@pytest.mark.slow
+def test_a_slot_whose_run_finishes_takes_the_next_run(tmp_path):
+    state, results = _parallel(tmp_path)
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for name in ("r20-s0", "r20-s1", "r20-s2"):
+        result = json.loads((results / f"{name}.json").read_text())
+        assert result["iterations"] == 38 and [s["threads"] for s in result["segments"]] == [share]
+    assert not any(state.glob("r20-*"))
 
 
 def test_status_into_a_closed_pipe_ends_quietly(tmp_path):

@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> None:
     resolve_device(args.device)  # a device this machine lacks is refused before anything is written
     os.nice(args.nice)
     if args.parallel > 1:
-        return _run_parallel(args, [r.name for r in unfinished(runs, results)][:args.parallel], seconds)
+        return _run_parallel(args, [r.name for r in unfinished(runs, results)], seconds)
     deadline = time.monotonic() + seconds
     lock = contextlib.nullcontext() if args.child else CampaignLock(state)
     with lock, StopSignals() as signals:
@@ -75,32 +75,55 @@ def _run(args: argparse.Namespace) -> None:
                 break
 
 
+# A slot whose run has finished takes the next one only if at least this much of the budget is left
+MIN_SEGMENT_S = 120.0
+
+
 def _run_parallel(args: argparse.Namespace, names: list[str], seconds: float) -> None:
-    """One child process per run (``--only``), each with the whole budget; SIGTERM and SIGINT are passed on."""
+    """``--parallel`` child processes, one run each (``--only``) with what is left of the budget: a slot whose
+    run finishes takes the next unfinished run of ``names``, so no core idles while runs remain. SIGTERM and
+    SIGINT are passed on to every child and stop the refilling."""
     from ..engine.campaign import CampaignLock
 
     state, results = _paths(args)
-    common = [str(args.manifest), "--state", str(state), "--results", str(results), "--budget", f"{seconds:.0f}s",
+    deadline = time.monotonic() + seconds
+    common = [str(args.manifest), "--state", str(state), "--results", str(results),
               "--device", args.device, "--nice", "0", "--child",
               *[f"--var={k}={v}" for k, v in args.var],
               *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
               *([] if args.compile is None else ["--compile" if args.compile else "--no-compile"])]
+    queue, stopping, codes = list(names), False, []
     with CampaignLock(state):
-        env = child_env(args.device, len(names))
-        children = [subprocess.Popen([sys.executable, "-m", "resnets", "campaign", "run", *common, "--only", name],
-                                     env=env) for name in names]
+        env = child_env(args.device, min(args.parallel, len(queue)))
+
+        def start() -> tuple[str, subprocess.Popen]:
+            name = queue.pop(0)
+            budget = f"{max(0.0, deadline - time.monotonic()):.0f}s"
+            return name, subprocess.Popen([sys.executable, "-m", "resnets", "campaign", "run", *common, "--budget",
+                                           budget, "--only", name], env=env)
+
+        live = [start() for _ in range(min(args.parallel, len(queue)))]
 
         def forward(signum: int, frame: Any) -> None:
-            for c in children:
+            nonlocal stopping
+            stopping = True
+            for _, c in live:
                 c.send_signal(signal.SIGTERM)
 
         old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            codes = [c.wait() for c in children]
+            while live:
+                time.sleep(0.2)
+                for name, child in [(n, c) for n, c in live if c.poll() is not None]:
+                    live.remove((name, child))
+                    codes.append(child.returncode)
+                    finished = child.returncode == 0 and (results / f"{name}.json").is_file()
+                    if finished and queue and not stopping and deadline - time.monotonic() >= MIN_SEGMENT_S:
+                        live.append(start())
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-            for c in children:  # never outlive the campaign
+            for _, c in live:  # never outlive the campaign
                 if c.poll() is None:
                     c.kill()
     if any(codes):
