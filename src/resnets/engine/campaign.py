@@ -384,10 +384,16 @@ def curves(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "val_error": None if h["val_acc"] is None else round(100 - h["val_acc"], 3)} for h in history]
 
 
-def progress(run: CampaignRun, state: Path) -> dict[str, Any] | None:
+def saved_segments(state: Path, run: CampaignRun) -> list[dict[str, Any]]:
+    """The segments of a run that has a saved state; none where it has not started (or has finished)."""
+    return read_segments(state, run) if (state / run.name / "last.pt").exists() else []
+
+
+def progress(run: CampaignRun, state: Path, segments: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """An unfinished run's curves so far, from its saved state: ``run``, ``model``, ``seed``, ``step``,
-    ``total`` (the steps of the whole run) and ``history`` as in a result; None where it has no state yet."""
-    segments = read_segments(state, run) if (state / run.name / "last.pt").exists() else []
+    ``total`` (the steps of the whole run) and ``history`` as in a result; None where it has no state yet.
+    ``segments``: its ``saved_segments``, where the caller has read them already."""
+    segments = saved_segments(state, run) if segments is None else segments
     if not segments:
         return None
     ckpt = load_training_checkpoint(state / run.name / "last.pt")
@@ -420,12 +426,12 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
             rows.append({"run": run.name, "step": res["iterations"], "total": res["iterations"], "done": True,
                          "test_top1": res["test_top1"], "seconds_by_kind": res["seconds_by_kind"], "eta_s": 0})
             continue
-        segments = read_segments(state, run) if (state / run.name / "last.pt").exists() else []
+        segments = saved_segments(state, run)
         step = segments[-1]["start_step"] + segments[-1]["steps"] if segments else 0
         total = segments[-1]["total_steps"] if segments else _total_steps(run)
         here = [s for s in segments if s["kind"] == kind and s["steps"] > 0]
         rate = here[-1]["seconds"] / here[-1]["steps"] if here else None
-        so_far = progress(run, state)
+        so_far = progress(run, state, segments)
         last = so_far["history"][-1] if so_far and so_far["history"] else None
         rows.append({"run": run.name, "step": step, "total": total, "done": False,
                      "seconds_by_kind": seconds_by_kind(segments),
