@@ -1,7 +1,9 @@
 """The command line: listing, model info, one-line errors."""
+import platform
 import pytest
 import subprocess
 import sys
+from pathlib import Path
 
 from resnets.cli import build_parser, main
 
@@ -87,6 +89,16 @@ def test_train_bad_inputs_are_one_line_each(tmp_path):
     _one_clean_error_line(_run("train", "--epochs", "1", "--subset", "64", "--out", str(tmp_path / "file" / "run")),
                           str(tmp_path / "file" / "run"), "Not a directory")
     assert (tmp_path / "file").read_text() == "kept"
+
+
+def test_a_bf16_only_mode_on_an_avx2_cpu_is_one_line():
+    # an x86 CPU without native bfloat16, as oneDNN's cap makes this one (where OpenVINO's bf16 build fails)
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("oneDNN's instruction-set cap is an x86 setting")
+    fixture = Path(__file__).parents[1] / "fixtures" / "cifar10-test-200"
+    proc = _run("eval", "resnet20_cifar10", "--data", str(fixture), "--mode", "openvino_bf16",
+                env={"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
+    _one_clean_error_line(proc, "openvino_bf16 mode needs a CPU with native bfloat16", "avx2", "openvino")
 
 
 @pytest.mark.slow

@@ -85,6 +85,16 @@ def test_available_modes_follow_the_machine(monkeypatch, engines):
     assert not any(m.startswith("openvino") for m in inference.available_modes())
 
 
+def test_a_bf16_only_mode_is_refused_where_bf16_is_not_native(monkeypatch):
+    import resnets.inference.modes as inference
+
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": False)
+    # OpenVINO's bf16 hint runs float32 there (or fails to compile where oneDNN is capped): one clear line
+    with pytest.raises(ConfigError, match="openvino_bf16 mode needs a CPU with native bfloat16.*openvino"):
+        prepare_inference(resnets.create_model("resnet20"), "openvino_bf16")
+    assert prepare_inference(resnets.create_model("resnet20"), "bf16")(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("ort", [True, False])
 @pytest.mark.parametrize("ov", [True, False])

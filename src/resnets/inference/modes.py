@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..machine import native_bf16
+from ..machine import cpu_isa, native_bf16
 from .aot import aot_runner, package_path
 from .fuse import fuse_bn
 from .int8 import int8_runner, torchao_available
@@ -264,6 +264,9 @@ def prepare_inference(model: nn.Module, mode: str, example: torch.Tensor | None 
         raise ConfigError(f"the {mode} mode needs an example input (the export's, and int8's calibration)")
     if record.cpu_only and any(p.is_cuda for p in model.parameters()):
         raise ConfigError(f"the {mode} mode runs on the CPU only")
+    if record.native_only and not native_bf16("cpu"):  # (such modes run on the CPU only)
+        raise ConfigError(f"the {mode} mode needs a CPU with native bfloat16 (AVX512-BF16 or AMX), and this one "
+                          f"runs at {cpu_isa()}; use a float32 mode ({', '.join(FLOAT32_PREFERENCE)})")
     return record.build(copy.deepcopy(model).eval(), example)
 
 
