@@ -16,7 +16,10 @@ def atomic_write(path: str | Path, write: Any) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a folder that takes no new files (read-only, no permission): name the file asked for
+        raise OSError(e.errno, f"cannot write there ({e.strerror}); nothing was written", str(path)) from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # what open() would give, not mkstemp's owner-only 0600

@@ -101,6 +101,16 @@ def test_a_bf16_only_mode_on_an_avx2_cpu_is_one_line():
     _one_clean_error_line(proc, "openvino_bf16 mode needs a CPU with native bfloat16", "avx2", "openvino")
 
 
+def test_predict_is_an_error_only_where_no_input_could_be_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    proc = _run("predict", "resnet20_cifar10", str(tmp_path / "notes.txt"))
+    _one_clean_error_line(proc, "none of the 1 input(s) could be read as an image", ".png")
+    assert "skipped" in proc.stderr and "notes.txt" in proc.stderr and not proc.stdout
+    bird = next((Path(__file__).parents[1] / "fixtures" / "cifar10-test-200" / "bird").iterdir())
+    proc = _run("predict", "resnet20_cifar10", str(tmp_path / "notes.txt"), str(bird))
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{bird}: ") and "skipped" in proc.stderr
+
+
 @pytest.mark.slow
 def test_train_eval_predict_from_the_command_line(tmp_path, image_tree):
     out = tmp_path / "run"

@@ -58,6 +58,14 @@ def test_predict_writes_masks_of_class_indices_and_overlays(seg_run, capsys):
     assert overlay.shape == (48, 48, 3) and np.array_equal(overlay[mask == 0], original[mask == 0])
 
 
+def test_predict_on_nothing_readable_is_an_error(seg_run, capsys):
+    (seg_run / "notes.txt").write_text("not an image")
+    assert main(["predict", str(seg_run / "run" / "best.pt"), str(seg_run / "notes.txt"),
+                 "--out", str(seg_run / "none")]) == 2
+    assert "none of the 1 input(s) could be read as an image" in capsys.readouterr().err
+    assert not (seg_run / "none").exists()
+
+
 def test_a_resumed_run_ends_with_the_same_weights(tmp_path):
     make_mask_folder(tmp_path / "data", n=16, size=32)
     args = [*TRAIN, "--data", str(tmp_path / "data"), "--epochs", "2"]

@@ -9,7 +9,7 @@ import sys
 import typing
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -230,7 +230,6 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from ..data.folder import unreadable
     from ..engine.evaluate import Predictor, find_images
 
     if args.topk < 1 or args.batch_size < 1:
@@ -247,20 +246,16 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         return _predict_segmentation(args, ck, files)
     predictor = Predictor(ck, device=args.device, tta_flip=args.tta_flip, mode=args.mode,
                           images=len(files) * (2 if args.tta_flip else 1))
+    done = 0
     for start in range(0, len(files), args.batch_size):
-        loaded, names = [], []
-        for f in files[start:start + args.batch_size]:
-            try:
-                loaded.append(predictor.load(f))
-                names.append(f)
-            except Exception as e:
-                if args.strict:
-                    raise ResnetsError(f"cannot read image {f}: {unreadable(e)}") from None
-                log.warning("skipped %s: %s", f, unreadable(e))
-        if not loaded:
+        pairs = [(f, x) for f in files[start:start + args.batch_size]
+                 if (x := _read_or_skip(args, f, predictor.load)) is not None]
+        if not pairs:
             continue
         import torch
 
+        names, loaded = zip(*pairs)
+        done += len(names)
         for f, top in zip(names, predictor.predict_indexed(torch.stack(loaded), args.topk)):
             if args.json:
                 print(json.dumps({"file": str(f), "top": [{"class": c, "index": i, "prob": round(p, 6)}
@@ -268,26 +263,47 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             else:
                 print(f"{f}: " + ", ".join(f"{c} {p:.3f}" for _, c, p in top))
             sys.stdout.flush()
+    _none_read(done, files)
+
+
+def _read_or_skip(args: argparse.Namespace, f: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(f)``; where the image cannot be read, None and a warning (with ``--strict``: an error)."""
+    from ..data.folder import unreadable
+
+    try:
+        return read(f)
+    except Exception as e:
+        if args.strict:
+            raise ResnetsError(f"cannot read image {f}: {unreadable(e)}") from None
+        log.warning("skipped %s: %s", f, unreadable(e))
+        return None
+
+
+def _none_read(done: int, files: list[Path]) -> None:
+    """An error where not one of ``files`` could be read: nothing was predicted, which is no success."""
+    from ..data.folder import IMAGE_EXTS
+
+    if files and not done:
+        raise ResnetsError(f"none of the {len(files)} input(s) could be read as an image (see the lines above): "
+                           f"give image files ({' '.join(sorted(IMAGE_EXTS))}) or folders of them")
 
 
 def _predict_segmentation(args: argparse.Namespace, ck: Checkpoint, files: list[Path]) -> None:
     """Each image's classes per pixel: a mask and an overlay PNG in --out, a line of class shares each."""
-    from ..data.folder import decode_image, unreadable
+    from ..data.folder import decode_image
     from ..engine.segment_predict import checkpoint_stats, segment, segmenter, write_prediction
 
     model, ck = segmenter(ck)
     out = Path(args.out or "predictions")
     mean, std = checkpoint_stats(ck)
+    done = 0
     for f in files:
-        try:
-            import torch
+        import torch
 
-            image = torch.from_numpy(decode_image(f.read_bytes(), None, keep_shape=True))
-        except Exception as e:
-            if args.strict:
-                raise ResnetsError(f"cannot read image {f}: {unreadable(e)}") from None
-            log.warning("skipped %s: %s", f, unreadable(e))
+        image = _read_or_skip(args, f, lambda p: torch.from_numpy(decode_image(p.read_bytes(), None, keep_shape=True)))
+        if image is None:
             continue
+        done += 1
         (_, logits), = segment(model, [image], mean, std)
         shares = write_prediction(image, logits, out, f.stem, ck.classes or [])
         if args.json:
@@ -296,6 +312,7 @@ def _predict_segmentation(args: argparse.Namespace, ck: Checkpoint, files: list[
             print(f"{f}: " + ", ".join(f"{c} {p:.1%}" for c, p in sorted(shares.items(), key=lambda kv: -kv[1]))
                   + f"  -> {out / (f.stem + '_mask.png')}")
         sys.stdout.flush()
+    _none_read(done, files)
 
 
 def _cmd_features(args: argparse.Namespace) -> None:
