@@ -15,3 +15,10 @@ class DataError(ResnetsError, ValueError):
 
 class ConfigError(ResnetsError, ValueError):
     """A setting out of range, or an unknown model or recipe name."""
+
+
+def yaml_problem(e: Exception) -> str:
+    """A YAML parser's error in one line, what is wrong and where: "expected ',' or ']' (line 2, column 1)"."""
+    problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem

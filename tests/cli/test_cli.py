@@ -78,6 +78,8 @@ def test_train_bad_inputs_are_one_line_each(tmp_path):
     _one_clean_error_line(_run("train", "--nproc", "0"), "--nproc must be >= 1")
     _one_clean_error_line(_run("train", "--model", "resnet21"), "unknown model 'resnet21'", "did you mean")
     _one_clean_error_line(_run("train", "--recipe", "cifar10-resnet56-papr"), "did you mean cifar10-resnet56-paper")
+    _one_clean_error_line(_run("train", "--model-arg", "drop_path_rate=[1"), "--model-arg",
+                          "the value of drop_path_rate is not valid YAML", "(line 1, column 3)")
     (tmp_path / "ten.yaml").write_text("epochs: ten\n")
     _one_clean_error_line(_run("train", "--recipe", str(tmp_path / "ten.yaml")), "setting 'epochs' must be a number")
     (tmp_path / "empty").mkdir()

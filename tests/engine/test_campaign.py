@@ -105,8 +105,10 @@ def test_bad_manifests_are_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="names a run twice"):
         load_manifest(_manifest(tmp_path, [base, base]))
     (tmp_path / "bad.yaml").write_text("runs: [")
-    with pytest.raises(ConfigError, match="cannot read the campaign manifest"):
+    with pytest.raises(ConfigError, match=r"manifest .*bad.yaml is not valid YAML: .* \(line 1, column 8\)$"):
         load_manifest(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="cannot read the campaign manifest .*: No such file or directory$"):
+        load_manifest(tmp_path / "missing.yaml")
 
 
 def test_a_changed_recipe_or_a_damaged_state_is_refused(tmp_path):

@@ -43,6 +43,11 @@ def test_a_recipe_with_a_wrong_type_is_refused_and_yaml_exponents_are_numbers(tm
     path.write_text("epochs: ten\n")
     with pytest.raises(ConfigError, match="setting 'epochs' must be a number, got 'ten'"):
         make_config(str(path))
+    path.write_text("lr: [1\n")
+    with pytest.raises(ConfigError) as caught:
+        make_config(str(path))
+    assert "\n" not in str(caught.value) and "not valid YAML: expected ',' or ']'" in str(caught.value)
+    assert str(caught.value).endswith("(line 2, column 1)")
     path.write_text("lr: 1e-3\nweight_decay: 5E-4\nepochs: 3\n")  # YAML 1.1 alone reads these as strings
     cfg = make_config(str(path))
     assert (cfg.lr, cfg.weight_decay, cfg.epochs) == (1e-3, 5e-4, 3)

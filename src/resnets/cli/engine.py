@@ -15,7 +15,7 @@ import yaml
 
 from ..inference import MODES
 from ..models.source import Checkpoint, read_source
-from ..errors import ConfigError, ResnetsError
+from ..errors import ConfigError, ResnetsError, yaml_problem
 from ..engine.config import TrainConfig, list_recipes, load_recipe, make_config
 
 log = logging.getLogger("resnets")
@@ -43,7 +43,10 @@ def key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"the value of {key} is not valid YAML: {yaml_problem(e)}") from None
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:

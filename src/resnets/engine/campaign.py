@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, ResnetsError
+from ..errors import CheckpointError, ConfigError, ResnetsError, yaml_problem
 from ..files import atomic_write
 from ..machine import cpu_isa, machine_info
 from ..models import list_models
@@ -75,8 +75,10 @@ def load_manifest(path: str | Path, data: dict[str, str] | None = None) -> list[
 
     try:
         doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read the campaign manifest {path}: {type(e).__name__}: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the campaign manifest {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"the campaign manifest {path} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list) or not doc["runs"]:
         raise ConfigError(f"{path} must hold 'runs:', a list of runs (name, recipe, model, seed, data)")
     runs: list[CampaignRun] = []

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 import yaml
 
 from ..data.randaugment import RandAugmentPolicy
-from ..errors import ConfigError
+from ..errors import ConfigError, yaml_problem
 
 Schedule = Literal["cosine", "linear", "step", "multistep", "poly", "constant"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -308,7 +308,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     try:
         settings = yaml.load(text, Loader=_RecipeLoader) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {name_or_path} is not valid YAML: {e}") from None
+        raise ConfigError(f"recipe {name_or_path} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(settings, dict):
         raise ConfigError(f"recipe {name_or_path} must be a mapping of settings")
     settings.pop("description", None)
