@@ -108,7 +108,7 @@ COMMANDS = {  # command -> (argv for a source, marks)
     "features": lambda k, s, o: ["features", s, *_model(k), "--data", str(FOLDER), "--val-size", "40",
                                  "--out", str(o / "f.npz")],
     "ensemble": lambda k, s, o: ["ensemble", s, s, "--data", str(FOLDER)],
-    "serve": lambda k, s, o: ["serve", *_net(k, s), "--mode", "eager"],
+    "serve": lambda k, s, o: ["serve", *_net(k, s), "--mode", "eager", "--port", "0"],  # (any free port)
     "bench-deploy": lambda k, s, o: ["bench", "deploy", "--quick", "--no-compile", "--checkpoint", f"mine={s}",
                                      "--data", str(FOLDER), "--json", "--out", str(o / "deploy.json")],
     "info": lambda k, s, o: ["info", s],

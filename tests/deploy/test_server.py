@@ -99,3 +99,16 @@ def test_concurrent_requests_are_batched(predictor):
 def test_a_port_out_of_range_is_refused_before_anything_loads(port):
     with pytest.raises(resnets.ResnetsError, match=f"port must be in 0..65535, got {port}"):
         serve("no-such-checkpoint.pt", port=port)  # the checkpoint would be a different error
+
+
+def test_an_address_it_cannot_listen_on_is_one_line_before_anything_loads():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(resnets.ResnetsError, match=f"127.0.0.1:{port}: Address already in use; choose another"):
+            serve("no-such-checkpoint.pt", port=port)  # the checkpoint would be a different error
+    with pytest.raises(resnets.ResnetsError, match="192.0.2.1:8000: .*; give --host an address of this machine"):
+        serve("no-such-checkpoint.pt", host="192.0.2.1")  # a documentation address, of no machine

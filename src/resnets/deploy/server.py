@@ -16,7 +16,9 @@ JSON body ``{"error": "..."}``; the server keeps serving.
 
 import asyncio
 import base64
+import errno
 import math
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,8 +233,28 @@ def serve(source: str, host: str = "127.0.0.1", port: int = 8000, cfg: ServeConf
     """Run the service for a checkpoint, a weights file or a shipped weights name until interrupted."""
     if not 0 <= port <= 65535:
         raise ResnetsError(f"port must be in 0..65535, got {port}")
+    check_address(host, port)  # before the network loads: a port in use is said at once, in one line
     predictor = Predictor(source, mode=mode, images=math.inf)  # a server's work is open-ended: compiling pays
     app = create_app(predictor, cfg, name=Path(str(source)).stem)
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def check_address(host: str, port: int) -> None:
+    """A ``ResnetsError`` naming the fix where the server could not listen on ``host``:``port`` (a name that
+    does not resolve, an address not of this machine, a port in use or reserved), found by binding it as
+    uvicorn will (with ``SO_REUSEADDR``, so a port a stopped server left waiting is free)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            fix = "choose another --port, or stop the program listening there"
+        elif e.errno == errno.EACCES and port < 1024:
+            fix = "choose a --port of 1024 or more (the ones below need administrator rights)"
+        else:
+            fix = "give --host an address of this machine (127.0.0.1 for this machine only, 0.0.0.0 for all)"
+        raise ResnetsError(f"cannot listen on {host}:{port}: {e.strerror or e}; {fix}") from None
