@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, archive_problem
 from .types import ImageSet
 
 # name: (folder inside the archive, archive file, md5, train batches, test batches, label key, meta file, names key)
@@ -164,7 +164,7 @@ def extract_cifar_archive(kind: str, archive: Path, cache: Path) -> Path:
             shutil.rmtree(dest, ignore_errors=True)
             staging.rename(dest)
         except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"cannot unpack {archive}: {e}") from None
+            raise DataError(f"cannot unpack {archive}: {archive_problem(e)}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return find_cifar_root(kind, dest)

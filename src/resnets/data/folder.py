@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, archive_problem
 from .jpeg import decode_jpeg
 from .types import ImageSet
 
@@ -153,7 +153,7 @@ def _walk_tar(path: Path) -> Iterator[Entry]:
     try:
         tf = tarfile.open(path)
     except (tarfile.TarError, OSError) as e:
-        raise DataError(f"cannot open archive {path}: {e}") from None
+        raise DataError(f"cannot open archive {path}: {archive_problem(e)}") from None
     with tf:
         try:
             for m in tf:

