@@ -201,3 +201,16 @@ def test_a_broken_pipe_elsewhere_is_an_error_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_list", worker_gone)
     assert cli.main(["list"]) == 2
     assert capsys.readouterr().err == "resnets list: error: Broken pipe\n"
+
+
+def test_an_error_that_quotes_a_library_over_lines_is_printed_on_one(monkeypatch, capsys):
+    import resnets.cli as cli
+    from resnets import DataError
+
+    def quoting(args):
+        raise DataError("cannot read x: the library said\n  - first reason\n  - second reason\n")
+
+    monkeypatch.setattr(cli, "_cmd_list", quoting)
+    assert cli.main(["list"]) == 2
+    expected = "resnets list: error: cannot read x: the library said - first reason - second reason\n"
+    assert capsys.readouterr().err == expected

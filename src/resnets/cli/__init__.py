@@ -193,20 +193,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             return int(args.func(args) or 0)
     except ResnetsError as e:
-        print(f"resnets {args.command}: error: {e}", file=sys.stderr)
+        print(f"resnets {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system refused: an output path that is a file, no permission, a full disk
         if isinstance(e, BrokenPipeError) and _stdout_closed():  # the reader went away (``resnets list | head``)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
             return 141  # 128 + SIGPIPE: stop quietly, as ``ls`` does; another broken pipe is an error below
         where = f"{e.filename}: " if e.filename else ""
-        print(f"resnets {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"resnets {args.command}: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"resnets {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:  # a caller's (or a test's) logging is left as it was
         logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def one_line(message: object) -> str:
+    """An error message as one line, whatever a library put in it (a reason quoted from another tool)."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
 if __name__ == "__main__":
