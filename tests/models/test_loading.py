@@ -87,6 +87,18 @@ def test_missing_file_is_a_clear_error(tmp_path):
         resnets.create_model("resnet20", pretrained="resnet20_cifar")  # a mistyped name
 
 
+def test_a_mistyped_weights_tag_lists_the_model_s_tags(tmp_path, monkeypatch):
+    from resnets import ConfigError
+    from resnets.models.loading import read_checkpoint
+
+    monkeypatch.chdir(tmp_path)  # (where no file of these names lies)
+    with pytest.raises(ConfigError, match=r"unknown weights resnet50.tv2_in1K; did you mean tv2_in1k\? \(tags for"):
+        read_checkpoint("resnet50.tv2_in1K")
+    for missing in ("resnet50.pth", "resnet20.best", "notes.txt"):  # a file's name, a model without tags, any
+        with pytest.raises(resnets.CheckpointError, match=f"checkpoint not found: {missing}$"):
+            read_checkpoint(missing)
+
+
 def test_other_architecture_names_missing_and_unexpected_keys(tmp_path):
     path = tmp_path / "r32.pth"
     torch.save(resnets.create_model("resnet32").state_dict(), path)

@@ -76,11 +76,26 @@ def _fetch_url(url: str) -> Path:
     return fetch([bare], sha, progress=False)
 
 
+_FILE_SUFFIXES = {"pt", "pth", "bin", "ckpt", "safetensors", "tar"}
+
+
+def _unknown_tag(path: Path) -> None:
+    """Where a missing ``path`` reads as ``model.tag`` of a model with published weights (``resnet50.tv3``), the
+    error that lists the model's tags; nothing for anything else (a missing ``resnet50.pth``)."""
+    from .pretrained import PRETRAINED, get_weights, split_name
+
+    model, tag = split_name(path.name)
+    published = any(w.model == model for w in PRETRAINED.values())
+    if len(path.parts) == 1 and tag and tag not in _FILE_SUFFIXES and published:
+        get_weights(model, tag)  # a ConfigError: unknown weights, the closest tag, all of the model's tags
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Read a ``.pth``/``.pt`` (weights only: no code is ever unpickled) or ``.safetensors`` file, given by
     its path or, for the weights shipped with the package, by name."""
     path = resolve_weights(path)
     if not path.is_file():
+        _unknown_tag(path)
         looks_like_a_name = not path.suffix and len(path.parts) == 1
         hint = f" (nor a shipped weights name: {', '.join(sorted(shipped_weights()))})" if looks_like_a_name else ""
         raise CheckpointError(f"checkpoint not found: {path}{hint}")
