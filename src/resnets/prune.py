@@ -62,10 +62,13 @@ def channel_scores(model: nn.Module, criterion: str = "l1") -> dict[str, torch.T
     scores = {}
     for name, run in runs.items():
         conv, norm, _ = run.modules()
-        if criterion == "bn" and getattr(norm, "weight", None) is None:
+        if criterion == "l1":
+            scores[name] = conv.weight.detach().abs().flatten(1).sum(1).float()
+            continue
+        gamma = getattr(norm, "weight", None)
+        if gamma is None:
             raise ConfigError(f"{name}: its norm has no scale γ; use --criterion l1")
-        scores[name] = (conv.weight.detach().abs().flatten(1).sum(1) if criterion == "l1"
-                        else norm.weight.detach().abs()).float()
+        scores[name] = gamma.detach().abs().float()
     return scores
 
 

@@ -30,7 +30,11 @@ def describe_source(path: str | Path | Checkpoint, model: str | None = None) -> 
 
 def load_backbone(source: Checkpoint, in_chans: int) -> ResNet:
     """The pretrained network for ``in_chans`` input channels (the first convolution adapted) with no classifier."""
-    net = create_model(source.model, num_classes=0, in_chans=in_chans, **source.model_args)
+    model = source.need("model", fix="--model (e.g. resnet50)").model
+    assert model is not None  # (need says so; for the type checker)
+    net = create_model(model, num_classes=0, in_chans=in_chans, **source.model_args)
+    if not isinstance(net, ResNet):
+        raise ConfigError(f"{model} is not a ResNet classifier: transfer starts from the ResNet family's")
     load_state_dict_into(net, {k: v for k, v in source.state_dict.items() if not k.startswith("fc.")})
     return net.eval()
 
@@ -81,7 +85,7 @@ def save_features(path: str | Path, features: dict[str, np.ndarray], sets: dict[
         blob = save(tensors, metadata=meta)
         atomic_write(path, lambda f: f.write(blob))
     elif path.suffix == ".npz":
-        arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
+        arrays: dict[str, Any] = {"classes": np.array(classes)}  # (Any: numpy's savez stub takes no ndarray dict)
         for s, f in features.items():
             arrays.update({f"{s}.features": f, f"{s}.labels": sets[s].labels.numpy(),
                            f"{s}.files": np.array(sets[s].files or [])})

@@ -65,7 +65,7 @@ def _info_source(args: argparse.Namespace) -> None:
     ck = read_source(name)
     print(ck.describe())
     if ck.model is not None:
-        size = args.input_size or ck.crop_size or ck.image_size
+        size = args.input_size or ck.crop_size or ck.image_size or get_model_spec(ck.model).input_size
         print()
         print(format_profile(ck.model, profile_model(ck.network(), size), size))
 

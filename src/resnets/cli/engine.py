@@ -132,6 +132,7 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
     val = f"val top-1 {result.val.top1:.2f}% ({result.val.n} images)" if result.val else "no validation split"
     print(f"best epoch {result.best_epoch}: {val}{test}"
           f"  [{result.seconds:.0f} s, outputs in {result.out_dir}]")
+    return None
 
 
 def _saved_task(checkpoint: str | Path) -> str:
@@ -179,7 +180,7 @@ def weights_source(weights: str, model: str | None) -> str | Checkpoint:
     return ck if ck.kind == "state_dict" else source
 
 
-def _checkpoint_of(args: argparse.Namespace) -> str:
+def _checkpoint_of(args: argparse.Namespace) -> str | Checkpoint:
     """``resnets eval``'s checkpoint: CHECKPOINT, or --weights checked against --model."""
     if bool(args.checkpoint) == bool(args.weights):
         raise ResnetsError("give a CHECKPOINT or --weights FILE (one of them)")

@@ -49,17 +49,18 @@ def convert(src: str | Path, dest: str | Path, model: str = "resnet50", *, check
         kind = "tfjs-layers" if topology is not None else "keras-h5"
         state = keras.to_state_dict(weights, model)
         mean, std = keras.caffe_normalisation()
-        args = dict(keras.MODEL_ARGS)
+        args: dict[str, Any] = dict(keras.MODEL_ARGS)
         preprocessing = "caffe: BGR (folded into conv1), ImageNet mean subtracted, no scaling"
     else:
         kind, topology = "pytorch", None
         state = extract_state_dict(read_checkpoint(src))
-        mean, std, args = IMAGENET_MEAN, IMAGENET_STD, {}
+        mean, std, args = IMAGENET_MEAN, IMAGENET_STD, dict[str, Any]()
         preprocessing = "RGB, x / 255, ImageNet mean and std"
     net = create_model(model, **args).eval()
     load_state_dict_into(net, state, adapt=False)
-    if net.fc.out_features != 1000:
-        raise CheckpointError(f"{src} has {net.fc.out_features} classes, not the 1,000 of ImageNet")
+    classes = net.get_submodule("fc").out_features
+    if classes != 1000:
+        raise CheckpointError(f"{src} has {classes} classes, not the 1,000 of ImageNet")
     result = Converted(dest, kind)
     if check and topology is not None:
         result.max_abs_diff, result.max_abs_logit = check_against_keras(net, topology, weights, mean, std)

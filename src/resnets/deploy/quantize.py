@@ -2,6 +2,7 @@
 measured before and after."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
     batch = aug.eval(images_of(evalset, batch_size))
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "out": str(out), "method": method, "weights": weights,
                               "calibration_images": len(calib), "split": split, "images": len(evalset)}
-    timings = time_interleaved({name: (lambda r=run: r(batch)) for name, run in runners.items()}, repeats=7)
+    timings = time_interleaved({name: functools.partial(run, batch) for name, run in runners.items()}, repeats=7)
     for name, run in runners.items():
         metrics = evaluate_split(run, evalset, dataset.classes, aug, split, batch_size=batch_size)
         report[name] = {"top1": round(metrics.top1, 2), "images_per_s": round(len(batch) / timings[name].median_s, 1)}

@@ -16,19 +16,21 @@ JSON body ``{"error": "..."}``; the server keeps serving.
 
 import asyncio
 import base64
+import contextlib
 import errno
 import math
 import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import torch
 
 from ..data.folder import unreadable
 from ..engine.evaluate import Predictor
 from ..errors import ResnetsError
+from ..models.source import Checkpoint
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -148,7 +150,8 @@ def create_app(predictor: Predictor, cfg: ServeConfig | None = None, name: str =
     state: dict[str, Any] = {"started": time.time(), "requests": 0, "errors": 0}
     batcher = Batcher(predictor, cfg.max_batch, cfg.max_wait_ms / 1e3)
 
-    async def lifespan(app: Any):  # noqa: ANN202
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
         yield
         await batcher.stop()
@@ -194,7 +197,7 @@ def _add_routes(app: Any, predictor: Predictor, cfg: ServeConfig, batcher: Batch
                            "images": batcher.images, "largest_batch": batcher.largest,
                            "uptime_s": round(time.time() - state["started"], 1)}}
 
-    @app.post("/predict", responses=ERRORS, openapi_extra=_FILES)  # type: ignore[arg-type]
+    @app.post("/predict", responses=ERRORS, openapi_extra=_FILES)
     async def predict(request: Request, topk: int = cfg.topk) -> dict[str, Any]:
         check_topk(topk)
         try:
@@ -207,7 +210,7 @@ def _add_routes(app: Any, predictor: Predictor, cfg: ServeConfig, batcher: Batch
         return {"predictions": [{"file": n, "top": [{"class": c, "prob": round(p, 6)} for c, p in top]}
                                 for (n, _), top in zip(images, tops)]}
 
-    @app.post("/explain", responses=ERRORS)  # type: ignore[arg-type]
+    @app.post("/explain", responses=ERRORS)
     async def explain_route(file: UploadFile, topk: int = cfg.topk) -> dict[str, Any]:
         check_topk(topk)
         ((fname, image),) = await read_images([file], predictor, cfg)
@@ -228,7 +231,7 @@ _FILES = {"requestBody": {"required": True, "content": {"multipart/form-data": {
     "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 
 
-def serve(source: str, host: str = "127.0.0.1", port: int = 8000, cfg: ServeConfig | None = None,
+def serve(source: str | Checkpoint, host: str = "127.0.0.1", port: int = 8000, cfg: ServeConfig | None = None,
           mode: str = "auto") -> None:
     """Run the service for a checkpoint, a weights file or a shipped weights name until interrupted."""
     if not 0 <= port <= 65535:
