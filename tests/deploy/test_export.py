@@ -34,6 +34,10 @@ def test_export_errors(tree_run, tmp_path):
     with pytest.raises(ResnetsError, match="unknown export format"):
         export_checkpoint(ckpt, "tflite", tmp_path / "m")
     assert main(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    with pytest.raises(ResnetsError, match=r"m.onnx is named as onnx, but the format is torchscript: name it m.pt"):
+        export_checkpoint(ckpt, "torchscript", tmp_path / "m.onnx")  # read back as ONNX it would fail
+    assert not (tmp_path / "m.onnx").exists()
+    assert export_checkpoint(ckpt, "torchscript", tmp_path / "m.ts", check=False)["path"] == str(tmp_path / "m.ts")
 
 
 def test_export_cli_default_name(tree_run, tmp_path, capsys):

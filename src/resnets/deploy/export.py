@@ -137,6 +137,10 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     size = meta["input_size"]
     example = torch.randn(2, meta["in_chans"], size, size, generator=torch.Generator().manual_seed(0))
     out = Path(out) if out is not None else Path(checkpoint).with_suffix(SUFFIX[fmt])
+    named = next((f for f, suffix in SUFFIX.items() if out.suffix == suffix and f != fmt), None)
+    if named is not None:  # a file whose name says another format would be read as that one, and fail
+        raise ResnetsError(f"{out} is named as {named}, but the format is {fmt}: name it "
+                           f"{out.with_suffix(SUFFIX[fmt]).name} or pass --format {named}")
     if fmt != "safetensors":
         return export_model(model, fmt, out, example, meta, check)
     save_weights(out, ckpt, extra)
