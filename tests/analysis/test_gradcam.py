@@ -1,6 +1,7 @@
 """Grad-CAM: for a network that ends in global pooling and a linear layer, it equals CAM."""
 import io
 
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -31,3 +32,14 @@ def test_default_target_is_the_prediction_and_overlay_is_an_image():
     image = overlay(torch.randint(0, 256, (1, 64, 64), dtype=torch.uint8), cam)
     assert image.size == (64, 64) and image.mode == "RGB"
     assert Image.open(io.BytesIO(png_bytes(image, size=256))).size == (256, 256)
+
+
+def test_an_unreadable_image_is_named(tmp_path):
+    from resnets import DataError
+    from resnets.analysis.gradcam import explain_image
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    with pytest.raises(DataError, match=f"^cannot read image {bad}: not a recognised image file$"):
+        explain_image("resnet20_cifar10", bad, tmp_path)
+    assert list(tmp_path.iterdir()) == [bad]  # nothing written

@@ -68,8 +68,12 @@ def test_predictor_names_an_unreadable_file(tree_run, tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(DataError, match="cannot read image .*bad.jpg: not a recognised image file"):
         resnets.Predictor(best).predict([bad])
-    with pytest.raises(DataError, match="cannot read image .*missing.png: FileNotFoundError"):
+    with pytest.raises(DataError, match="cannot read image .*missing.png: No such file or directory$"):
         resnets.Predictor(best).predict(str(tmp_path / "missing.png"))  # named whole, not letter by letter
+    with pytest.raises(DataError, match=f"^cannot read image {bad}: not a recognised image file$"):
+        resnets.Predictor(best).load(bad)  # (PIL's own error names a BytesIO object)
+    with pytest.raises(DataError, match="^cannot read image the given image: not a recognised image file$"):
+        resnets.Predictor(best).load(b"nope")
     with pytest.raises(DataError, match="a Tensor, not a path.*predict_tensor"):
         resnets.Predictor(best).predict([torch.zeros(3, 32, 32, dtype=torch.uint8)])
 

@@ -91,10 +91,22 @@ def _square(img: Image.Image, size: int | None, interpolation: str) -> Image.Ima
     return img
 
 
+class UnreadableImage(DataError):
+    """An image that could not be read: the message names it, ``reason`` says why in a few words."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"cannot read image {name}: {reason}")
+        self.reason = reason
+
+
 def unreadable(e: Exception) -> str:
     """Why ``decode_image`` refused a file, in a few words."""
+    if isinstance(e, UnreadableImage):
+        return e.reason
     if isinstance(e, UnidentifiedImageError):
         return "not a recognised image file"
+    if isinstance(e, OSError) and e.strerror:  # a missing file, no permission: the system's words alone
+        return e.strerror
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 

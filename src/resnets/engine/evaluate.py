@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..data import AugmentConfig, BatchAugment, ImageData, ImageSet, load_data, take
-from ..data.folder import IMAGE_EXTS, decode_image, unreadable
+from ..data.folder import IMAGE_EXTS, UnreadableImage, decode_image, unreadable
 from ..data.datasets import is_flat_tree
 from ..data.sources import class_mapping, images_of, labelled_images, relabel
 from ..data.stream import default_workers
@@ -280,8 +280,11 @@ class Predictor:
             buf = io.BytesIO()
             image.save(buf, format="PNG")
             image = buf.getvalue()
-        data = image if isinstance(image, bytes) else Path(image).read_bytes()
-        return torch.from_numpy(decode_image(data, self.image_size, self.in_chans, self.interpolation))
+        try:
+            data = image if isinstance(image, bytes) else Path(image).read_bytes()
+            return torch.from_numpy(decode_image(data, self.image_size, self.in_chans, self.interpolation))
+        except Exception as e:  # PIL's errors name a BytesIO; this names the image and says why in a few words
+            raise UnreadableImage("the given image" if isinstance(image, bytes) else str(image), unreadable(e)) from e
 
     def predict_tensor(self, images: torch.Tensor, topk: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k ``(class, probability)`` for a uint8 batch ``(N, C, H, W)``."""
