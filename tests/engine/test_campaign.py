@@ -99,7 +99,9 @@ def test_bad_manifests_are_refused_in_one_line(tmp_path):
                            ({**base, "model": "resnet7"}, "unknown model 'resnet7'"),
                            ({"name": "a", "recipe": "digits"}, "needs name, recipe and model"),
                            ({**base, "colour": 1}, "unknown keys"), ({**base, "name": "../x"}, "must be letters"),
-                           ({**base, "overrides": {"lr": -1}}, "lr")):
+                           ({**base, "overrides": {"lr": -1}}, "lr"),
+                           ({**base, "data": "/data/{x"}, "is not a path with {NAME} placeholders"),
+                           ({**base, "data": "/data/{0}"}, "is not a path with {NAME} placeholders")):
         with pytest.raises(ConfigError, match=message):
             load_manifest(_manifest(tmp_path, [entry]))
     with pytest.raises(ConfigError, match="names a run twice"):

@@ -35,7 +35,6 @@ from .train import Run, end_epoch, setup, train_epoch
 
 STATE_FORMAT = "resnets-campaign-v1"
 SAVE_EVERY_S = 600.0  # a mid-epoch state at least this often: a hard stop loses little
-# Settings that may change from one segment to the next: they decide speed, not the numbers.
 
 
 @dataclass(frozen=True)
@@ -107,6 +106,9 @@ def _manifest_entry(entry: Any, i: int, path: str | Path, data: dict[str, str]) 
     except KeyError as e:
         raise ConfigError(f"run {entry['name']}: its data names {{{e.args[0]}}}: give the path with --var "
                           f"{e.args[0]}=PATH") from None
+    except (IndexError, ValueError) as e:  # "{0}", a lone "{" or "}": braces hold only --var names
+        raise ConfigError(f"run {entry['name']}: its data {entry['data']!r} is not a path with {{NAME}} "
+                          f"placeholders ({e})") from None
     try:
         run = CampaignRun(str(entry["name"]), entry["recipe"], entry["model"], int(entry.get("seed", 0)), where,
                           dict(entry.get("overrides") or {}))
