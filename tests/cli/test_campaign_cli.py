@@ -1,5 +1,6 @@
 """``resnets campaign``: a user's manifest, its state and results beside it, one-line errors."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 import torch
 
 from resnets.cli import main
-from resnets.engine.campaign import campaign_paused, paused_seconds
+from resnets.engine.campaign import campaign_paused, campaign_processes, paused_seconds
 
 
 def _manifest(tmp_path, data="digits", epochs=1):
@@ -77,20 +78,28 @@ def test_pause_and_resume_stop_and_continue_a_running_campaign(tmp_path, capsys)
     manifest = _manifest(tmp_path)
     state = tmp_path / "runs" / "state"
     state.mkdir(parents=True)
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # a campaign with a parallel run that has a data worker: a grandchild, stopped with the rest
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, "
+                              "'-c', 'import time; time.sleep(60)']); time.sleep(60)"])
     try:
         (state / "RUNNING").write_text(f"{child.pid}\n")  # as a running campaign leaves it
+        deadline = time.monotonic() + 10
+        while len(campaign_processes(state)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        grandchild = campaign_processes(state)[1]
         assert main(["campaign", "pause", str(manifest)]) == 0
         assert f"campaign process {child.pid} paused" in capsys.readouterr().out
-        assert _reaches(child.pid, "T")  # stopped
+        assert _reaches(child.pid, "T") and _reaches(grandchild, "T")  # stopped, the worker too
         time.sleep(0.2)
         assert main(["campaign", "resume", str(manifest)]) == 0
         assert _reaches(child.pid, "SR") and paused_seconds(state) >= 0.2
         with campaign_paused(state) as quiet:  # what benchmarks wrap their timing in
             assert quiet == {"campaign_paused": True, "campaign_pid": child.pid} and _reaches(child.pid, "T")
         assert _reaches(child.pid, "SR")
+        assert _reaches(grandchild, "SR")
     finally:
-        child.send_signal(signal.SIGKILL)
+        for pid in campaign_processes(state)[::-1]:
+            os.kill(pid, signal.SIGKILL)
         child.wait()
 
 

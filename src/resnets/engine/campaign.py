@@ -168,15 +168,32 @@ def paused_seconds(state: Path) -> float:
 
 
 def campaign_processes(state: Path) -> list[int]:
-    """The campaign running on ``state``: its process and that process's children (parallel runs, data workers);
-    [] if none runs."""
-    import subprocess
-
+    """The campaign running on ``state``: its process and all that descend from it (the parallel runs and their
+    data workers); [] if none runs."""
     pid = running_pid(state)
     if pid is None:
         return []
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [pid, *map(int, children)]
+    found, todo = [pid], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid``: from Linux's /proc, else ``pgrep``; [] where neither can tell."""
+    import subprocess
+
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    try:
+        listed = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    except OSError:
+        return []
+    return [int(c) for c in listed.split()]
 
 
 def pause_campaign(state: Path, pids: list[int]) -> None:
