@@ -16,7 +16,7 @@ import resnets
 from resnets import CheckpointError, ConfigError, ResnetsError
 from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance, check_state, load_manifest,
                                      note_pause, parse_budget, paused_seconds, progress, read_segments, running_pid,
-                                     status, unfinished)
+                                     seconds_per_step, status, unfinished)
 from resnets.engine.checkpoint import load_training_checkpoint, model_from_checkpoint
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -232,3 +232,17 @@ def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # `status | head -c 0`: the reader is gone before anything is printed
     assert proc.wait(timeout=120) == 141 and proc.stderr.read() == b""  # 128 + SIGPIPE, as `ls` ends: no traceback
+
+
+def test_the_speed_here_pools_the_segments_that_ran_alike():
+    def seg(kind, threads, steps, seconds):
+        return {"kind": kind, "threads": threads, "steps": steps, "seconds": seconds}
+
+    segments = [seg("avx512_core_amx", 1, 6000, 3600.0),  # beside another run: 0.6 s a step
+                seg("avx2", 2, 1000, 2000.0),  # another kind of machine
+                seg("avx512_core_amx", 2, 2000, 600.0),  # alone: 0.3 s a step
+                seg("avx512_core_amx", 2, 0, 30.0),  # stopped while compiling: no step
+                seg("avx512_core_amx", 2, 500, 650.0)]  # slowed by other work: 1.3 s a step
+    assert seconds_per_step(segments, "avx512_core_amx") == pytest.approx(1250 / 2500)
+    assert seconds_per_step(segments, "avx2") == 2.0
+    assert seconds_per_step(segments, "avx512_core_bf16") is None

@@ -436,7 +436,7 @@ def unfinished(runs: list[CampaignRun], results: Path) -> Iterator[CampaignRun]:
 
 def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str, Any]]:
     """Per run: steps done of the total, compute spent per kind of machine, the time left on this kind of
-    machine at the speed of its last segment here (None where no segment ran on this kind), and for a run under
+    machine at its speed here (``seconds_per_step``; None where no segment ran on this kind), and for a run under
     way its last finished epoch's training and validation error (``last_epoch``, None before the first ends)."""
     rows = []
     kind = cpu_isa() or "cpu"
@@ -450,8 +450,7 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
         segments = saved_segments(state, run)
         step = segments[-1]["start_step"] + segments[-1]["steps"] if segments else 0
         total = segments[-1]["total_steps"] if segments else _total_steps(run)
-        here = [s for s in segments if s["kind"] == kind and s["steps"] > 0]
-        rate = here[-1]["seconds"] / here[-1]["steps"] if here else None
+        rate = seconds_per_step(segments, kind)
         so_far = progress(run, state, segments)
         last = so_far["history"][-1] if so_far and so_far["history"] else None
         rows.append({"run": run.name, "step": step, "total": total, "done": False,
@@ -459,6 +458,17 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
                      "eta_s": None if rate is None or total is None else round(rate * (total - step)),
                      "last_epoch": last and {k: last[k] for k in ("epoch", "train_error", "val_error")}})
     return rows
+
+
+def seconds_per_step(segments: list[dict[str, Any]], kind: str) -> float | None:
+    """A run's speed on ``kind``: its seconds over its steps, pooled over its segments there that ran as its
+    last one there did (as many threads: alone, or beside another run). Pooled, a segment slowed by other work
+    on the machine, or cut short after its compilation, weighs by its steps alone. None where none ran there."""
+    here = [seg for seg in segments if seg["kind"] == kind and seg["steps"] > 0]
+    if not here:
+        return None
+    alike = [seg for seg in here if seg.get("threads") == here[-1].get("threads")]
+    return sum(seg["seconds"] for seg in alike) / sum(seg["steps"] for seg in alike)
 
 
 def _total_steps(run: CampaignRun) -> int | None:
