@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from typing import cast
 
 import torch
 
@@ -29,16 +30,21 @@ def augment_config(cfg: TrainConfig, streamed: bool = False) -> AugmentConfig:
                              randaugment=cfg.randaugment)
     return AugmentConfig(crop_padding=cfg.crop_padding, pad_mode=cfg.pad_mode,
                          hflip=cfg.hflip and not cfg.alternate_flips,  # alternate flips: done by the loader
-                         rrc_scale=tuple(cfg.rrc_scale) if cfg.rrc_scale else None, crop_size=cfg.crop_size,
+                         rrc_scale=_pair(cfg.rrc_scale), crop_size=cfg.crop_size,
                          jitter=cfg.jitter, mixup=cfg.mixup, cutmix=cfg.cutmix, randaugment=cfg.randaugment,
                          test_size=cfg.test_size, test_crop_pct=cfg.test_crop_pct)
+
+
+def _pair(scale: list[float] | None) -> tuple[float, float] | None:
+    """A validated ``rrc_scale`` (two numbers) as the tuple the transforms take."""
+    return (scale[0], scale[1]) if scale else None
 
 
 def stream_transform(cfg: TrainConfig, data: StreamSet) -> SampleTransform:
     """What the workers do to each streamed training image: random-resized crops and flips where the recipe
     asks for them, else the stored form (the batch augmentation then crops and flips)."""
     if cfg.rrc_scale:
-        return SampleTransform(data.image_size, cfg.crop_size or data.image_size, scale=tuple(cfg.rrc_scale),
+        return SampleTransform(data.image_size, cfg.crop_size or data.image_size, scale=_pair(cfg.rrc_scale),
                                flip=cfg.hflip, seed=cfg.seed)
     return SampleTransform(data.image_size)
 
@@ -49,8 +55,9 @@ def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: D
         return BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
                            seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips,
                            repeats=cfg.aug_repeats)
-    local, n = cfg.batch_size // dist.world, epoch_images(len(data.train), cfg.aug_repeats)
-    loader = StreamLoader(data.train, stream_transform(cfg, data.train), local, shuffle=True,
+    train = cast(StreamSet, data.train)  # what a streamed data set holds
+    local, n = cfg.batch_size // dist.world, epoch_images(len(train), cfg.aug_repeats)
+    loader = StreamLoader(train, stream_transform(cfg, train), local, shuffle=True,
                           drop_last=n // dist.world > local, seed=cfg.seed, rank=dist.rank, world=dist.world,
                           workers=workers(cfg), device=device, strict=cfg.strict, repeats=cfg.aug_repeats)
     log.info("process %d of %d: %d batches of %d of the %d training images per epoch, streamed with %d worker(s)",

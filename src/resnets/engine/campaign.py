@@ -323,12 +323,11 @@ def advance(run: CampaignRun, state: Path, budget: Budget, results: Path, device
     segments = read_segments(state, run) if resume else []
     cfg = run.config(state, device, compile)
     run_obj = setup(cfg, resume, machine={k: getattr(cfg, k) for k in PER_MACHINE})
-    record = {"machine": machine_info().get("gpu") or machine_info()["cpu"], "kind": machine_kind(run_obj.device),
-              "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": run_obj.compiled,
-              "threads": torch.get_num_threads(),
-              "start_step": run_obj.step,
-              "total_steps": run_obj.total_steps,
-              "steps": 0, "seconds": 0.0, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record: dict[str, Any] = {
+        "machine": machine_info().get("gpu") or machine_info()["cpu"], "kind": machine_kind(run_obj.device),
+        "device": run_obj.device.type, "precision": run_obj.cfg.precision, "compiled": run_obj.compiled,
+        "threads": torch.get_num_threads(), "start_step": run_obj.step, "total_steps": run_obj.total_steps,
+        "steps": 0, "seconds": 0.0, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start, last_save, paused = time.perf_counter(), time.perf_counter(), paused_seconds(state)
 
     def keep() -> None:  # the segment's training seconds: its wall time less the pauses that benchmarks made

@@ -53,22 +53,22 @@ class Dist:
 
     def concat(self, local: torch.Tensor) -> torch.Tensor:
         """Every rank's rows, rank after rank (parts of any length)."""
-        if self.world == 1:
-            return local
-        parts: list[torch.Tensor | None] = [None] * self.world
-        dist.all_gather_object(parts, local.cpu())
-        return torch.cat(parts)
+        return local if self.world == 1 else torch.cat(self._gather(local))
 
     def gather_shares(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """The inverse of ``share`` for ``n`` rows: every rank's rows, back in the original order."""
         if self.world == 1:
             return local
-        parts: list[torch.Tensor | None] = [None] * self.world
-        dist.all_gather_object(parts, local.cpu())
         out = torch.empty((n, *local.shape[1:]), dtype=local.dtype)
-        for r, part in enumerate(parts):
+        for r, part in enumerate(self._gather(local)):
             out[r::self.world] = part
         return out
+
+    def _gather(self, local: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's tensor (on the CPU), in rank order."""
+        parts: list[torch.Tensor | None] = [None] * self.world
+        dist.all_gather_object(parts, local.cpu())
+        return [p for p in parts if p is not None]
 
 
 def _attempt_store(rank: int, world: int) -> dist.Store | None:
@@ -129,17 +129,23 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         mean = total[:c] / count
         var = (total[c:2 * c] / count - mean.square()).clamp_min(0)
         if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
-                self.running_var.lerp_((var.detach() * count / (count - 1)).to(self.running_var.dtype), m)
+            self._track(mean.detach(), var.detach() * count / (count - 1))
         dtype = torch.promote_types(x.dtype, torch.float32)  # normalise in float32 at least
         mean, var = mean.to(dtype), var.to(dtype)
         y = (x.to(dtype) - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)
+
+    @torch.no_grad()
+    def _track(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        """Move the running statistics towards the global batch's, as ``nn.BatchNorm2d`` does with its own."""
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.num_batches_tracked is not None
+        self.num_batches_tracked += 1
+        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+        self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), m)
 
 
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:

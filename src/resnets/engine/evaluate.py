@@ -266,7 +266,8 @@ class Predictor:
         traced = mode == "auto" or (get_mode(mode).example and not get_mode(mode).calibrated)
         example = torch.zeros(1, self.in_chans, size, size) if traced else None
         self.forward, self.mode = _runner(model, mode, self.device, example, images=images)  # what "auto" chose
-        if mode == "auto" and self.mode.startswith("compile"):  # load or compile the package now, not mid-work
+        if mode == "auto" and example is not None and self.mode.startswith("compile"):
+            # load or compile the package now, not mid-work
             log.info("running in %s (compiled once per network and image size, then cached)", self.mode)
             self.forward(example)
         self.tta_flip = tta_flip
@@ -313,7 +314,7 @@ class Predictor:
             images = [images]
         results: list[list[tuple[str, float]]] = []
         for i in range(0, len(images), batch_size):
-            batch = []
+            batch: list[torch.Tensor] = []
             for image in images[i:i + batch_size]:
                 name = image if isinstance(image, (str, Path)) else f"image {i + len(batch)}"
                 if not isinstance(image, ImageInput):

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.optimizer import ParamsT
 from torch.optim.sgd import sgd
 
 from ..errors import ConfigError
@@ -43,7 +44,7 @@ class Lamb(torch.optim.Optimizer):
     ratio; 1 where either norm is 0). Parameters without weight decay (biases and norms, with
     ``no_decay_norm_bias``) take the plain Adam step, as timm's ``Lamb`` does for them."""
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0) -> None:
         if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"LAMB needs lr >= 0, eps > 0, weight_decay >= 0 and betas in [0, 1), got lr {lr}, "
@@ -66,7 +67,7 @@ class Lamb(torch.optim.Optimizer):
                 m.mul_(b1).add_(p.grad, alpha=1 - b1)
                 v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
                 update = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
-                ratio = 1.0
+                ratio: float | torch.Tensor = 1.0
                 if wd:
                     update.add_(p, alpha=wd)
                     w_norm, u_norm = p.norm(), update.norm()
@@ -101,7 +102,7 @@ class Muon(torch.optim.Optimizer):
     is rescaled to the norm ``sqrt(out)`` (so weight decay has nothing to do there; its steps keep a fixed size
     relative to the weights). ``torch.optim.Muon`` takes 2-D parameters only, and neither renormalises."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = True, *,
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, nesterov: bool = True, *,
                  muon_momentum: float = 0.95, ns_steps: int = 5, ns_dtype: torch.dtype = torch.float32) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0,
                                       orthogonal=False))
@@ -126,9 +127,11 @@ class Muon(torch.optim.Optimizer):
     def _muon_step(self, params: list[torch.Tensor], lr: float) -> None:
         m = self.muon_momentum
         for p in params:
+            grad = p.grad
+            assert grad is not None  # step passes only the parameters that have one
             buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-            buf.mul_(m).add_(p.grad)
-            direction = p.grad.add(buf, alpha=m)  # Nesterov
+            buf.mul_(m).add_(grad)
+            direction = grad.add(buf, alpha=m)  # Nesterov
             p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
             p.add_(orthogonalize(direction.reshape(len(p), -1), self.ns_steps, self.ns_dtype).view_as(p), alpha=-lr)
 

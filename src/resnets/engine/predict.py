@@ -68,9 +68,9 @@ def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], im
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            y = sum(w * model(v).float() for v, w in tta_views(x, tta_flip, tta_translate))
+            y = sum((w * model(v).float() for v, w in tta_views(x, tta_flip, tta_translate)), torch.zeros(()))
         out.append(y.cpu())
-    if was_training:
+    if was_training and isinstance(model, nn.Module):
         model.train()
     return torch.cat(out) if out else torch.zeros(0, 0)
 

@@ -25,6 +25,7 @@ from ..files import atomic_write
 from ..machine import cpu_isa, native_bf16
 from ..models import create_model, get_model_spec
 from ..models.loading import load_state_dict_into
+from ..models.resnet import StagedNet
 from .batches import augment_config, make_loader, prepare_data, workers
 from .checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
@@ -65,8 +66,9 @@ class Run:
     dist: Dist
     data: ImageData
     aug: BatchAugment
-    model: nn.Module
-    forward: nn.Module  # the model as the steps call it: DDP-wrapped and compiled where configured
+    model: StagedNet
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model as the steps call it: DDP-wrapped and compiled
+    # where configured
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: ModelEma | None
@@ -145,21 +147,23 @@ def _placement(cfg: TrainConfig) -> tuple[TrainConfig, torch.device, Dist]:
 
 
 def _model(cfg: TrainConfig, data: ImageData, aug: BatchAugment, device: torch.device, dist: Dist,
-           fresh: bool) -> nn.Module:
+           fresh: bool) -> StagedNet:
     """The model on ``device``, its stages frozen as configured; ``fresh`` (neither pretrained nor resumed):
     initialised from the data where the architecture asks for it (e.g. a whitening stem)."""
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                          pretrained=cfg.pretrained, **cfg.model_args)
+    assert isinstance(model, StagedNet)  # a classifier: the configuration refuses segmentation networks here
     if cfg.sync_bn and dist.world > 1:
-        model = convert_sync_batchnorm(model)
-    model = model.to(device)
+        convert_sync_batchnorm(model)
+    model.to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     if cfg.freeze_stages is not None:
         model.freeze(cfg.freeze_stages)
-    if hasattr(model, "init_from_data") and fresh:
+    init_from_data = getattr(model, "init_from_data", None)  # e.g. a whitening stem's filters
+    if init_from_data is not None and fresh:
         sample = images_of(take(data.train, 5000), 5000)  # class-balanced: trees are stored class by class
-        model.init_from_data(aug.eval(sample.to(device)))
+        init_from_data(aug.eval(sample.to(device)))
     return model
 
 
@@ -177,7 +181,7 @@ def compile_pays(device: torch.device, total_steps: int) -> bool:
 
 
 def _wrapped(model: nn.Module, cfg: TrainConfig, device: torch.device, dist: Dist, total_steps: int
-             ) -> tuple[nn.Module, bool]:
+             ) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
     """The model as the steps call it (DDP-wrapped, compiled where configured or where it pays), and whether it
     is compiled."""
     forward = model
@@ -405,7 +409,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
                disable=None if run.cfg.progress and run.dist.main else True)
     try:
         while run.step < run.total_steps:
-            row = end_epoch(run, train_epoch(run, bar), bar, runlog)
+            totals = train_epoch(run, bar)
+            assert totals is not None  # only a control stops an epoch early
+            row = end_epoch(run, totals, bar, runlog)
             if on_epoch_end is not None:
                 on_epoch_end(row)
     finally:
@@ -421,13 +427,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None,
 def _read_totals(totals: torch.Tensor, seen: int, dist: Dist, out: Path, epoch: int) -> tuple[float, float, float]:
     """The epoch's loss sum, correct count and images so far, over all processes; stops the run (all its
     processes together) if a loss was not finite."""
-    loss_sum, correct, bad, seen = dist.sum(totals.tolist() + [seen])
+    loss_sum, correct, bad, all_seen = dist.sum(totals.tolist() + [seen])
     if bad != -dist.world:  # some process saw a non-finite loss (-1 on each process otherwise)
         raise TrainingDiverged(
             f"loss became {loss_sum} at epoch {epoch + 1} "
             f"(first at step {int(max(totals[2].item(), 0))}); stopped (the last good checkpoint is "
             f"{out / 'last.pt'}); try a lower --lr or --clip-grad")
-    return loss_sum, correct, seen
+    return loss_sum, correct, all_seen
 
 
 def report(run: Run) -> TrainResult:
