@@ -4,9 +4,11 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable, Mapping, TypeVar
 
 import torch
+
+K = TypeVar("K", bound=Hashable)  # what names each timed function: a mode, a stage count...
 
 
 @dataclass
@@ -28,7 +30,7 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timin
     return time_interleaved({"fn": fn}, repeats, warmup)["fn"]
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, Timing]:
+def time_interleaved(fns: Mapping[K, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[K, Timing]:
     """Wall time of each function, timed in turns: ``warmup`` untimed calls of each, then ``repeats``
     rounds of one timed call of each (in a rotating order). A burst of load from elsewhere on a shared
     machine then slows every contender alike instead of the one that happened to be running."""
@@ -36,7 +38,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
         for _ in range(warmup):
             fn()
     names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times: dict[K, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()

@@ -70,6 +70,16 @@ def test_settings_a_network_does_not_take_are_named():
         resnets.create_model("resnet20", features_only=True, out_indices=(4,))
 
 
+def test_create_classifier_gives_the_staged_api_and_refuses_segmentation_networks():
+    from resnets.models import create_classifier
+    from resnets.models.resnet import StagedNet
+
+    model = create_classifier("resnet20", num_classes=7)
+    assert isinstance(model, StagedNet) and model.num_classes == 7 and model.num_stages == 3
+    with pytest.raises(resnets.ConfigError, match="fcn_resnet18 is a SegmentationNet, not a classifier"):
+        create_classifier("fcn_resnet18", num_classes=3)
+
+
 def _forward_backward(model: torch.nn.Module, size: int, in_chans: int = 3) -> torch.Tensor:
     x = torch.randn(2, in_chans, size, size)
     y = model(x)

@@ -76,17 +76,17 @@ def run_bench(*, quick: bool = False, compile: bool = True, device: str = "cpu",
         ("resnet20", 32, 128), ("resnet56", 32, 128), ("resnet18", 224, 32), ("resnet50", 224, 32)] + (
         [("resnet20", 32, 1024), ("resnet50", 224, 256)] if cuda else [])
     for name, size, batch in training:
-        rows = bench_training(name, size, batch, train_modes, peaks, repeats=3 if quick else 10, device=device)
-        report.training += rows
-        for r in rows:
-            log(f"training {name} {size}px b{batch} {r.mode:<13} {r.images_per_s:8.1f} img/s  x{r.speedup:.2f}")
+        steps = bench_training(name, size, batch, train_modes, peaks, repeats=3 if quick else 10, device=device)
+        report.training += steps
+        for t in steps:
+            log(f"training {name} {size}px b{batch} {t.mode:<13} {t.images_per_s:8.1f} img/s  x{t.speedup:.2f}")
     memory_modes = ("naive", "bf16") if native_bf16(device) else ("naive",)
     memory = [("resnet20", 32, 64)] if quick else [("resnet50", 224, 16), ("resnet56", 32, 128)]
     for (name, size, batch), mode in itertools.product(memory, memory_modes):
-        rows = bench_memory(name, size, batch, device, mode=mode)
-        report.memory += rows
-        for r in rows:
-            log(f"memory {name} {size}px b{batch} {mode} checkpointed stages {r.checkpointed_stages}: activations "
-                f"{r.activation_mb_per_image:.1f} MB/image, peak RSS {r.peak_rss_mb_per_image:.1f} MB/image, "
-                f"step {r.step_s:.3f} s (x{r.time_ratio:.2f})")
+        footprints = bench_memory(name, size, batch, device, mode=mode)
+        report.memory += footprints
+        for m in footprints:
+            log(f"memory {name} {size}px b{batch} {mode} checkpointed stages {m.checkpointed_stages}: activations "
+                f"{m.activation_mb_per_image:.1f} MB/image, peak RSS {m.peak_rss_mb_per_image:.1f} MB/image, "
+                f"step {m.step_s:.3f} s (x{m.time_ratio:.2f})")
     return report

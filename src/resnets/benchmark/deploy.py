@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..inference import available_modes, fastest_mode, get_mode, prepare_inference
 from ..inference.onnx import onnx_file, onnx_runner
-from ..models import create_model
+from ..models import create_classifier
 from ..models.channels import inner_channels, kept_width, narrow
 from ..models.profile import profile_model
 from ..timing import time_interleaved
@@ -89,8 +90,8 @@ def measure(network: str, model: nn.Module, size: int, example: torch.Tensor, re
     rows = {mode: DeployRow(network, size, p, mode, params, macs, round(runners[mode][1] / 1e6, 3), 0.0)
             for mode, p in formats.items()}
     for batch in batches:
-        x = torch.randn(batch, model.in_chans, size, size)
-        timing = time_interleaved({m: (lambda r=r, x=x: r(x)) for m, (r, _) in runners.items()}, repeats)
+        x = torch.randn(batch, example.shape[1], size, size)
+        timing = time_interleaved({m: partial(r, x) for m, (r, _) in runners.items()}, repeats)
         for m, t in timing.items():
             rows[m].images_per_s[str(batch)] = round(batch / t.median_s, 1)
             if batch == 1:
@@ -135,7 +136,7 @@ def deploy_table(checkpoints: dict[str, str] | None = None, *, quick: bool = Fal
     loaded = {label: load_checkpoint_and_data(path, data, data_root) for label, path in (checkpoints or {}).items()}
     rows: list[DeployRow] = []
     for name, size in ARCHITECTURES[:1] if quick else ARCHITECTURES:
-        whole = create_model(name).eval()
+        whole = create_classifier(name).eval()
         example = torch.randn(32, 3, size, size)
         for amount in (0.0, *PRUNED):
             model = thinner(copy.deepcopy(whole), amount, MULTIPLE) if amount else whole

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..models import create_model
+from ..models import create_classifier
 from ..timing import synced, time_interleaved
 from .speed import training_setup
 
@@ -99,7 +99,7 @@ def bench_memory(name: str, size: int, batch: int, device: torch.device | str = 
     """Activation memory and step time without gradient checkpointing and with it on the stem and the
     first 1, 2, ... stages; and the peak memory of a step: resident memory in a fresh process, or the GPU's
     allocator. The step times of all the settings are taken in rotating turns in one process."""
-    counts = range(create_model(name).num_stages + 1)
+    counts = range(create_classifier(name).num_stages + 1)
     saved, peak = [], []
     for stages in counts:
         saved.append(saved_activation_bytes(name, size, batch, stages, mode))

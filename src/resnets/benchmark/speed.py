@@ -3,6 +3,7 @@ and batch, in the same run, and as a share of the matmul peak of the mode's numb
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -10,8 +11,9 @@ import torch.nn.functional as F
 
 from ..inference import get_mode, prepare_inference, tolerance
 from ..machine import native_bf16
-from ..models import create_model
+from ..models import create_classifier
 from ..models.profile import profile_model
+from ..models.resnet import StagedNet
 from ..timing import synced, time_interleaved
 
 TRAIN_MODES = ("naive", "channels_last", "bf16", "compile")
@@ -63,13 +65,13 @@ def _fresh_compiler() -> None:
 def bench_inference(name: str, size: int, batch: int, modes: tuple[str, ...], peaks: dict[str, float],
                     repeats: int, device: torch.device | str = "cpu") -> list[InferenceRow]:
     _fresh_compiler()
-    model = create_model(name).eval()
+    model = create_classifier(name).eval()
     gflops = _gflops(model, size)
     model, x = model.to(device), torch.randn(batch, 3, size, size, device=device)
     with torch.inference_mode():
         reference = model(x)
     runners = {mode: prepare_inference(model, mode, x) for mode in modes}
-    timings = time_interleaved({m: synced(lambda r=r: r(x), device) for m, r in runners.items()}, repeats)
+    timings = time_interleaved({m: synced(partial(r, x), device) for m, r in runners.items()}, repeats)
     rows: list[InferenceRow] = []
     base_rate = None
     for mode, runner in runners.items():
@@ -91,15 +93,16 @@ def _trains_in_bf16(mode: str, device: torch.device | str) -> bool:
 
 
 def training_setup(name: str, size: int, batch: int, mode: str, device: torch.device | str, stages: int = 0
-                    ) -> tuple[torch.nn.Module, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+                    ) -> tuple[StagedNet, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """The model (its stem and first ``stages`` stages checkpointed), an input batch, and the float32 logits of
     training ``mode`` (``TRAIN_MODES``): channels_last unless "naive", bfloat16 autocast as ``_trains_in_bf16``
     says, the model through ``torch.compile`` for "compile"."""
-    model = create_model(name).to(device)
+    model = create_classifier(name).to(device)
     model.set_grad_checkpointing(stages > 0, stages)
     x = torch.randn(batch, 3, size, size, device=device)
     if mode != "naive":
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
+        x = x.contiguous(memory_format=torch.channels_last)
     compiled = torch.compile(model) if mode == "compile" else model
     low = _trains_in_bf16(mode, device)
 
@@ -132,7 +135,7 @@ def bench_training(name: str, size: int, batch: int, modes: tuple[str, ...], pea
     base_rate = None
     _fresh_compiler()
     steps = {mode: train_step(name, size, batch, mode, device) for mode in modes}
-    gflops = 3 * _gflops(create_model(name), size)  # forward + backward is about three forwards
+    gflops = 3 * _gflops(create_classifier(name), size)  # forward + backward is about three forwards
     timings = time_interleaved(steps, repeats, warmup=3)
     for mode in modes:
         rate = batch / timings[mode].median_s

@@ -23,7 +23,7 @@ from ..data.stream import StreamLoader
 from ..errors import CheckpointError, ConfigError, ResnetsError
 from ..files import atomic_write
 from ..machine import cpu_isa, native_bf16
-from ..models import create_model, get_model_spec
+from ..models import create_classifier, get_model_spec
 from ..models.loading import load_state_dict_into
 from ..models.resnet import StagedNet
 from .batches import augment_config, make_loader, prepare_data, workers
@@ -150,9 +150,8 @@ def _model(cfg: TrainConfig, data: ImageData, aug: BatchAugment, device: torch.d
            fresh: bool) -> StagedNet:
     """The model on ``device``, its stages frozen as configured; ``fresh`` (neither pretrained nor resumed):
     initialised from the data where the architecture asks for it (e.g. a whitening stem)."""
-    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
-                         pretrained=cfg.pretrained, **cfg.model_args)
-    assert isinstance(model, StagedNet)  # a classifier: the configuration refuses segmentation networks here
+    model = create_classifier(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                              pretrained=cfg.pretrained, **cfg.model_args)
     if cfg.sync_bn and dist.world > 1:
         convert_sync_batchnorm(model)
     model.to(device)
@@ -444,7 +443,7 @@ def report(run: Run) -> TrainResult:
     history, best_epoch, best_acc, start_time = run.history, run.best_epoch, run.best_acc, run.start_time
 
     best = load_training_checkpoint(out / "best.pt")
-    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model_args)
+    model = create_classifier(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model_args)
     load_state_dict_into(model, best["model"], adapt=False)
     model.to(eval_kwargs["device"])
     # the reported numbers are float32

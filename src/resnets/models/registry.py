@@ -6,11 +6,14 @@ import fnmatch
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from torch import nn
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .resnet import StagedNet
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,18 @@ def create_model(
         load_pretrained(model, pretrained)
     if features_only:
         return FeatureExtractor(cast(StagedNet, model), out_indices)
+    return model
+
+
+def create_classifier(name: str, **kwargs: Any) -> StagedNet:
+    """``create_model`` for the classifiers (every registered network but the segmentation ones), typed as their
+    uniform API (``StagedNet``: stages, ``freeze``, ``forward_features``...)."""
+    from .resnet import StagedNet
+
+    model = create_model(name, **kwargs)
+    if not isinstance(model, StagedNet):
+        raise ConfigError(f"{name} is a {type(model).__name__}, not a classifier: pick a classifier from "
+                          "`resnets list`")
     return model
 
 
