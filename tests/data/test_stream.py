@@ -190,3 +190,16 @@ def test_streamed_repeats_augment_each_copy_and_resume_exactly(tree, shards):
     streamed_shards = load_data(shards, val_size=0, image_size=32)
     with pytest.raises(DataError, match="repeated augmentation needs an image folder"):
         StreamLoader(streamed_shards.train, RRC, 6, shuffle=True, repeats=3)
+
+
+def test_shards_refuse_choosing_images_by_class_in_one_line():
+    """Shards are read in sequence: a class-balanced subset (``take``, ``--subset``) needs files or memory."""
+    from resnets.data.shards import Shard
+    from resnets.data.stream import ShardList, StreamSet
+    from resnets.data.types import take
+    from resnets.errors import DataError
+
+    shards = StreamSet(ShardList([Shard("train-000000.tar", 4, 4096, "0" * 64)]), image_size=32)
+    for choose in (lambda: shards.labels, lambda: shards.subset(torch.tensor([0])), lambda: take(shards, 1)):
+        with pytest.raises(DataError, match="choosing images by class needs an image folder or in-memory data"):
+            choose()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -59,7 +59,11 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return y.add_(shift)
 
 
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+Pixels = TypeVar("Pixels", torch.Tensor, np.ndarray)
+
+
+def center_crop(x: Pixels, size: int) -> Pixels:
+    """The central ``size`` x ``size`` window of the last two dimensions (a view)."""
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top:top + size, left:left + size]

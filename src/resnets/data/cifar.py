@@ -7,6 +7,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ class _BatchUnpickler(pickle.Unpickler):
     _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
                 ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         if name == "_reconstruct":
@@ -79,7 +80,7 @@ def _to_imageset(batches: list[Path], label_key: bytes, classes: int) -> ImageSe
     return ImageSet(torch.cat(images), torch.cat(labels), files)
 
 
-def _labels(y: object, path: Path, classes: int) -> torch.Tensor:
+def _labels(y: Any, path: Path, classes: int) -> torch.Tensor:
     """A batch's labels as class indices in ``0 .. classes - 1``, or one line naming what is wrong."""
     try:
         labels = torch.as_tensor(list(y), dtype=torch.long)
@@ -167,7 +168,10 @@ def extract_cifar_archive(kind: str, archive: Path, cache: Path) -> Path:
             raise DataError(f"cannot unpack {archive}: {archive_problem(e)}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return find_cifar_root(kind, dest)
+    root = find_cifar_root(kind, dest)
+    if root is None:  # another process replaced it between the rename and this look
+        raise DataError(f"{dest} changed while {archive} was unpacked into it (another run?): run again")
+    return root
 
 
 def load_cifar(name: str, root: Path, download: bool = False) -> tuple[ImageSet, ImageSet, list[str]]:

@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ def _fingerprint(source: Path, image_size: int | None) -> str:
 
 
 def _save_contents(path: Path, c: FolderContents) -> None:
-    arrays: dict[str, np.ndarray] = {"classes": np.array(c.classes), "skipped": np.array(c.skipped, dtype=str)}
+    arrays: dict[str, Any] = {"classes": np.array(c.classes), "skipped": np.array(c.skipped, dtype=str)}
     for split, s in c.sets.items():
         key = split or "all"
         arrays[f"{key}.images"] = s.images.numpy()
@@ -133,8 +134,7 @@ def load_data(
             f" (make shards of it with: resnets shard {source} DEST)" if is_archive(path) else ""))
     if name == "digits":
         found = _digits()
-    elif name in CIFAR or cifar_kind:
-        kind = name if name in CIFAR else cifar_kind
+    elif kind := name if name in CIFAR else cifar_kind:
         base = Path(root) if root is not None and name in CIFAR else (path if cifar_kind else cache_dir() / "data")
         found = _cifar(kind, base, download)
     elif archived := cifar_archive_kind(path):  # the official archive, or a copy in its layout
@@ -146,7 +146,7 @@ def load_data(
     else:
         raise DataError(f"data not found: {source!r} (expected 'digits', 'cifar10', 'cifar100', "
                         "an image folder, or a .tar/.tar.gz archive)")
-    if found.train is None or len(found.train) < 2:
+    if len(found.train) < 2:
         raise DataError(f"{source}: not enough training images")
     return _with_validation(found, val_size)
 
@@ -158,7 +158,7 @@ class _Found:
 
     name: str
     classes: list[str]
-    train: ImageSet | None
+    train: ImageSet
     test: ImageSet | None
     splits: dict[str, str]
     val_default: float
@@ -184,8 +184,11 @@ def _cifar(kind: str, base: Path, download: bool) -> _Found:
 def _folder(path: Path, image_size: int | None, strict: bool, cache: bool, val_size: float | None) -> _Found:
     contents = read_image_folder_cached(path, image_size, strict, cache)
     test = contents.sets.get("test")
-    found = _Found(path.name.split(".")[0], contents.classes, contents.sets.get("train", contents.sets.get(None)),
-                   test, {"train": f"{path.name}: train/", "test": f"{path.name}: test/" if test else "none"}, 0.1,
+    train = contents.sets.get("train", contents.sets.get(None))
+    if train is None:
+        raise DataError(f"{path}: no training images")
+    found = _Found(path.name.split(".")[0], contents.classes, train, test,
+                   {"train": f"{path.name}: train/", "test": f"{path.name}: test/" if test else "none"}, 0.1,
                    skipped=contents.skipped)
     if "val" in contents.sets and val_size is None:  # the tree's own validation split
         found.val, found.splits["val"] = contents.sets["val"], f"{path.name}: val/"

@@ -36,7 +36,7 @@ def is_archive(path: Path) -> bool:
     return path.name.endswith((".tar", ".tar.gz", ".tgz"))
 
 
-RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 def decode_image(data: bytes, size: int | None, channels: int = 3, interpolation: str = "bilinear",
@@ -161,6 +161,11 @@ def _walk_folder(root: Path) -> Iterator[Entry]:
             yield rel, path.read_bytes, None
 
 
+def _constant(data: bytes) -> Callable[[], bytes]:
+    """A reader of bytes already read (an archive's members are read in order, as the walk passes them)."""
+    return lambda: data
+
+
 def _walk_tar(path: Path) -> Iterator[Entry]:
     try:
         tf = tarfile.open(path)
@@ -179,7 +184,7 @@ def _walk_tar(path: Path) -> Iterator[Entry]:
                 else:
                     f = tf.extractfile(m)
                     data = f.read() if f is not None else b""
-                    yield rel, lambda data=data: data, None
+                    yield rel, _constant(data), None
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             raise DataError(f"archive {path} is corrupt or truncated: {e}") from None
 

@@ -14,7 +14,7 @@ import logging
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from .shards import ShardWriter, write_index
 from .types import holdout_size, split_indices
 
 log = logging.getLogger("resnets")
+Listing = tuple[list[str], list[int]]  # a split's image files and their class indices
 
 EXTS = {".jpeg": "jpg", ".jpg": "jpg", ".png": "png", ".webp": "webp", ".bmp": "bmp", ".ppm": "ppm",
         ".pgm": "pgm", ".tif": "tiff", ".tiff": "tiff", ".gif": "gif"}
@@ -57,8 +58,8 @@ def _thumbnail_and_image(data: bytes, resize_short: int | None) -> tuple[np.ndar
         if resize_short is not None and min(img.size) > resize_short:
             s = resize_short / min(img.size)
             img = img.resize((max(resize_short, round(img.width * s)), max(resize_short, round(img.height * s))),
-                             Image.BILINEAR)
-        thumb = np.asarray(img.resize((32, 32), Image.BILINEAR), dtype=np.float64) / 255.0
+                             Image.Resampling.BILINEAR)
+        thumb = np.asarray(img.resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
         return thumb, (img if resize_short is not None else None)
 
 
@@ -114,10 +115,13 @@ def make_shards(src: str | Path, dest: str | Path, *, shard_size: int = 256_000_
         raise DataError(f"data not found: {src}")
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=dest.parent if dest.parent.exists() else None) as tmp:
         tree = _extracted(src, Path(tmp)) if is_archive(src) else src
-        splits, classes = list_image_folder(tree)
-        splits = _with_val(splits, val_size)
+        listing, classes = list_image_folder(tree)
+        splits = _with_val(listing, val_size)
         dest.mkdir(parents=True, exist_ok=True)
-        shards, counts, skipped, stats = {}, {}, [], None
+        shards: dict[str, list[dict[str, Any]]] = {}
+        counts: dict[str, int] = {}
+        skipped: list[str] = []
+        stats: tuple[np.ndarray, np.ndarray] | None = None  # the training images' channel mean and std
         for split, (files, labels) in splits.items():
             writer = ShardWriter(dest, split, shard_size)
             try:
@@ -134,7 +138,7 @@ def make_shards(src: str | Path, dest: str | Path, *, shard_size: int = 256_000_
             if split == "train" and counts[split]:
                 mean = sums[:3] / counts[split]
                 stats = mean, np.sqrt(np.maximum(sums[3:] / counts[split] - mean ** 2, 1e-12))
-    if not counts.get("train"):
+    if not counts.get("train") or stats is None:
         raise DataError(f"no readable training images in {src}")
     write_index(dest, classes, shards, mean=[round(float(v), 4) for v in stats[0]],
                 std=[round(float(v), 4) for v in stats[1]], image_size=resize_short, skipped=skipped)
@@ -156,11 +160,10 @@ def _is_class_or_split(path: Path) -> bool:
     return path.name in ("train", "val", "test") or any(p.is_file() for p in path.iterdir())
 
 
-def _with_val(splits: dict, val_size: float) -> dict:
+def _with_val(listing: dict[str | None, Listing], val_size: float) -> dict[str, Listing]:
     """train/val/test of a listing: a tree without split folders is all train; without val/, the validation
     split is held out of train as the in-memory path does it."""
-    if None in splits:
-        splits = {"train": splits.pop(None)}
+    splits = {"train": listing[None]} if None in listing else {k: v for k, v in listing.items() if k is not None}
     if "val" in splits or val_size == 0:
         return splits
     files, labels = splits["train"]
@@ -169,5 +172,8 @@ def _with_val(splits: dict, val_size: float) -> dict:
     except ValueError as e:
         raise DataError(str(e)) from None
     rest, val = split_indices(torch.tensor(labels), held, seed=0)
-    pick = lambda idx: ([files[i] for i in idx.tolist()], [labels[i] for i in idx.tolist()])  # noqa: E731
+
+    def pick(index: torch.Tensor) -> Listing:
+        return [files[i] for i in index.tolist()], [labels[i] for i in index.tolist()]
+
     return {**splits, "train": pick(rest), "val": pick(val)}

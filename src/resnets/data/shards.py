@@ -232,7 +232,8 @@ class ShardWriter:
     def __init__(self, dest: Path, split: str, max_bytes: int) -> None:
         self.dest, self.split, self.max_bytes = dest, split, max_bytes
         self.shards: list[dict[str, Any]] = []
-        self._writer: Any = None
+        self._writer: Any = None  # webdataset's TarWriter of the shard being written, if any
+        self._bytes = self._count = 0  # of that shard
 
     def write(self, key: str, image: bytes, ext: str, label: int) -> None:
         from webdataset import TarWriter

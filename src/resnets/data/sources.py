@@ -70,7 +70,7 @@ def _stats(train: StreamSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def streamed_folder(path: Path, image_size: int | None, crop: int | None, val_size: float | None) -> ImageData:
     """An image tree on disk, read file by file; splits as the in-memory path makes them."""
     splits, classes = list_image_folder(path)
-    train_files, train_labels = splits.get("train", splits.get(None))
+    train_files, train_labels = splits["train"] if "train" in splits else splits[None]  # one or the other
     size = _size(image_size, crop, lambda: _first_size(train_files))
     make = lambda f, y: StreamSet(FileList(f, y), size, crop)  # noqa: E731
     train = make(train_files, train_labels)
@@ -110,25 +110,27 @@ def streamed_shards(source: str, image_size: int | None, crop: int | None,
     val = sets.get("val", StreamSet(ShardList([]), size, crop))
     stats = (index.mean, index.std) if index.mean and index.std else _stats(train)
     name = str(source).rstrip("/").removesuffix("/dataset.json").rsplit("/", 1)[-1]
-    names = {split: f"{name}: {split} shards" for split in ("train", "val", "test") if split in sets}
+    names: dict[str, str] = {split: f"{name}: {split} shards" for split in ("train", "val", "test") if split in sets}
     names.setdefault("val", "none")
     return finish_data(name, index.classes, train, val, sets.get("test"), names, stats), index
 
 
 def finish_data(name: str, classes: list[str], train: ImageSet | StreamSet, val: ImageSet | StreamSet,
-                test: ImageSet | StreamSet | None, splits: dict[str, str], stats: tuple,
-                skipped: list[str] | None = None) -> ImageData:
-    """``ImageData`` whose split descriptions end with their image counts."""
+                test: ImageSet | StreamSet | None, splits: dict[str, str],
+                stats: tuple[tuple[float, ...], tuple[float, ...]], skipped: list[str] | None = None) -> ImageData:
+    """``ImageData`` whose split descriptions end with their image counts; ``stats``: the channels' mean and
+    standard deviation."""
     sizes = {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0}
     splits = {k: f"{v} ({sizes[k]} images)" for k, v in splits.items()}
-    return ImageData(name, classes, train, val, test, *stats, splits, list(skipped or []))
+    mean, std = stats
+    return ImageData(name, classes, train, val, test, mean, std, splits, list(skipped or []))
 
 
 def held_in_memory(data: ImageData) -> ImageData:
     """Every split of a streamed data set decoded into memory (``--in-memory`` on shards)."""
-    def load(split: StreamSet | None) -> ImageSet | None:
-        if split is None:
-            return None
+    def load(split: ImageSet | StreamSet) -> ImageSet:
+        if isinstance(split, ImageSet):
+            return split
         loader = StreamLoader(split, SampleTransform(split.image_size), 256, shuffle=False)
         batches = list(loader.raw_batches())
         data.skipped += loader.skipped
@@ -139,7 +141,8 @@ def held_in_memory(data: ImageData) -> ImageData:
 
     train = load(data.train)
     mean, std = channel_stats(train.images)
-    return ImageData(data.name, data.classes, train, load(data.val), load(data.test), mean, std,
+    test = load(data.test) if data.test is not None else None
+    return ImageData(data.name, data.classes, train, load(data.val), test, mean, std,
                      {k: v.replace(" (streamed)", "") for k, v in data.splits.items()}, data.skipped)
 
 
@@ -170,8 +173,7 @@ def class_mapping(found: list[str], classes: list[str], wnids: list[str] | None 
     WordNet id for ImageNet weights: folders named ``n01440764``); None where one has no match."""
     index = {c: i for i, c in enumerate(classes)}
     index.update({w: i for i, w in enumerate(wnids or [])})
-    mapped = [index.get(c) for c in found]
-    return None if any(i is None for i in mapped) else mapped
+    return [index[c] for c in found] if all(c in index for c in found) else None
 
 
 def relabel(data: ImageData, mapping: list[int], classes: list[str]) -> None:

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from .transforms import SampleTransform
 
 log = logging.getLogger("resnets")
 
+T = TypeVar("T")
 SHUFFLE_BUFFER = 1000  # samples per worker mixed across the shards it reads
 
 
@@ -79,12 +80,15 @@ class StreamSet:
 
     @property
     def labels(self) -> torch.Tensor:
-        if not isinstance(self.source, FileList):
-            raise DataError("choosing images by class needs an image folder or in-memory data, not shards")
-        return torch.tensor(self.source.labels, dtype=torch.long)
+        return torch.tensor(self._file_list().labels, dtype=torch.long)
 
     def subset(self, index: torch.Tensor) -> "StreamSet":
-        return replace(self, source=self.source.subset(index.tolist()))
+        return replace(self, source=self._file_list().subset(index.tolist()))
+
+    def _file_list(self) -> FileList:
+        if not isinstance(self.source, FileList):
+            raise DataError("choosing images by class needs an image folder or in-memory data, not shards")
+        return self.source
 
     def eval_transform(self) -> SampleTransform:
         return SampleTransform(self.image_size, self.crop)
@@ -117,7 +121,7 @@ def file_batches(n: int, batch: int, *, epoch: int, seed: int, rank: int, world:
     return [order[i:i + batch] for i in range(0, stop, batch)]
 
 
-def segments(counts: Sequence[int], order: Sequence[int], lo: int, hi: int) -> list[tuple[int, int, int]]:
+def segments(counts: Sequence[int], order: Sequence[int] | np.ndarray, lo: int, hi: int) -> list[tuple[int, int, int]]:
     """``(shard, skip, take)`` runs covering samples ``lo`` to ``hi`` of the shards in ``order`` read end to end."""
     out, pos = [], 0
     for s in order:
@@ -151,9 +155,9 @@ def shard_plan(counts: Sequence[int], batch: int, *, epoch: int, seed: int, rank
     return ShardPlan(segments(counts, order, first, first + len(numbers) * batch), numbers)
 
 
-def shuffled(stream: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+def shuffled(stream: Iterator[T], size: int, rng: np.random.Generator) -> Iterator[T]:
     """A seeded shuffle buffer: items mixed within a window of ``size``."""
-    buf = []
+    buf: list[T] = []
     for item in stream:
         if len(buf) < size:
             buf.append(item)
@@ -202,14 +206,15 @@ class _Worker(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch, start = self.state[0], self.state[1]
         try:
-            if isinstance(self.data.source, FileList):
-                yield from self._files(epoch, start, worker, workers)
+            source = self.data.source
+            if isinstance(source, FileList):
+                yield from self._files(source, epoch, start, worker, workers)
             else:
-                yield from self._shards(epoch, start, worker, workers)
+                yield from self._shards(source, epoch, start, worker, workers)
         except Exception as e:  # sent to the main process, which raises it as one line
             yield str(e) if isinstance(e, DataError) else f"data loading failed: {type(e).__name__}: {e}"
 
-    def _decode(self, samples: list[tuple[str, bytes | str, int]], epoch: int, number: int) -> Batch:
+    def _decode(self, samples: Sequence[tuple[str, bytes | str, int]], epoch: int, number: int) -> Batch:
         images, labels, keys, skipped = [], [], [], []
         for key, data, label in samples:
             try:
@@ -225,8 +230,7 @@ class _Worker(IterableDataset):
         stack = np.stack(images) if images else np.zeros((0, c, size, size), np.uint8)
         return Batch(number, torch.from_numpy(stack), torch.tensor(labels, dtype=torch.long), keys, skipped)
 
-    def _files(self, epoch: int, start: int, worker: int, workers: int) -> Iterator[Batch]:
-        files = self.data.source
+    def _files(self, files: FileList, epoch: int, start: int, worker: int, workers: int) -> Iterator[Batch]:
         batches = file_batches(len(files), self.batch, epoch=epoch, seed=self.seed, rank=self.rank,
                                world=self.world, shuffle=self.shuffle, drop_last=self.drop_last, repeats=self.repeats)
         for b in range(start + worker, len(batches), workers):
@@ -235,14 +239,15 @@ class _Worker(IterableDataset):
             yield self._decode([(files.files[i] + (f"#{c}" if c else ""), files.files[i], files.labels[i])
                                 for i, c in entries], epoch, b)
 
-    def _shards(self, epoch: int, start: int, worker: int, workers: int) -> Iterator[Batch]:
-        shards = self.data.source.shards
+    def _shards(self, source: ShardList, epoch: int, start: int, worker: int, workers: int) -> Iterator[Batch]:
+        shards = source.shards
         plan = shard_plan([s.count for s in shards], self.batch, epoch=epoch, seed=self.seed, rank=self.rank,
                           world=self.world, worker=worker, workers=workers, shuffle=self.shuffle)
-        classes = self.data.source.classes
-        stream = (sample for s, skip, take in plan.runs for sample in read_shard(shards[s], skip, take, classes))
+        classes = source.classes
+        stream: Iterator[tuple[str, bytes, int]] = (
+            sample for s, skip, take in plan.runs for sample in read_shard(shards[s], skip, take, classes))
         if plan.batch_numbers is None:
-            chunk: list = []
+            chunk: list[tuple[str, bytes, int]] = []
             for sample in stream:
                 chunk.append(sample)
                 if len(chunk) == self.batch:

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import torch
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
+
+    from .stream import StreamSet
 
 
 @dataclass
@@ -36,6 +42,20 @@ class ImageSet:
         return self.images.shape[-1]
 
 
+class Subsettable(Protocol):
+    """What both kinds of split (``ImageSet``, ``stream.StreamSet``) offer for choosing images by class."""
+
+    @property
+    def labels(self) -> torch.Tensor: ...
+
+    def subset(self, index: torch.Tensor) -> Self: ...
+
+    def __len__(self) -> int: ...
+
+
+Split = TypeVar("Split", bound=Subsettable)  # a function gives back the kind of split it was given
+
+
 @dataclass
 class ImageData:
     """A dataset ready for training: train, validation (carved from the training data) and test splits.
@@ -46,9 +66,9 @@ class ImageData:
 
     name: str
     classes: list[str]
-    train: ImageSet  # or a ``stream.StreamSet`` (read from disk as it is used), as are val and test
-    val: ImageSet
-    test: ImageSet | None
+    train: ImageSet | StreamSet  # a ``StreamSet`` is read from disk as it is used (``streamed``)
+    val: ImageSet | StreamSet
+    test: ImageSet | StreamSet | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
     splits: dict[str, str] = field(default_factory=dict)
@@ -136,13 +156,13 @@ def fold_indices(labels: torch.Tensor, folds: int, fold: int, seed: int = 0) -> 
     return (~held).nonzero().flatten(), held.nonzero().flatten()
 
 
-def split_off(data: ImageSet, size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+def split_off(data: Split, size: int, seed: int = 0) -> tuple[Split, Split]:
     """Hold out ``size`` images, stratified by class, with a fixed seed: returns ``(rest, held_out)``."""
     rest, held = split_indices(data.labels, size, seed)
     return data.subset(rest), data.subset(held)
 
 
-def take(data: ImageSet, size: int | None, seed: int = 0) -> ImageSet:
+def take(data: Split, size: int | None, seed: int = 0) -> Split:
     """A class-balanced sample of ``size`` images (fixed by ``seed``), or all of them when ``size`` is None
     or not smaller than the set. Image trees are stored class by class, so "the first N" would be one class."""
     if size is None or size >= len(data):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import cast
 
 import torch
 
@@ -14,7 +13,7 @@ from ..data.augment import test_resize
 from ..data.loader import epoch_images
 from ..data.stream import StreamLoader, StreamSet, default_workers
 from ..data.transforms import SampleTransform
-from ..data.types import channel_stats, fold_indices
+from ..data.types import ImageSet, channel_stats, fold_indices
 from ..errors import ResnetsError
 from .config import TrainConfig
 from .distributed import Dist
@@ -51,11 +50,11 @@ def stream_transform(cfg: TrainConfig, data: StreamSet) -> SampleTransform:
 
 def make_loader(cfg: TrainConfig, data: ImageData, device: torch.device, dist: Dist) -> BatchLoader | StreamLoader:
     """The training batches: slices of the images in memory (global batches), or streamed (this process's)."""
-    if not data.streamed:
+    if isinstance(data.train, ImageSet):
         return BatchLoader(data.train, cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
                            seed=cfg.seed, device=device, alternate_flips=cfg.hflip and cfg.alternate_flips,
                            repeats=cfg.aug_repeats)
-    train = cast(StreamSet, data.train)  # what a streamed data set holds
+    train = data.train
     local, n = cfg.batch_size // dist.world, epoch_images(len(train), cfg.aug_repeats)
     loader = StreamLoader(train, stream_transform(cfg, train), local, shuffle=True,
                           drop_last=n // dist.world > local, seed=cfg.seed, rank=dist.rank, world=dist.world,
@@ -73,13 +72,14 @@ def workers(cfg: TrainConfig) -> int:
 def _hold_out_fold(data: ImageData, folds: int, fold: int) -> None:
     """K-fold cross-validation: fold ``fold`` of the training images becomes the validation split; the input
     statistics are those of the images trained on."""
-    if data.streamed:
+    train = data.train
+    if not isinstance(train, ImageSet):
         raise ResnetsError("K-fold cross-validation needs the data in memory: add --in-memory")
     try:
-        rest, held = fold_indices(data.train.labels, folds, fold)
+        rest, held = fold_indices(train.labels, folds, fold)
     except ValueError as e:
         raise ResnetsError(str(e)) from None
-    data.train, data.val = data.train.subset(rest), data.train.subset(held)
+    data.train, data.val = train.subset(rest), train.subset(held)
     data.mean, data.std = channel_stats(data.train.images)
     data.splits["val"] = f"fold {fold} of {folds} of the training images (class-balanced, seed 0)"
     data.splits["train"] += f", less fold {fold} of {folds}"
