@@ -1,10 +1,13 @@
 """Residual alignment: the randomized SVD against a dense one, the measures on networks whose Jacobians are known
 in closed form, and the command end to end."""
+import dataclasses
+import importlib
 import json
 
 import pytest
 import torch
 
+import resnets
 from resnets.analysis import alignment
 from resnets.analysis.jacobians import effective_rank, line_fit, top_singular
 from resnets.cli import main
@@ -51,14 +54,14 @@ def test_measures_of_simple_cases():
 
 
 def test_a_network_at_initialisation_is_not_aligned():
-    scale = dict(alignment.QUICK, width=32, inputs=4, k=6)
+    scale = dataclasses.replace(alignment.QUICK, width=32, inputs=4, k=6)
     m = alignment.fc_measures(4, True, scale, seed=0, trained=False)
     assert m["ra2_within_block"] < 0.4 and m["test_top1"] < 40  # random vectors in 32 dimensions, chance accuracy
 
 
 def test_the_command_writes_its_numbers_and_figures(tmp_path, monkeypatch, digits_resnet20, capsys):
-    monkeypatch.setattr(alignment, "QUICK", dict(depths=(2, 4), width=16, epochs=2, inputs=2, k=4, conv_inputs=1,
-                                                 conv_k=3))
+    monkeypatch.setattr(alignment, "QUICK", alignment.Scale(depths=(2, 4), width=16, epochs=2, inputs=2, k=4,
+                                                            conv_inputs=1, conv_k=3))
     main(["experiment", "alignment", "--quick", "--checkpoint", str(digits_resnet20), "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "alignment.json").read_text())
     assert set(saved["fc"]) == {"residual", "plain", "residual_init"} and set(saved["fc"]["plain"]) == {"2", "4"}
@@ -67,3 +70,21 @@ def test_the_command_writes_its_numbers_and_figures(tmp_path, monkeypatch, digit
     assert len(conv["ra2_matrix"]) == 9 and conv["ra2_matrix"][3][3] is None  # a block that changes the shape
     assert all((tmp_path / f"alignment_ra{i}.png").stat().st_size > 5000 for i in (2, 3, 4))
     assert "RA4: top singular value ~ depth^" in capsys.readouterr().out
+
+
+def test_checkpoints_without_post_activation_blocks_are_refused_in_one_line(tmp_path, monkeypatch, digits_resnet20,
+                                                                            capsys):
+    """The conv measures read each block's residual branch: a network of other blocks is named, not crashed on."""
+    evaluate = importlib.import_module("resnets.engine.evaluate")  # the package exports a function of that name
+
+    real = evaluate.load_checkpoint_and_data
+
+    def as_fast_network(path, *args, **kwargs):
+        loaded = real(path, *args, **kwargs)
+        return dataclasses.replace(loaded, model=resnets.create_model("fastresnet8", num_classes=10),
+                                   checkpoint={**loaded.checkpoint, "config": {"model": "fastresnet8"}})
+
+    monkeypatch.setattr(evaluate, "load_checkpoint_and_data", as_fast_network)
+    assert main(["experiment", "alignment", "--quick", "--checkpoint", str(digits_resnet20),
+                 "--out", str(tmp_path)]) == 2
+    assert "holds fastresnet8: the alignment measures take post-activation ResNet blocks" in capsys.readouterr().err

@@ -69,3 +69,10 @@ def test_analyze_lesion_writes_its_outputs(tree_run, tmp_path):
     for name in ("lesion_single.png", "lesion_random.png", "path_lengths.png", "lesion.csv", "report.md"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| resnet20 | 9 |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["fastresnet8", "odenet20"])
+def test_networks_without_deletable_blocks_are_refused_in_one_line(name):
+    with pytest.raises(resnets.ConfigError, match=f"a lesion study deletes the blocks of a ResNet .*; a "
+                                                  f"{type(resnets.create_model(name)).__name__} has none"):
+        lesion_study(resnets.create_model(name), lambda model: 0.0, samples=1)

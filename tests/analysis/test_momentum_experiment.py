@@ -16,8 +16,7 @@ def test_the_invertible_backward_keeps_memory_flat_where_backprop_grows():
 
 
 def test_the_momentum_experiment_writes_its_json_and_figures(tmp_path, monkeypatch):
-    monkeypatch.setitem(momentum.QUICK, "depths", (8, 14))
-    monkeypatch.setitem(momentum.QUICK, "batch", 4)
+    monkeypatch.setattr(momentum, "QUICK", momentum.Scale(depths=(8, 14), batch=4))
     result = run_experiment("momentum", tmp_path, depths=(8,), quick=True, **TINY)
     assert [r["label"] for r in result["runs"]] == ["ResNet-8", "Momentum ResNet-8"]
     saved = json.loads((tmp_path / "momentum.json").read_text())

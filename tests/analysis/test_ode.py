@@ -44,3 +44,10 @@ def test_the_ode_experiment_sweeps_the_steps(tmp_path):
     assert [r["steps"] for r in saved["tied"]] == [1, 2, 3, 4, 6, 8, 12, 16, 32]
     assert all(0 <= r["top1"] <= 100 for r in saved["tied"]) and (tmp_path / "ode.png").exists()
     assert "numbers of Euler steps" in (tmp_path / "report.md").read_text()
+
+
+def test_sweeping_the_steps_of_another_network_is_refused_in_one_line(digits_resnet20):
+    from resnets.analysis.ode import steps_sweep
+
+    with pytest.raises(ConfigError, match="holds a ResNet: sweeping the Euler steps needs a weight-tied ODE network"):
+        steps_sweep(digits_resnet20, steps=(1,))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -24,12 +26,28 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..files import atomic_write
+from ..models import BasicBlock, Bottleneck
+from ..models.resnet import StagedNet
 from .jacobians import alignment_matrix, effective_rank, line_fit, top_singular
 from .stats import summarize
 
 CLASSES = 10
-QUICK = {"depths": (4, 8, 16), "width": 32, "epochs": 60, "inputs": 16, "k": 20, "conv_inputs": 4, "conv_k": 12}
-FULL = {"depths": (8, 16, 32), "width": 64, "epochs": 200, "inputs": 64, "k": 30, "conv_inputs": 16, "conv_k": 20}
+@dataclass(frozen=True)
+class Scale:
+    """How large the study is: the fully-connected networks' depths, width and epochs, how many test inputs and
+    singular vectors each measure takes, and the same two for the conv networks."""
+
+    depths: tuple[int, ...]
+    width: int
+    epochs: int
+    inputs: int
+    k: int
+    conv_inputs: int
+    conv_k: int
+
+
+QUICK = Scale(depths=(4, 8, 16), width=32, epochs=60, inputs=16, k=20, conv_inputs=4, conv_k=12)
+FULL = Scale(depths=(8, 16, 32), width=64, epochs=200, inputs=64, k=30, conv_inputs=16, conv_k=20)
 
 
 class FCResNet(nn.Module):
@@ -41,12 +59,14 @@ class FCResNet(nn.Module):
         super().__init__()
         self.residual = residual
         self.embed = nn.Linear(inputs, width)
-        self.branches = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
-                                      for _ in range(blocks))
+        branches = [nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)) for _ in range(blocks)]
+        self.branches = nn.ModuleList(branches)
         if residual:
             with torch.no_grad():
-                for b in self.branches:
-                    b[2].weight.mul_(1 / math.sqrt(blocks))
+                for b in branches:
+                    last = b[-1]
+                    assert isinstance(last, nn.Linear)
+                    last.weight.mul_(1 / math.sqrt(blocks))
         self.head = nn.Linear(width, classes)
 
     def block(self, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +128,7 @@ def measure(trajectories: list[list[torch.Tensor]], branch: Callable[[int, torch
         us: list[torch.Tensor | None] = []
         vs: list[torch.Tensor | None] = []
         for i in range(n_blocks):
-            svd = top_singular(lambda z, i=i: branch(i, z), traj[i].detach(), k, generator=g)
+            svd = top_singular(partial(branch, i), traj[i].detach(), k, generator=g)
             square = traj[i].numel() == traj[i + 1].numel()
             us.append(svd.u[0] if square else None)
             vs.append(svd.v[0] if square else None)
@@ -145,26 +165,26 @@ def _rounded(m: torch.Tensor) -> list[list[float | None]]:
     return [[None if math.isnan(float(v)) else round(float(v), 4) for v in row] for row in m]
 
 
-def fc_measures(depth: int, residual: bool, scale: dict[str, Any], seed: int, trained: bool = True) -> dict[str, Any]:
+def fc_measures(depth: int, residual: bool, scale: Scale, seed: int, trained: bool = True) -> dict[str, Any]:
     """A fully-connected network of ``depth`` blocks on the digits: trained (or at initialisation), its test
-    accuracy and every property on ``scale["inputs"]`` test inputs."""
+    accuracy and every property on ``scale.inputs`` test inputs."""
     torch.manual_seed(seed)
     xtr, ytr, xte, yte = digits(seed)
-    model = FCResNet(xtr.shape[1], scale["width"], depth, residual=residual)
+    model = FCResNet(xtr.shape[1], scale.width, depth, residual=residual)
     if trained:
-        train_fc(model, xtr, ytr, scale["epochs"], seed)
+        train_fc(model, xtr, ytr, scale.epochs, seed)
     model.eval()
     with torch.no_grad():
         accuracy = float((model(xte).argmax(1) == yte).float().mean() * 100)
-        trajectories = [[t[0] for t in model.trajectory(x[None])] for x in xte[: scale["inputs"]]]
+        trajectories = [[t[0] for t in model.trajectory(x[None])] for x in xte[: scale.inputs]]
     branch = (lambda i, z: model.branches[i](z)) if residual else (lambda i, z: model.block(i, z))
-    return {"test_top1": round(accuracy, 2), **measure(trajectories, branch, scale["k"], seed)}
+    return {"test_top1": round(accuracy, 2), **measure(trajectories, branch, scale.k, seed)}
 
 
-def conv_measures(model: nn.Module, images: torch.Tensor, k: int, seed: int = 0) -> dict[str, Any]:
+def conv_measures(model: StagedNet, images: torch.Tensor, k: int, seed: int = 0) -> dict[str, Any]:
     """The properties of a trained CIFAR network (``resnets`` post-activation blocks) on ``images`` (normalised):
     its residual branches' Jacobians (plain blocks: the block's)."""
-    blocks = [b for stage in model.stages for b in stage]
+    blocks: list[Any] = [b for stage in model.stages for b in stage]  # BasicBlock or Bottleneck (conv_networks)
     model.eval()
     with torch.no_grad():
         trajectories = []
@@ -186,7 +206,7 @@ def conv_measures(model: nn.Module, images: torch.Tensor, k: int, seed: int = 0)
 def conv_networks(out: Path, checkpoints: list[str] | None = None, *, data: str = "cifar10",
                   data_root: str | None = None, quick: bool = False, epochs: float | None = None,
                   subset: int | None = None, seed: int = 0, progress: bool = True
-                  ) -> tuple[dict[str, nn.Module], torch.Tensor]:
+                  ) -> tuple[dict[str, StagedNet], torch.Tensor]:
     """The CIFAR networks to measure and the test images to measure them on (normalised): the given training
     checkpoints, else ResNet-20 and plain-20 trained with the experiment recipe (``--quick``: 5,000 images, 3
     epochs) under ``out/conv``."""
@@ -200,11 +220,16 @@ def conv_networks(out: Path, checkpoints: list[str] | None = None, *, data: str 
         trained = run_experiment("degradation", out / "conv", data=data, data_root=data_root, epochs=epochs,
                                  subset=subset, depths=(20,), seed=seed, progress=progress)
         checkpoints = [str(out / "conv" / r["folder"] / "best.pt") for r in trained["runs"]]
-    networks, images = {}, None
+    networks: dict[str, StagedNet] = {}
+    images = torch.zeros(0)
     for ckpt in checkpoints:
         loaded = load_checkpoint_and_data(ckpt)
-        networks[f"{loaded.checkpoint['config']['model']} ({Path(ckpt).parent.name})"] = loaded.model
-        if images is None:
+        name = loaded.checkpoint["config"]["model"]
+        if not all(isinstance(b, (BasicBlock, Bottleneck)) for stage in loaded.model.stages for b in stage):
+            raise ConfigError(f"{ckpt} holds {name}: the alignment measures take post-activation ResNet blocks "
+                              "(resnet20, plain20 ...)")
+        networks[f"{name} ({Path(ckpt).parent.name})"] = loaded.model
+        if not len(images):
             test = loaded.dataset.test if loaded.dataset.test is not None else loaded.dataset.val
             images = loaded.aug.eval(images_of(test, 64))
     return networks, images
@@ -218,7 +243,7 @@ def depth_exponent(depths: list[int], tops: list[float]) -> float:
     return round(float((lx * (ly - ly.mean())).sum() / (lx * lx).sum()), 3)
 
 
-def run_alignment(out: str | Path, *, quick: bool = False, seeds: int = 1, conv: dict[str, nn.Module] | None = None,
+def run_alignment(out: str | Path, *, quick: bool = False, seeds: int = 1, conv: dict[str, StagedNet] | None = None,
                   conv_images: torch.Tensor | None = None) -> dict[str, Any]:
     """The fully-connected networks (every depth, residual and plain, trained and at initialisation, ``seeds``
     seeds) and, given ``conv`` (label -> trained CIFAR network) and ``conv_images``, the conv networks; writes
@@ -231,16 +256,16 @@ def run_alignment(out: str | Path, *, quick: bool = False, seeds: int = 1, conv:
     fc: dict[str, dict[str, Any]] = {}
     for kind, residual, trained in (("residual", True, True), ("plain", False, True), ("residual_init", True, False)):
         fc[kind] = {}
-        for depth in scale["depths"]:
+        for depth in scale.depths:
             runs = [fc_measures(depth, residual, scale, s, trained) for s in range(seeds)]
             fc[kind][str(depth)] = _merge(runs)
-    tops = [fc["residual"][str(d)]["ra4_top_singular"] for d in scale["depths"]]
-    report: dict[str, Any] = {"classes": CLASSES, "width": scale["width"], "depths": list(scale["depths"]),
+    tops = [fc["residual"][str(d)]["ra4_top_singular"] for d in scale.depths]
+    report: dict[str, Any] = {"classes": CLASSES, "width": scale.width, "depths": list(scale.depths),
                               "seeds": seeds, "fc": fc,
-                              "ra4": {"depths": list(scale["depths"]), "top_singular": tops,
-                                      "exponent": depth_exponent(list(scale["depths"]), tops)}}
+                              "ra4": {"depths": list(scale.depths), "top_singular": tops,
+                                      "exponent": depth_exponent(list(scale.depths), tops)}}
     if conv and conv_images is not None:
-        report["conv"] = {label: conv_measures(m, conv_images[: scale["conv_inputs"]], scale["conv_k"])
+        report["conv"] = {label: conv_measures(m, conv_images[: scale.conv_inputs], scale.conv_k)
                           for label, m in conv.items()}
     atomic_write(out / "alignment.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     report["figures"] = [str(p) for p in _figures(report, out)]

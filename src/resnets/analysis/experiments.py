@@ -245,11 +245,12 @@ def gate_openness(checkpoint: Path, images: int = 512) -> list[float]:
     from ..models import HighwayBlock
 
     loaded = load_checkpoint_and_data(checkpoint)
-    split = loaded.dataset.val if len(loaded.dataset.val) else loaded.dataset.test
+    split = loaded.dataset.val if len(loaded.dataset.val) or loaded.dataset.test is None else loaded.dataset.test
     n = min(images, len(split))
     with torch.no_grad():
         loaded.model.eval()(loaded.aug.eval(images_of(take(split, n), n)))
-    return [round(b.openness, 4) for b in loaded.model.modules() if isinstance(b, HighwayBlock)]
+    return [round(b.openness, 4) for b in loaded.model.modules()
+            if isinstance(b, HighwayBlock) and b.openness is not None]  # set by the forward pass above
 
 
 def _write_csv(results: list[dict[str, Any]], path: Path) -> None:

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..models.resnet import ResNet
+from ..models.resnet import StagedNet
 
 if TYPE_CHECKING:
     from ..engine.evaluate import Predictor
 
 
-def grad_cam(model: ResNet, x: torch.Tensor, target: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(model: StagedNet, x: torch.Tensor, target: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of one normalised image ``x`` (``(C, H, W)`` or ``(1, C, H, W)``) for class ``target``
     (default: the predicted class). Returns the heatmap ``(H, W)`` in [0, 1] and the class probabilities."""
     x = x.unsqueeze(0) if x.dim() == 3 else x
@@ -57,7 +57,7 @@ def overlay(image: np.ndarray | torch.Tensor, cam: torch.Tensor, alpha: float = 
 def png_bytes(image: Image.Image, size: int | None = None) -> bytes:
     """``image`` as PNG (nearest-neighbour upscaled to ``size`` pixels wide, for small images)."""
     if size and image.width < size:
-        image = image.resize((size, round(size * image.height / image.width)), Image.NEAREST)
+        image = image.resize((size, round(size * image.height / image.width)), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()

@@ -32,7 +32,8 @@ def gradient_norms(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         for i, (_, conv) in enumerate(layers):
-            totals[i] += conv.weight.grad.norm().item() / len(batches)
+            grad = conv.weight.grad
+            totals[i] += (grad.norm().item() if grad is not None else 0.0) / len(batches)
     model.zero_grad(set_to_none=True)
     return totals
 
@@ -82,12 +83,13 @@ def analyze_gradients(out: str | Path, *, depth: int = 56, data: str = "digits",
     import json
     import itertools
 
-    from ..data import AugmentConfig, BatchAugment, BatchLoader, load_data
+    from ..data import AugmentConfig, BatchAugment, BatchLoader, ImageSet, load_data
     from .experiments import _cifar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_data(data, root=data_root)
+    dataset = load_data(data, root=data_root, stream=False)  # a few batches: decoded into memory
+    assert isinstance(dataset.train, ImageSet)  # as stream=False gives it
     aug = BatchAugment(AugmentConfig(), dataset.mean, dataset.std, dataset.num_classes)
     loader = BatchLoader(dataset.train, batch_size, shuffle=True, drop_last=True, seed=seed)
     g = torch.Generator().manual_seed(seed)

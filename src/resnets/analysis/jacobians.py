@@ -27,7 +27,7 @@ def top_singular(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, k: 
     flattened (``u`` in the output's space, ``v`` in the input's)."""
     n = x.numel()
     width = min(n, k + oversample)
-    _, pull = vjp(f, x)
+    pull = vjp(f, x)[1]
 
     def forward(t: torch.Tensor) -> torch.Tensor:
         return jvp(f, (x,), (t.view_as(x),))[1].reshape(-1)

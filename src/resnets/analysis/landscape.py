@@ -25,7 +25,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,7 @@ def moved(base: Params, directions: Sequence[Params], steps: Sequence[float]) ->
 
 
 def dot(a: Params, b: Params) -> torch.Tensor:
-    return sum((a[k] * b[k]).sum() for k in a)
+    return sum(((a[k] * b[k]).sum() for k in a), torch.zeros(()))
 
 
 class Landscape:
@@ -70,7 +70,7 @@ class Landscape:
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
         self.model = copy.deepcopy(model).eval()  # eval: no dropout; batch norm still uses the batch (below)
         replace_all_batch_norm_modules_(self.model)  # no running statistics: normalise by the batch at hand
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         self.images = images.contiguous(memory_format=torch.channels_last)
         self.labels = labels
         self.params: Params = {k: p.detach() for k, p in self.model.named_parameters()}
@@ -181,10 +181,11 @@ def run_landscape(out: str | Path, *, quick: bool = False, data: str = "cifar10"
         networks.append({"label": run["label"], "model": run["model"], "model_args": run["model_args"],
                          "val_error": run["val_error"], "test_error": run["test_error"],
                          **network_landscape(init, loaded.model, loaded.aug.eval(x), y, seed=seed)})
-    report = {"experiment": "landscape", "data": data, "epochs": epochs, "subset": subset, "images": images,
-              "seed": seed, "directions": "filter-normalised Gaussian; biases and batch norm's γ, β left out",
-              "batch_norm": "statistics of the evaluation batch at every point (recomputed, not the trained ones)",
-              "networks": networks}
+    report: dict[str, Any] = {
+        "experiment": "landscape", "data": data, "epochs": epochs, "subset": subset, "images": images,
+        "seed": seed, "directions": "filter-normalised Gaussian; biases and batch norm's γ, β left out",
+        "batch_norm": "statistics of the evaluation batch at every point (recomputed, not the trained ones)",
+        "networks": networks}
     atomic_write(out / "landscape.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     report["figures"] = [str(p) for p in plot_landscapes(networks, out)]
     return report
@@ -215,7 +216,7 @@ def plot_landscapes(networks: list[dict], out: Path) -> list[Path]:
         ax.set(title=f"{n['label']}: top Hessian eigenvalue {n['top_hessian_eigenvalue']:.3g}", xlabel="δ",
                ylabel="η", aspect="equal")
     bar = fig.colorbar(filled, ax=axes, label="training loss (cross-entropy)", shrink=0.85)
-    bar.set_ticks(levels[::4], labels=[f"{v:.3g}" for v in levels[::4]])
+    bar.set_ticks(levels[::4].tolist(), labels=[f"{v:.3g}" for v in levels[::4]])
     written = [save_figure(fig, out / "landscape.png", tight=False)]
 
     fig, ax = plt.subplots(figsize=(6.5, 4))

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..models.resnet import ResNet
+from ..errors import ConfigError
+from ..models.resnet import ResNet, StagedNet
 
 
 def blocks_of(model: ResNet) -> list[nn.Module]:
@@ -41,7 +42,9 @@ def deletable(block: nn.Module) -> bool:
     return block.downsample is not None or not downsamples(block)
 
 
-def _shortcut_only(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def _shortcut_only(block: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What is left of a block (one of ``models.blocks``) without its residual branch."""
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         if block.downsample is None:  # plain network: the layer is skipped
             return x
@@ -73,14 +76,17 @@ def path_lengths(n: int) -> list[int]:
     return [math.comb(n, k) for k in range(n + 1)]
 
 
-def lesion_study(model: ResNet, accuracy: Callable[[ResNet], float], samples: int = 10,
+def lesion_study(model: StagedNet, accuracy: Callable[[StagedNet], float], samples: int = 10,
                  seed: int = 0) -> dict[str, Any]:
     """Accuracy with each deletable block deleted alone, and with ``k`` random blocks deleted
     (``samples`` draws for each ``k``, mean and spread), next to the intact network's."""
+    if not isinstance(model, ResNet):
+        raise ConfigError(f"a lesion study deletes the blocks of a ResNet (or its plain twin); a "
+                          f"{type(model).__name__} has none to delete")
     blocks = blocks_of(model)
     candidates = [i for i, b in enumerate(blocks) if deletable(b)]
     base = accuracy(model)
-    single = []
+    single: list[dict[str, Any]] = []
     for i in range(len(blocks)):
         if i in candidates:
             with lesioned(model, [i]):
@@ -162,7 +168,7 @@ def analyze_lesion(checkpoints: dict[str, str | Path], out: str | Path, *, split
         loaded = load_checkpoint_and_data(path, data, data_root)
         subset = take(split_of(loaded.dataset, split), images)
 
-        def accuracy(model: ResNet, subset: Any = subset, loaded: Any = loaded) -> float:
+        def accuracy(model: StagedNet, subset: Any = subset, loaded: Any = loaded) -> float:
             with torch.no_grad():
                 return evaluate_split(model, subset, loaded.dataset.classes, loaded.aug, split).top1
 

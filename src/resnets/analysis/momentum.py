@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,12 +15,21 @@ import torch
 import torch.nn.functional as F
 
 from ..files import atomic_write
-from ..models import create_model
+from ..models import create_classifier
+from ..models.resnet import StagedNet
 from ..timing import time_interleaved
 
 MODES = ("resnet", "checkpointed", "momentum")
-QUICK = {"depths": (20, 56, 110), "batch": 32}
-FULL = {"depths": (20, 56, 110, 218, 434), "batch": 64}
+@dataclass(frozen=True)
+class Scale:
+    """The depths whose memory and time per step are measured, at this batch size."""
+
+    depths: tuple[int, ...]
+    batch: int
+
+
+QUICK = Scale(depths=(20, 56, 110), batch=32)
+FULL = Scale(depths=(20, 56, 110, 218, 434), batch=64)
 
 _CHILD = """
 import sys
@@ -39,10 +49,10 @@ print((kib("VmHWM:") - before) / 1024)
 """
 
 
-def network(mode: str, depth: int) -> torch.nn.Module:
+def network(mode: str, depth: int) -> StagedNet:
     """A CIFAR ResNet of ``depth`` (6n+2; option A shortcuts) as ``mode`` trains it."""
     n = (depth - 2) // 6
-    model = create_model("resnet20", layers=(n, n, n), momentum=0.9 if mode == "momentum" else None)
+    model = create_classifier("resnet20", layers=(n, n, n), momentum=0.9 if mode == "momentum" else None)
     model.set_grad_checkpointing(mode == "checkpointed")
     return model.train()
 
@@ -90,7 +100,7 @@ def analyse_momentum(out: Path, results: list[dict[str, Any]], quick: bool = Fal
     """After ``resnets experiment momentum`` trained both networks: memory and time against depth,
     ``momentum.json`` (with the trained networks' errors) and ``momentum.png``."""
     scale = QUICK if quick else FULL
-    report = memory_and_time(tuple(scale["depths"]), int(scale["batch"]))
+    report = memory_and_time(scale.depths, scale.batch)
     report["accuracy"] = [{k: r.get(k) for k in ("label", "seeds", "test_error", "test_error_std", "val_error",
                                                   "val_error_std", "train_error")} for r in results]
     return write_report(out, report)

@@ -8,7 +8,9 @@ from typing import Any
 
 from ..engine.evaluate import load_checkpoint_and_data, split_of
 from ..engine.predict import evaluate_split
+from ..errors import ConfigError
 from ..files import atomic_write
+from ..models.ode import ODENet
 
 STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 
@@ -16,11 +18,16 @@ STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 def steps_sweep(checkpoint: Path, steps: tuple[int, ...] = STEPS, split: str = "val") -> list[dict[str, float]]:
     """Top-1 on ``split`` of a weight-tied checkpoint evaluated with each number of Euler steps per stage."""
     loaded = load_checkpoint_and_data(checkpoint)
-    data = split_of(loaded.dataset, split if len(getattr(loaded.dataset, split)) else "test")
+    model = loaded.model
+    if not isinstance(model, ODENet):
+        raise ConfigError(f"{checkpoint} holds a {type(model).__name__}: sweeping the Euler steps needs a "
+                          "weight-tied ODE network (odenet20)")
+    wanted = getattr(loaded.dataset, split, None)
+    data = split_of(loaded.dataset, split if wanted is not None and len(wanted) else "test")
     rows = []
     for k in steps:
-        loaded.model.set_steps(k)
-        rows.append({"steps": k, "top1": evaluate_split(loaded.model, data, loaded.dataset.classes, loaded.aug,
+        model.set_steps(k)
+        rows.append({"steps": k, "top1": evaluate_split(model, data, loaded.dataset.classes, loaded.aug,
                                                          split).top1})
     return rows
 

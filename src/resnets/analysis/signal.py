@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ class Variant:
     starts at zero (the last convolution zero-initialised: SkipInit's scalar at 0, or "zero-init the last γ")."""
 
     label: str
-    block: type[nn.Module]
+    block: type[BasicBlock] | type[PreActBasicBlock]
     shortcut: bool
     batch_norm: bool
     zero_init: bool = False
@@ -84,7 +84,7 @@ def measure(stack: nn.Sequential, images: torch.Tensor, labels: torch.Tensor, cl
     with torch.no_grad():
         return Signal([o.var(dim=(0, 2, 3)).mean().item() for o in outputs],
                       [o.mean(dim=(0, 2, 3)).pow(2).mean().item() for o in outputs],
-                      [o.grad.norm().item() for o in outputs])
+                      [o.grad.norm().item() if o.grad is not None else 0.0 for o in outputs])
 
 
 def signal_propagation(depths: tuple[int, ...] = (8, 16, 32, 64, 128, 256), width: int = 16, size: int = 16,
@@ -140,11 +140,12 @@ def run_signal(out: str | Path, *, quick: bool = False, seed: int = 0, depths: t
     depths = depths or (8, 16, 32, 64, 128, 256)
     results = signal_propagation(depths, width, size, batch, seed=seed)
     deepest = max(depths)
-    summary = {name: {"label": VARIANTS[name].label, "variance_growth": growth(by_depth[deepest]),
-                      "final_variance": {d: _finite(by_depth[d].variance[-1]) for d in depths},
-                      "grad_first_over_last": {d: _finite(by_depth[d].grad_norm[0] / by_depth[d].grad_norm[-1])
-                                               for d in depths}}
-               for name, by_depth in results.items()}
+    summary: dict[str, dict[str, Any]] = {
+        name: {"label": VARIANTS[name].label, "variance_growth": growth(by_depth[deepest]),
+               "final_variance": {d: _finite(by_depth[d].variance[-1]) for d in depths},
+               "grad_first_over_last": {d: _finite(by_depth[d].grad_norm[0] / by_depth[d].grad_norm[-1])
+                                        for d in depths}}
+        for name, by_depth in results.items()}
     deepest_rows = {n: {k: [_finite(v) for v in vals] for k, vals in asdict(r[deepest]).items()}
                     for n, r in results.items()}
     report = {"width": width, "image_size": size, "batch": batch, "depths": list(depths), "seed": seed,

@@ -10,6 +10,7 @@ import torch
 from ..errors import CheckpointError
 from ..files import atomic_write
 from ..models.loading import save_described
+from ..models.resnet import StagedNet
 from ..models.source import DESCRIPTION, Checkpoint, read_source
 
 
@@ -52,7 +53,7 @@ def load_training_checkpoint(path: str | Path | Checkpoint) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | Path | Checkpoint, model: str | None = None
-                          ) -> tuple[torch.nn.Module, dict[str, Any]]:
+                          ) -> tuple[StagedNet, dict[str, Any]]:
     """The evaluation model of a checkpoint (in eval mode, on the CPU) and the checkpoint itself as a dict;
     ``model`` names the architecture of a plain state dict (which is refused without it)."""
     ck = _known(read_source(path, model=model))

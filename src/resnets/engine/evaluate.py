@@ -19,6 +19,7 @@ from ..inference import MODES, available_modes, fastest_mode, get_mode, prepare_
 from ..errors import DataError, ResnetsError
 from ..files import atomic_write
 from ..machine import machine_info
+from ..models.resnet import StagedNet
 from ..models.source import Checkpoint
 from .checkpoint import model_from_checkpoint
 from .metrics import Metrics, classification_metrics
@@ -59,7 +60,7 @@ class CheckpointData:
     """A checkpoint's evaluation model with the dataset it was trained on (or ``data``), split the same way,
     and the normalisation it expects."""
 
-    model: torch.nn.Module
+    model: StagedNet
     checkpoint: dict[str, Any]
     dataset: ImageData
     aug: BatchAugment

@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, cast
+from typing import TYPE_CHECKING, Any, Literal, Mapping, cast
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
 from .loading import META_KEY, extract_state_dict, load_state_dict_into, read_checkpoint, resolve_weights
+
+if TYPE_CHECKING:
+    from .resnet import StagedNet
 
 Kind = Literal["training", "described", "state_dict"]
 # what each kind is, in the words of an error message
@@ -87,16 +90,19 @@ class Checkpoint:
         load_state_dict_into(model, self.state_dict, adapt=bool(overrides))
         return model.eval()
 
-    def classifier(self) -> nn.Module:
+    def classifier(self) -> StagedNet:
         """The network as it predicts its classes (what ``eval``, ``predict``, ``export`` ... run)."""
         from .registry import get_model_spec
+        from .resnet import StagedNet
 
         self.need("model", "classes")
         if get_model_spec(cast(str, self.model)).family == "segmentation":
             raise CheckpointError(f"{self.source} holds the segmentation network {self.model}: resnets eval and "
                                   "predict take it as it is (or with --task segment); the other commands take "
                                   "classifiers")
-        return self.network()
+        model = self.network()
+        assert isinstance(model, StagedNet)  # every family but segmentation builds one
+        return model
 
     def as_dict(self) -> dict[str, Any]:
         """The checkpoint in the form ``resnets train`` writes it: ``config``, ``classes``, ``mean`` ... and
