@@ -76,3 +76,20 @@ def test_networks_without_deletable_blocks_are_refused_in_one_line(name):
     with pytest.raises(resnets.ConfigError, match=f"a lesion study deletes the blocks of a ResNet .*; a "
                                                   f"{type(resnets.create_model(name)).__name__} has none"):
         lesion_study(resnets.create_model(name), lambda model: 0.0, samples=1)
+
+
+def test_the_command_labels_two_checkpoints_of_one_folder_apart(tree_run, tmp_path, capsys):
+    """Two weights files side by side (e.g. a ResNet and its plain twin) are two rows, not one overwriting."""
+    import shutil
+
+    from resnets.cli import main
+
+    _, ckpt, _ = tree_run
+    for name in ("first.pt", "second.pt"):
+        shutil.copy(ckpt, tmp_path / name)
+    main(["analyze", "lesion", str(tmp_path / "first.pt"), "--compare", str(tmp_path / "second.pt"),
+          "--samples", "1", "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "first: intact" in printed and "second: intact" in printed
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| first | 9 |" in report and "| second | 9 |" in report

@@ -204,3 +204,13 @@ def test_an_empty_split_names_the_splits_there_are(tree_run):
     with pytest.raises(DataError, match=r"no images in a val split: choose one it has with --split: train \(36 "
                                         r"images\), test \(36 images\)"):
         split_of(loaded.dataset, "val")
+
+
+def test_checkpoints_get_distinct_short_labels():
+    from resnets.engine.evaluate import distinct_labels, source_label
+
+    assert source_label("runs/x/resnet-56/best.pt") == "resnet-56"  # a run folder
+    assert source_label("weights/plain56-s0.safetensors") == "plain56-s0"  # a file beside others
+    assert source_label("resnet50.tv2_in1k") == "resnet50.tv2_in1k"  # a weights tag as given
+    assert distinct_labels(["a/resnet56.safetensors", "a/plain56.safetensors"]) == ["resnet56", "plain56"]
+    assert distinct_labels(["x/run/best.pt", "y/run/best.pt"]) == ["run (1)", "run (2)"]

@@ -211,7 +211,7 @@ def conv_networks(out: Path, checkpoints: list[str] | None = None, *, data: str 
     checkpoints, else ResNet-20 and plain-20 trained with the experiment recipe (``--quick``: 5,000 images, 3
     epochs) under ``out/conv``."""
     from ..data.sources import images_of
-    from ..engine.evaluate import load_checkpoint_and_data
+    from ..engine.evaluate import distinct_labels, load_checkpoint_and_data
     from .experiments import run_experiment
 
     if not checkpoints:
@@ -222,13 +222,13 @@ def conv_networks(out: Path, checkpoints: list[str] | None = None, *, data: str 
         checkpoints = [str(out / "conv" / r["folder"] / "best.pt") for r in trained["runs"]]
     networks: dict[str, StagedNet] = {}
     images = torch.zeros(0)
-    for ckpt in checkpoints:
+    for ckpt, label in zip(checkpoints, distinct_labels(checkpoints)):
         loaded = load_checkpoint_and_data(ckpt)
         name = loaded.checkpoint["config"]["model"]
         if not all(isinstance(b, (BasicBlock, Bottleneck)) for stage in loaded.model.stages for b in stage):
             raise ConfigError(f"{ckpt} holds {name}: the alignment measures take post-activation ResNet blocks "
                               "(resnet20, plain20 ...)")
-        networks[f"{name} ({Path(ckpt).parent.name})"] = loaded.model
+        networks[f"{name} ({label})"] = loaded.model
         if not len(images):
             test = loaded.dataset.test if loaded.dataset.test is not None else loaded.dataset.val
             images = loaded.aug.eval(images_of(test, 64))

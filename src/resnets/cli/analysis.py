@@ -100,10 +100,10 @@ def _cmd_lesion(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..analysis.lesion import analyze_lesion
+    from ..engine.evaluate import distinct_labels
 
-    checkpoints = {Path(args.checkpoint).parent.name or "model": args.checkpoint}
-    if args.compare:
-        checkpoints[Path(args.compare).parent.name or "compare"] = args.compare
+    paths = [args.checkpoint, *([args.compare] if args.compare else [])]
+    checkpoints = dict(zip(distinct_labels(paths), paths))
     out = args.out or str(Path(args.checkpoint).parent / "lesion")
     results = analyze_lesion(checkpoints, out, split=args.split, samples=args.samples, images=args.images,
                              data=args.data, data_root=args.data_root)

@@ -71,6 +71,21 @@ def source_name(checkpoint: str | Path | Checkpoint) -> str:
     return checkpoint.source if isinstance(checkpoint, Checkpoint) else str(checkpoint)
 
 
+def source_label(checkpoint: str | Path) -> str:
+    """A short name for a checkpoint in tables and figures: the run folder of a ``best.pt`` or ``last.pt``,
+    else the file name without its suffix, else the weights name or tag as given."""
+    path = Path(str(checkpoint))
+    if path.name in ("best.pt", "last.pt") and path.parent.name:
+        return path.parent.name
+    return path.stem if path.suffix in (".pt", ".pth", ".safetensors") else path.name
+
+
+def distinct_labels(checkpoints: Sequence[str | Path]) -> list[str]:
+    """``source_label`` of each checkpoint, numbered where two would read the same."""
+    labels = [source_label(c) for c in checkpoints]
+    return [f"{label} ({i + 1})" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+
+
 def load_checkpoint_and_data(checkpoint: str | Path | Checkpoint, data: str | None = None,
                              data_root: str | None = None) -> CheckpointData:
     """The model of ``checkpoint`` and its data; a dataset with other classes or channels is refused."""
