@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -29,9 +29,12 @@ from ..files import atomic_write
 from ..models import BasicBlock, Bottleneck
 from ..models.resnet import StagedNet
 from .jacobians import alignment_matrix, effective_rank, line_fit, top_singular
+from .lesion import blocks_of
 from .stats import summarize
 
 CLASSES = 10
+
+
 @dataclass(frozen=True)
 class Scale:
     """How large the study is: the fully-connected networks' depths, width and epochs, how many test inputs and
@@ -184,7 +187,7 @@ def fc_measures(depth: int, residual: bool, scale: Scale, seed: int, trained: bo
 def conv_measures(model: StagedNet, images: torch.Tensor, k: int, seed: int = 0) -> dict[str, Any]:
     """The properties of a trained CIFAR network (``resnets`` post-activation blocks) on ``images`` (normalised):
     its residual branches' Jacobians (plain blocks: the block's)."""
-    blocks: list[Any] = [b for stage in model.stages for b in stage]  # BasicBlock or Bottleneck (conv_networks)
+    blocks: list[Any] = blocks_of(model)  # BasicBlock or Bottleneck (conv_networks checks)
     model.eval()
     with torch.no_grad():
         trajectories = []
@@ -225,7 +228,7 @@ def conv_networks(out: Path, checkpoints: list[str] | None = None, *, data: str 
     for ckpt, label in zip(checkpoints, distinct_labels(checkpoints)):
         loaded = load_checkpoint_and_data(ckpt)
         name = loaded.checkpoint["config"]["model"]
-        if not all(isinstance(b, (BasicBlock, Bottleneck)) for stage in loaded.model.stages for b in stage):
+        if not all(isinstance(b, (BasicBlock, Bottleneck)) for b in blocks_of(loaded.model)):
             raise ConfigError(f"{ckpt} holds {name}: the alignment measures take post-activation ResNet blocks "
                               "(resnet20, plain20 ...)")
         networks[f"{name} ({label})"] = loaded.model

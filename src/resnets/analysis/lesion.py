@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..models.resnet import ResNet, StagedNet
 
 
-def blocks_of(model: ResNet) -> list[nn.Module]:
+def blocks_of(model: StagedNet) -> list[nn.Module]:
     """The network's blocks, input to output."""
     return [block for stage in model.stages for block in stage]
 

@@ -20,6 +20,8 @@ from ..models.resnet import StagedNet
 from ..timing import time_interleaved
 
 MODES = ("resnet", "checkpointed", "momentum")
+
+
 @dataclass(frozen=True)
 class Scale:
     """The depths whose memory and time per step are measured, at this batch size."""

@@ -7,8 +7,8 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch

@@ -67,8 +67,7 @@ class Run:
     data: ImageData
     aug: BatchAugment
     model: StagedNet
-    forward: Callable[[torch.Tensor], torch.Tensor]  # the model as the steps call it: DDP-wrapped and compiled
-    # where configured
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model as the steps call it (DDP, torch.compile)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: ModelEma | None
