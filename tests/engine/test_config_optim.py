@@ -72,6 +72,15 @@ def test_paper_recipe_is_the_paper():
     assert make_config("cifar10-resnet110-paper").warmup_constant
 
 
+def test_cosine_recipe_is_the_paper_but_for_schedule_and_weight_decay():
+    paper, cosine = make_config("cifar10-resnet56-paper"), make_config("cifar10-resnet-cosine")
+    same = ("model", "batch_size", "lr", "momentum", "crop_padding", "hflip", "nesterov", "label_smoothing")
+    assert all(getattr(paper, k) == getattr(cosine, k) for k in same)
+    assert (cosine.schedule, cosine.weight_decay, cosine.val_size) == ("cosine", 5e-4, 0)
+    # all 50,000 images / 128 = 390 full batches an epoch: the paper's 64,000 iterations
+    assert round(cosine.epochs * 390) == 64000
+
+
 def test_overrides_beat_the_recipe():
     cfg = make_config("cifar10-resnet20-paper", lr=0.05, epochs=None)
     assert cfg.lr == 0.05 and cfg.epochs == 182.336182
