@@ -13,45 +13,23 @@ does once, so a compiled network can come out a little above it.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
-
 import torch
 from torch import nn
 
-from common import RESULTS, write_result
+from common import RESULTS, layer_shapes, write_result
 from resnets.benchmark.peaks import matmul_peak
 from resnets.inference import fuse_bn, prepare_inference
 from resnets.machine import machine_info, native_bf16
 from resnets.models import create_model
-from resnets.models.profile import layer_macs
 from resnets.timing import time_calls, time_interleaved
 
 FORMATS = {"float32": (torch.float32, "fused", "compile"), "bfloat16": (torch.bfloat16, "bf16", "compile_bf16")}
 
 
-def layer_shapes(net: nn.Module, x: torch.Tensor) -> dict[tuple[nn.Module, tuple[int, ...]], tuple[int, int]]:
-    """Each convolution and linear layer of one forward pass of ``net`` with its input shape: how often it ran
-    at that shape, and its floating-point operations (2 per multiply-accumulate) for the whole batch."""
-    seen: Counter = Counter()
-    work: dict = {}
-
-    def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        key = (m, tuple(args[0].shape))
-        seen[key] += 1
-        work[key] = 2 * layer_macs(m, out) * out.shape[0]
-
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        net(x)
-    for h in hooks:
-        h.remove()
-    return {k: (n, work[k]) for k, n in seen.items()}
-
-
 def layers_alone(net: nn.Module, x: torch.Tensor, dtype: torch.dtype, repeats: int) -> dict:
     """Each layer timed alone (median of ``repeats``) at its shape; the sum weighted by occurrences."""
     rows, total_s, total_flops = [], 0.0, 0.0
-    for (layer, shape), (count, f) in layer_shapes(net, x).items():
+    for (layer, shape), (count, f, _, _) in layer_shapes(net, x).items():
         inp = torch.randn(shape, dtype=dtype)
         if inp.dim() == 4:
             inp = inp.contiguous(memory_format=torch.channels_last)
