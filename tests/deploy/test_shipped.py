@@ -12,9 +12,9 @@ from resnets.models.source import read_description
 from resnets.models.loading import shipped_weights
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-# name: (network, recipe, a floor under the test top-1 its description reports)
-SHIPPED = {"resnet20_cifar10": ("resnet20", "cifar10-resnet20-paper", 91.0),
-           "resnet56_cifar10": ("resnet56", "cifar10-resnet56-paper", 92.0)}
+# name: (network, recipe, the campaign run, its training images, a floor under the test top-1 it reports)
+SHIPPED = {"resnet20_cifar10": ("resnet20", "cifar10-resnet20-paper", "resnet20-full-s0", 50000, 91.5),
+           "resnet56_cifar10": ("resnet56", "cifar10-resnet56-paper", "resnet56-paper-s0", 45000, 92.0)}
 
 
 def test_every_shipped_network_is_known():
@@ -23,11 +23,13 @@ def test_every_shipped_network_is_known():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_are_described(name):
-    model, recipe, least = SHIPPED[name]
+    model, recipe, run, images, least = SHIPPED[name]
     meta = read_description(shipped_weights()[name])
     assert meta["classes"] == CIFAR10 and meta["config"]["model"] == model
-    assert meta["test_top1"] > least and meta["command"] == f"python bench/ship_weights.py {model}-paper-s0 --as {name}"
+    assert meta["test_top1"] > least and meta["command"] == f"python bench/ship_weights.py {run} --as {name}"
     assert meta["iterations"] == 64000 and meta["recipe"] == recipe and meta["seed"] == 0
+    assert meta["campaign_result"] == f"bench/results/campaign/{run}.json"
+    assert meta["trained_on"].startswith("CIFAR-10, original pixels") and f"({images} images)" in meta["trained_on"]
 
 
 def test_shipped_weights_are_stored_in_half_and_read_in_float32():
