@@ -113,8 +113,11 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     _add_prune(sub)
     p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program")
     p.add_argument("checkpoint")
-    p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--out", help="output file (default: the checkpoint's name with .onnx, .pt or .pt2)")
+    p.add_argument("--format", choices=FORMATS, default="onnx",
+                   help="onnx (ONNX Runtime, OpenVINO, ...); exported-program (torch.export, PyTorch's own format); "
+                        "torchscript (deprecated by PyTorch: prefer exported-program); safetensors "
+                        "(the weights with their description)")
+    p.add_argument("--out", help="output file (default: the checkpoint's name with .onnx, .pt2, .pt or .safetensors)")
     p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     p.set_defaults(func=_cmd_export)
 
