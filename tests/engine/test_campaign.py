@@ -50,8 +50,9 @@ def test_segments_end_where_an_uninterrupted_run_ends(tmp_path):
                                                                                               3, 37, 38)
     assert [h["step"] for h in so_far["history"]] == [19] and 0 <= so_far["history"][0]["train_error"] <= 100
     row = status([run], state, results)[0]
-    assert row | {"seconds_by_kind": None, "eta_s": None} == {
-        "run": "r20", "step": 37, "total": 38, "done": False, "seconds_by_kind": None, "eta_s": None,
+    assert row["eta_from"] == "this run" and row["eta_s"] >= 0
+    assert row | {"seconds_by_kind": None, "eta_s": None, "eta_from": None} == {
+        "run": "r20", "step": 37, "total": 38, "done": False, "seconds_by_kind": None, "eta_s": None, "eta_from": None,
         "last_epoch": {k: so_far["history"][0][k] for k in ("epoch", "train_error", "val_error")}}
     assert row["last_epoch"]["epoch"] == 1 and 0 <= row["last_epoch"]["val_error"] <= 100
     _segment(run, state, results, 100)
@@ -246,3 +247,28 @@ def test_the_speed_here_pools_the_segments_that_ran_alike():
     assert seconds_per_step(segments, "avx512_core_amx") == pytest.approx(1250 / 2500)
     assert seconds_per_step(segments, "avx2") == 2.0
     assert seconds_per_step(segments, "avx512_core_bf16") is None
+
+
+def test_a_run_not_yet_started_gets_its_time_left_from_other_runs_of_its_network(tmp_path):
+    from resnets.machine import cpu_isa
+
+    kind = cpu_isa() or "cpu"
+    runs = [{"name": n, "recipe": "cifar10-resnet20-paper", "model": m, "seed": 0, "data": "cifar10"}
+            for n, m in (("a20", "resnet20"), ("b20", "resnet20"), ("c56", "resnet56"))]
+    manifest = load_manifest(_manifest(tmp_path, runs))
+    results = tmp_path / "results"
+    results.mkdir()
+    segment = {"kind": kind, "threads": 2, "start_step": 0, "steps": 1000, "seconds": 250.0, "total_steps": 64000}
+    (results / "a20.json").write_text(json.dumps({"iterations": 64000, "test_top1": 91.0, "model": "resnet20",
+                                                  "seconds_by_kind": {kind: 16000.0}, "segments": [segment]}))
+    rows = {r["run"]: r for r in status(manifest, tmp_path / "state", results)}
+    assert rows["a20"]["done"] and rows["a20"]["eta_s"] == 0
+    assert rows["b20"]["total"] == 64000 and rows["b20"]["eta_s"] == 16000  # 0.25 s a step, from a20
+    assert rows["b20"]["eta_from"] == "other runs"
+    assert rows["c56"]["eta_s"] is None and rows["c56"]["eta_from"] is None  # no ResNet-56 has run here
+    cli = subprocess.run([sys.executable, "-m", "resnets", "campaign", "status", str(tmp_path / "campaign.yaml"),
+                          "--state", str(tmp_path / "state"), "--results", str(results)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert "4.4 h here*" in cli.stdout and "unknown here" in cli.stdout and cli.stdout.rstrip().endswith(
+        "* at the speed of the manifest's other runs of the same network on this kind of machine")

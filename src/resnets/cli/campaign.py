@@ -152,10 +152,13 @@ def _status(args: argparse.Namespace) -> None:
     pid = running_pid(state)
     print(f"campaign {'running as process ' + str(pid) if pid else 'not running'}")
     for r in rows:
-        eta = "done" if r["done"] else ("unknown here" if r["eta_s"] is None else f"{r['eta_s'] / 3600:.1f} h here")
+        eta = "done" if r["done"] else ("unknown here" if r["eta_s"] is None else f"{r['eta_s'] / 3600:.1f} h here"
+                                        + ("*" if r["eta_from"] == "other runs" else ""))
         spent = ", ".join(f"{k} {v / 3600:.2f} h" for k, v in r["seconds_by_kind"].items()) or "-"
         extra = f"  test top-1 {r['test_top1']:.2f}%" if r["done"] else _last_epoch(r.get("last_epoch"))
         print(f"{r['run']:<22} {r['step']:>6} / {r['total'] or '?':<6} {eta:<14} compute: {spent}{extra}")
+    if any(r["eta_from"] == "other runs" for r in rows):
+        print("* at the speed of the manifest's other runs of the same network on this kind of machine")
 
 
 def _last_epoch(last: dict[str, Any] | None) -> str:

@@ -435,26 +435,35 @@ def unfinished(runs: list[CampaignRun], results: Path) -> Iterator[CampaignRun]:
 
 def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str, Any]]:
     """Per run: steps done of the total, compute spent per kind of machine, the time left on this kind of
-    machine at its speed here (``seconds_per_step``; None where no segment ran on this kind), and for a run under
-    way its last finished epoch's training and validation error (``last_epoch``, None before the first ends)."""
+    machine (``eta_s``) at its speed here (``seconds_per_step``), or, for a run that has not run here, at the speed
+    of the manifest's other runs of the same network here (``eta_from``: ``"this run"``, ``"other runs"``; None
+    where neither ran here), and for a run under way its last finished epoch's training and validation error
+    (``last_epoch``, None before the first ends)."""
     rows = []
     kind = cpu_isa() or "cpu"
+    done = {r.name: json.loads((results / f"{r.name}.json").read_text()) for r in runs
+            if (results / f"{r.name}.json").is_file()}
+    segments = {r.name: done[r.name]["segments"] if r.name in done else saved_segments(state, r) for r in runs}
     for run in runs:
-        done = results / f"{run.name}.json"
-        if done.is_file():
-            res = json.loads(done.read_text())
+        if run.name in done:
+            res = done[run.name]
             rows.append({"run": run.name, "step": res["iterations"], "total": res["iterations"], "done": True,
-                         "test_top1": res["test_top1"], "seconds_by_kind": res["seconds_by_kind"], "eta_s": 0})
+                         "test_top1": res["test_top1"], "seconds_by_kind": res["seconds_by_kind"], "eta_s": 0,
+                         "eta_from": "this run"})
             continue
-        segments = saved_segments(state, run)
-        step = segments[-1]["start_step"] + segments[-1]["steps"] if segments else 0
-        total = segments[-1]["total_steps"] if segments else _total_steps(run)
-        rate = seconds_per_step(segments, kind)
-        so_far = progress(run, state, segments)
+        own = segments[run.name]
+        step = own[-1]["start_step"] + own[-1]["steps"] if own else 0
+        total = own[-1]["total_steps"] if own else _total_steps(run)
+        rate, eta_from = seconds_per_step(own, kind), "this run"
+        if rate is None:
+            alike = [seg for r in runs if r.model == run.model and r.name != run.name for seg in segments[r.name]]
+            rate, eta_from = seconds_per_step(alike, kind), "other runs"
+        so_far = progress(run, state, own)
         last = so_far["history"][-1] if so_far and so_far["history"] else None
+        eta = None if rate is None or total is None else round(rate * (total - step))
         rows.append({"run": run.name, "step": step, "total": total, "done": False,
-                     "seconds_by_kind": seconds_by_kind(segments),
-                     "eta_s": None if rate is None or total is None else round(rate * (total - step)),
+                     "seconds_by_kind": seconds_by_kind(own), "eta_s": eta,
+                     "eta_from": None if eta is None else eta_from,
                      "last_epoch": last and {k: last[k] for k in ("epoch", "train_error", "val_error")}})
     return rows
 
