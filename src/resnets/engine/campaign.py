@@ -443,7 +443,7 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
     kind = cpu_isa() or "cpu"
     done = {r.name: json.loads((results / f"{r.name}.json").read_text()) for r in runs
             if (results / f"{r.name}.json").is_file()}
-    segments = {r.name: done[r.name]["segments"] if r.name in done else saved_segments(state, r) for r in runs}
+    segments = {r.name: done[r.name].get("segments", []) if r.name in done else saved_segments(state, r) for r in runs}
     for run in runs:
         if run.name in done:
             res = done[run.name]
