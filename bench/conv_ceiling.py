@@ -13,6 +13,7 @@ does once, so a compiled network can come out a little above it.
 from __future__ import annotations
 
 import argparse
+
 import torch
 from torch import nn
 
