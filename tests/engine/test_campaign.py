@@ -114,6 +114,17 @@ def test_bad_manifests_are_refused_in_one_line(tmp_path):
         load_manifest(tmp_path / "missing.yaml")
 
 
+def test_the_repositorys_manifest_is_the_papers_schedule_for_every_run(tmp_path):
+    """bench/campaign.yaml loads as the next machine will load it, and every run is 64,000 iterations of batch 128,
+    the paper's whole depth column among them."""
+    runs = load_manifest(BENCH / "campaign.yaml", {"cifar10_lossless": str(tmp_path / "cifar-10-python.tar.gz")})
+    rows = status(runs, tmp_path / "state", tmp_path / "results")
+    assert {row["total"] for row in rows} == {64000}
+    assert {r.config(tmp_path).batch_size for r in runs} == {128}
+    paper = {r.model for r in runs if r.recipe.endswith("-paper") and not r.overrides}  # on the 45k/5k split
+    assert {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "plain20", "plain56"} <= paper
+
+
 def test_a_changed_recipe_or_a_damaged_state_is_refused(tmp_path):
     (run,) = load_manifest(_manifest(tmp_path))
     state, results = tmp_path / "state", tmp_path / "results"
