@@ -45,7 +45,8 @@ def test_status_says_how_a_run_under_way_stands(tmp_path, capsys):
     assert main([*run, "3"]) == 0
     capsys.readouterr()
     assert main(["campaign", "status", str(manifest)]) == 0
-    assert "epoch" not in capsys.readouterr().out.splitlines()[-1]  # no epoch has ended yet
+    lines = capsys.readouterr().out.splitlines()  # who runs, then a line a run, then the time left
+    assert "epoch" not in lines[1] and lines[-1].startswith("left: 1 run(s), ")  # no epoch has ended yet
     assert main([*run, "22"]) == 0  # past the first epoch's end (19 steps)
     capsys.readouterr()
     assert main(["campaign", "status", str(manifest), "--json"]) == 0
@@ -53,7 +54,7 @@ def test_status_says_how_a_run_under_way_stands(tmp_path, capsys):
     last = row["last_epoch"]
     assert last["epoch"] == 1 and 0 <= last["train_error"] <= 100 and 0 <= last["val_error"] <= 100
     assert main(["campaign", "status", str(manifest)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].endswith(
+    assert capsys.readouterr().out.splitlines()[1].endswith(
         f"epoch 1: training error {last['train_error']:.2f}%, validation {last['val_error']:.2f}%")
 
 

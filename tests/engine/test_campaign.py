@@ -18,6 +18,7 @@ from resnets.engine.campaign import (Budget, CampaignLock, StopSignals, advance,
                                      note_pause, parse_budget, paused_seconds, progress, read_segments, running_pid,
                                      seconds_per_step, status, unfinished)
 from resnets.engine.checkpoint import load_training_checkpoint, model_from_checkpoint
+from resnets.models.profile import profile_model
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SETTINGS = {"epochs": 2, "batch_size": 64}
@@ -276,10 +277,42 @@ def test_a_run_not_yet_started_gets_its_time_left_from_other_runs_of_its_network
     assert rows["a20"]["done"] and rows["a20"]["eta_s"] == 0
     assert rows["b20"]["total"] == 64000 and rows["b20"]["eta_s"] == 16000  # 0.25 s a step, from a20
     assert rows["b20"]["eta_from"] == "other runs"
-    assert rows["c56"]["eta_s"] is None and rows["c56"]["eta_from"] is None  # no ResNet-56 has run here
+    # no ResNet-56 has run here: ResNet-20's speed, scaled by the two networks' multiply-accumulates
+    macs20, macs56 = (sum(row.macs for row in profile_model(resnets.create_model(m, num_classes=10), 32))
+                      for m in ("resnet20", "resnet56"))
+    assert rows["c56"]["eta_from"] == "other networks" and macs56 > 3 * macs20
+    assert rows["c56"]["eta_s"] == round(0.25 * macs56 / macs20 * 64000)
+    assert status(manifest, tmp_path / "state", tmp_path / "nothing")[2]["eta_s"] is None  # no network ran here
     cli = subprocess.run([sys.executable, "-m", "resnets", "campaign", "status", str(tmp_path / "campaign.yaml"),
                           "--state", str(tmp_path / "state"), "--results", str(results)],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
-    assert "4.4 h here*" in cli.stdout and "unknown here" in cli.stdout and cli.stdout.rstrip().endswith(
-        "* at the speed of the manifest's other runs of the same network on this kind of machine")
+    c56 = f"{rows['c56']['eta_s'] / 3600:.1f} h here**"
+    assert "4.4 h here*" in cli.stdout and c56 in cli.stdout and cli.stdout.rstrip().endswith("\n".join((
+        f"left: 2 run(s), {(16000 + rows['c56']['eta_s']) / 3600:.1f} h here",
+        "* at the speed of the manifest's other runs of the same network on this kind of machine",
+        "** from the speeds of the networks that ran on this kind of machine and the multiply-accumulates of each "
+        "(a rough guide)")))
+
+
+def test_a_network_that_never_ran_here_is_timed_on_the_line_through_those_that_did(tmp_path):
+    """A fixed cost a step and a cost per multiply-accumulate, fitted to the networks that ran: ResNet-32 lies
+    between ResNet-20 and ResNet-56 on that line, where scaling one network by the counts would not put it."""
+    from resnets.machine import cpu_isa
+
+    kind = cpu_isa() or "cpu"
+    runs = [{"name": m, "recipe": "cifar10-resnet20-paper", "model": m, "seed": 0, "data": "cifar10"}
+            for m in ("resnet20", "resnet56", "resnet32")]
+    manifest = load_manifest(_manifest(tmp_path, runs))
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, seconds in (("resnet20", 100.0), ("resnet56", 200.0)):  # 0.1 and 0.2 s a step
+        segment = {"kind": kind, "threads": 2, "start_step": 0, "steps": 1000, "seconds": seconds, "total_steps": 64000}
+        (results / f"{name}.json").write_text(json.dumps({"iterations": 64000, "test_top1": 91.0, "model": name,
+                                                          "seconds_by_kind": {kind: seconds}, "segments": [segment]}))
+    macs = {m: sum(row.macs for row in profile_model(resnets.create_model(m, num_classes=10), 32))
+            for m in ("resnet20", "resnet32", "resnet56")}
+    rows = {r["run"]: r for r in status(manifest, tmp_path / "state", results)}
+    along = (macs["resnet32"] - macs["resnet20"]) / (macs["resnet56"] - macs["resnet20"])
+    assert rows["resnet32"]["eta_from"] == "other networks"
+    assert rows["resnet32"]["eta_s"] == pytest.approx((0.1 + 0.1 * along) * 64000, abs=1)

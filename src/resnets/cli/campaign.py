@@ -141,6 +141,12 @@ def child_env(device: str, children: int) -> dict[str, str]:
     return env
 
 
+MARKS = {"other runs": "*", "other networks": "**"}  # where a run's time left comes from, when not from itself
+MARK_MEANS = {"other runs": "at the speed of the manifest's other runs of the same network on this kind of machine",
+              "other networks": "from the speeds of the networks that ran on this kind of machine and the "
+                                "multiply-accumulates of each (a rough guide)"}
+
+
 def _status(args: argparse.Namespace) -> None:
     from ..engine.campaign import running_pid, status
 
@@ -153,12 +159,18 @@ def _status(args: argparse.Namespace) -> None:
     print(f"campaign {'running as process ' + str(pid) if pid else 'not running'}")
     for r in rows:
         eta = "done" if r["done"] else ("unknown here" if r["eta_s"] is None else f"{r['eta_s'] / 3600:.1f} h here"
-                                        + ("*" if r["eta_from"] == "other runs" else ""))
+                                        + MARKS.get(r["eta_from"], ""))
         spent = ", ".join(f"{k} {v / 3600:.2f} h" for k, v in r["seconds_by_kind"].items()) or "-"
         extra = f"  test top-1 {r['test_top1']:.2f}%" if r["done"] else _last_epoch(r.get("last_epoch"))
         print(f"{r['run']:<22} {r['step']:>6} / {r['total'] or '?':<6} {eta:<14} compute: {spent}{extra}")
-    if any(r["eta_from"] == "other runs" for r in rows):
-        print("* at the speed of the manifest's other runs of the same network on this kind of machine")
+    left = [r for r in rows if not r["done"]]
+    if left:
+        unknown = sum(r["eta_s"] is None for r in left)
+        print(f"left: {len(left)} run(s), {sum(r['eta_s'] or 0 for r in left) / 3600:.1f} h here"
+              + (f" and {unknown} run(s) of unknown length" if unknown else ""))
+    for source, mark in MARKS.items():
+        if any(r["eta_from"] == source for r in rows):
+            print(f"{mark} {MARK_MEANS[source]}")
 
 
 def _last_epoch(last: dict[str, Any] | None) -> str:

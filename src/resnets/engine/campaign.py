@@ -12,6 +12,7 @@ state is removed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -27,7 +28,8 @@ import torch
 from ..errors import CheckpointError, ConfigError, ResnetsError, yaml_problem
 from ..files import atomic_write
 from ..machine import cpu_isa, machine_info
-from ..models import list_models
+from ..models import create_model, list_models
+from ..models.profile import profile_model
 from .checkpoint import load_training_checkpoint, save_weights
 from .config import PER_MACHINE, TrainConfig, changed_settings, list_recipes, make_config
 from .predict import evaluate_split
@@ -435,10 +437,11 @@ def unfinished(runs: list[CampaignRun], results: Path) -> Iterator[CampaignRun]:
 
 def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str, Any]]:
     """Per run: steps done of the total, compute spent per kind of machine, the time left on this kind of
-    machine (``eta_s``) at its speed here (``seconds_per_step``), or, for a run that has not run here, at the speed
-    of the manifest's other runs of the same network here (``eta_from``: ``"this run"``, ``"other runs"``; None
-    where neither ran here), and for a run under way its last finished epoch's training and validation error
-    (``last_epoch``, None before the first ends)."""
+    machine (``eta_s``) and where it comes from (``eta_from``): the run's own speed here (``"this run"``), else
+    that of the manifest's other runs of the same network here (``"other runs"``), else the speeds of the other
+    networks that ran here and the multiply-accumulates of each (``"other networks"``); None where no network
+    ran here. For a run under way, its last finished epoch's training and validation error (``last_epoch``,
+    None before the first ends)."""
     rows = []
     kind = cpu_isa() or "cpu"
     done = {r.name: json.loads((results / f"{r.name}.json").read_text()) for r in runs
@@ -458,6 +461,8 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
         if rate is None:
             alike = [seg for r in runs if r.model == run.model and r.name != run.name for seg in segments[r.name]]
             rate, eta_from = seconds_per_step(alike, kind), "other runs"
+        if rate is None:
+            rate, eta_from = _scaled_rate(run, runs, segments, kind), "other networks"
         so_far = progress(run, state, own)
         last = so_far["history"][-1] if so_far and so_far["history"] else None
         eta = None if rate is None or total is None else round(rate * (total - step))
@@ -477,6 +482,41 @@ def seconds_per_step(segments: list[dict[str, Any]], kind: str) -> float | None:
         return None
     alike = [seg for seg in here if seg.get("threads") == here[-1].get("threads")]
     return sum(seg["seconds"] for seg in alike) / sum(seg["steps"] for seg in alike)
+
+
+def _scaled_rate(run: CampaignRun, runs: list[CampaignRun], segments: dict[str, list[dict[str, Any]]],
+                 kind: str) -> float | None:
+    """Seconds a step for ``run`` from the networks that ran on ``kind``: a straight line through their seconds
+    a step against their multiply-accumulates a step (a fixed cost and a cost per multiply-accumulate: small
+    networks run further from the peak), or, where they all have one count, that network's speed scaled by the
+    counts. A rough guide; None where no network ran there."""
+    points = []
+    for model in dict.fromkeys(r.model for r in runs):
+        rate = seconds_per_step([seg for r in runs if r.model == model for seg in segments[r.name]], kind)
+        if rate is not None:
+            points.append((float(_macs_per_step(next(r for r in runs if r.model == model))), rate))
+    if not points:
+        return None
+    mine = _macs_per_step(run)
+    mean_x, mean_y = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        return mean_y * mine / mean_x
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+    fitted = mean_y + slope * (mine - mean_x)
+    return fitted if slope > 0 and fitted > 0 else mean_y * mine / mean_x
+
+
+def _macs_per_step(run: CampaignRun) -> int:
+    """Multiply-accumulates of one forward pass of the run's batch at its training size (CIFAR's 32 pixels where
+    the recipe does not say)."""
+    cfg = run.config(Path("state"))
+    return cfg.batch_size * _macs_per_image(run.model, cfg.crop_size or cfg.image_size or 32)
+
+
+@functools.lru_cache(maxsize=None)
+def _macs_per_image(model: str, size: int) -> int:
+    return sum(row.macs for row in profile_model(create_model(model, num_classes=10), size))
 
 
 def _total_steps(run: CampaignRun) -> int | None:
