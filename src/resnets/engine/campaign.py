@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,13 +499,12 @@ def _scaled_rate(run: CampaignRun, runs: list[CampaignRun], segments: dict[str, 
     if not points:
         return None
     mine = _macs_per_step(run)
-    mean_x, mean_y = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    if spread == 0:
-        return mean_y * mine / mean_x
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
-    fitted = mean_y + slope * (mine - mean_x)
-    return fitted if slope > 0 and fitted > 0 else mean_y * mine / mean_x
+    macs, rates = zip(*points)
+    if len(set(macs)) > 1:
+        slope, intercept = statistics.linear_regression(macs, rates)
+        if slope > 0 and intercept + slope * mine > 0:
+            return intercept + slope * mine
+    return statistics.fmean(rates) * mine / statistics.fmean(macs)
 
 
 def _macs_per_step(run: CampaignRun) -> int:
