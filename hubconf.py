@@ -1,7 +1,7 @@
 """torch.hub entries: the networks whose trained weights ship with resnets, one entry each by the weights' name.
 
     model = torch.hub.load("path/to/resnets", "resnet20_cifar10", source="local")   # 91.58% test top-1
-    model = torch.hub.load("path/to/resnets", "resnet56_cifar10", source="local")   # 92.13% test top-1
+    model = torch.hub.load("path/to/resnets", "resnet56_cifar10", source="local")   # 93.86% test top-1
     model = torch.hub.load("path/to/resnets", "resnet20_cifar10", source="local", pretrained=False)
 
 The model expects images normalised by its training data's mean and std (``model.pretrained_cfg``)."""

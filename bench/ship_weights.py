@@ -1,9 +1,9 @@
 """Package a finished campaign run as weights that ship inside the package (src/resnets/weights/NAME.safetensors).
 
-    python bench/ship_weights.py resnet20-paper-s0 --as resnet20_cifar10
-    python bench/ship_weights.py resnet56-paper-s0 --as resnet56_cifar10
+    python bench/ship_weights.py resnet20-full-s0 --as resnet20_cifar10
+    python bench/ship_weights.py resnet56-cosine-s0 --as resnet56_cifar10
 
-The run's final weights (bench/results/campaign/RUN.safetensors: the last step of the paper's full schedule,
+The run's final weights (bench/results/campaign/RUN.safetensors: the last step of its 64,000 iterations,
 nothing chosen on the test set) are stored in float16 (half the size; every tensor is widened back to float32
 when read), described by the run's recipe, seed, iterations, data and validation top-1, and the test top-1
 of the float16 file itself, evaluated once here on the official test set.
