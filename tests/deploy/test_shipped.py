@@ -85,3 +85,14 @@ def test_shipped_weights_are_a_finetuning_source_by_name():
     assert source.model == "resnet20" and source.in_chans == 3 and len(source.mean) == 3
     args = finetune_config_args("resnet20_cifar10", None)
     assert args["model"] == "resnet20" and args["pretrained"].endswith("resnet20_cifar10.safetensors")
+
+
+def test_list_weights_shows_the_shipped_networks_with_their_described_accuracy(capsys):
+    assert main(["list", "--weights", "resnet56"]) in (0, None)
+    lines = capsys.readouterr().out.strip().splitlines()
+    meta = read_description(shipped_weights()["resnet56_cifar10"])
+    assert len(lines) == 1 and lines[0].startswith("resnet56_cifar10")
+    assert f"test top-1 {meta['test_top1']:.2f}" in lines[0] and meta["recipe"] in lines[0]
+    assert main(["list", "--weights", "resnet*"]) in (0, None)
+    out = capsys.readouterr().out
+    assert all(name in out for name in SHIPPED) and "resnet50.tv2_in1k" in out

@@ -23,11 +23,15 @@ def _cmd_list(args: argparse.Namespace) -> None:
     from ..models import get_model_spec, list_models
 
     if args.weights:
+        from ..models.loading import describe_shipped, shipped_weights
         from ..models.pretrained import PRETRAINED, describe
 
         for weights in PRETRAINED.values():
             if fnmatch.fnmatchcase(weights.model, args.pattern):
                 print(describe(weights))
+        for name in shipped_weights():
+            if fnmatch.fnmatchcase(name.partition("_")[0], args.pattern) or fnmatch.fnmatchcase(name, args.pattern):
+                print(describe_shipped(name))
         return
     for name in list_models(args.pattern):
         spec = get_model_spec(name)
@@ -112,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
-    p.add_argument("--weights", action="store_true", help="list the published ImageNet weights instead: tag, "
-                                                          "reported accuracy, preprocessing, source")
+    p.add_argument("--weights", action="store_true", help="list the weights instead: the published ImageNet "
+                                                          "tags (reported accuracy, preprocessing, source) and "
+                                                          "the CIFAR-10 weights in the package")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="stages, output shapes, parameters and MACs of a model; or what a checkpoint "

@@ -40,6 +40,17 @@ def shipped_weights() -> dict[str, Path]:
     return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
 
 
+def describe_shipped(name: str) -> str:
+    """One line for ``resnets list --weights``: a shipped name, its network, test top-1, recipe and size."""
+    from .source import read_description
+
+    path = shipped_weights()[name]
+    meta = read_description(path)
+    assert meta is not None, f"{path} ships without its description"
+    return (f"{name:<22} test top-1 {meta['test_top1']:.2f}  {meta['config']['model']}  {meta['image_size']} px  "
+            f"{meta['recipe']}, {meta['iterations']:,} iterations  in the package ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 def resolve_weights(name_or_path: str | Path) -> Path:
     """A shipped weights name (``resnet20_cifar10``), a published weights name (``resnet50.tv2_in1k``: fetched
     once, then cached with its description), a URL (fetched once, verified by the sha256 in ``#sha256=HEX`` or
