@@ -25,13 +25,16 @@ def _cmd_list(args: argparse.Namespace) -> None:
     if args.weights:
         from ..models.loading import describe_shipped, shipped_weights
         from ..models.pretrained import PRETRAINED, describe
+        from ..models.source import read_description
 
         for weights in PRETRAINED.values():
             if fnmatch.fnmatchcase(weights.model, args.pattern):
                 print(describe(weights))
-        for name in shipped_weights():
-            if fnmatch.fnmatchcase(name.partition("_")[0], args.pattern) or fnmatch.fnmatchcase(name, args.pattern):
-                print(describe_shipped(name))
+        for name, path in shipped_weights().items():
+            meta = read_description(path)
+            if meta and (fnmatch.fnmatchcase(meta["config"]["model"], args.pattern)
+                         or fnmatch.fnmatchcase(name, args.pattern)):
+                print(describe_shipped(path, meta))
         return
     for name in list_models(args.pattern):
         spec = get_model_spec(name)

@@ -6,7 +6,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -40,14 +40,10 @@ def shipped_weights() -> dict[str, Path]:
     return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
 
 
-def describe_shipped(name: str) -> str:
-    """One line for ``resnets list --weights``: a shipped name, its network, test top-1, recipe and size."""
-    from .source import read_description
-
-    path = shipped_weights()[name]
-    meta = read_description(path)
-    assert meta is not None, f"{path} ships without its description"
-    return (f"{name:<22} test top-1 {meta['test_top1']:.2f}  {meta['config']['model']}  {meta['image_size']} px  "
+def describe_shipped(path: Path, meta: dict[str, Any]) -> str:
+    """One line for ``resnets list --weights``: a shipped file's name, test top-1, network, recipe and size, from
+    its description ``meta``."""
+    return (f"{path.stem:<22} test top-1 {meta['test_top1']:.2f}  {meta['config']['model']}  {meta['image_size']} px  "
             f"{meta['recipe']}, {meta['iterations']:,} iterations  in the package ({path.stat().st_size / 1e6:.2f} MB)")
 
 
