@@ -1,6 +1,6 @@
 """Package a finished campaign run as weights that ship inside the package (src/resnets/weights/NAME.safetensors).
 
-    python bench/ship_weights.py resnet20-full-s0 --as resnet20_cifar10
+    python bench/ship_weights.py resnet20-cosine-s0 --as resnet20_cifar10
     python bench/ship_weights.py resnet56-cosine-s0 --as resnet56_cifar10
 
 The run's final weights (bench/results/campaign/RUN.safetensors: the last step of its 64,000 iterations,

@@ -31,7 +31,7 @@ def test_info_describes_a_checkpoint_and_its_network(capsys, tree_run):
         in out and "recipe        saved with it" in out and "resnet20 at 32x32" in out and "269," in out
     assert main(["info", "resnet20_cifar10"]) == 0
     out = capsys.readouterr().out
-    assert "recipe        cifar10-resnet20-paper (by name" in out and "iterations    64000" in out
+    assert "recipe        cifar10-resnet-cosine (by name" in out and "iterations    64000" in out
 
 
 def test_unknown_model_is_one_line_without_traceback():

@@ -13,7 +13,7 @@ from resnets.models.loading import shipped_weights
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # name: (network, recipe, the campaign run, its training images, a floor under the test top-1 it reports)
-SHIPPED = {"resnet20_cifar10": ("resnet20", "cifar10-resnet20-paper", "resnet20-full-s0", 50000, 91.5),
+SHIPPED = {"resnet20_cifar10": ("resnet20", "cifar10-resnet-cosine", "resnet20-cosine-s0", 50000, 91.5),
            "resnet56_cifar10": ("resnet56", "cifar10-resnet-cosine", "resnet56-cosine-s0", 50000, 93.0)}
 
 
