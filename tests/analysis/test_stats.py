@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 from resnets.analysis.compare import compare
 from resnets.analysis.ensemble import ensemble
-from resnets.analysis.stats import paired, summarize
+from resnets.analysis.stats import paired, paired_accuracy, summarize
 from resnets.cli import main
 from resnets.data.types import fold_indices
 from resnets.engine import make_config
@@ -40,6 +41,40 @@ def test_degenerate_comparisons():
     assert same.mean_difference == 0 and same.t_test_p == 1.0 and same.wilcoxon_p is None
     with pytest.raises(ConfigError, match="two equally long lists"):
         paired([1.0], [2.0])
+
+
+def test_paired_accuracy_by_hand_and_as_scipy_tests_it():
+    # 50 images both networks get right, 3 only the first, 12 only the second, 5 neither
+    a = [True] * 50 + [True] * 3 + [False] * 12 + [False] * 5
+    b = [True] * 50 + [False] * 3 + [True] * 12 + [False] * 5
+    r = paired_accuracy(a, b)
+    assert (r.n, r.both, r.only_a, r.only_b, r.neither) == (70, 50, 3, 12, 5)
+    assert r.top1_a == pytest.approx(100 * 53 / 70) and r.top1_b == pytest.approx(100 * 62 / 70)
+    assert r.difference == pytest.approx(100 * 9 / 70)
+    assert r.mcnemar_p == pytest.approx(2 * stats.binom.cdf(3, 15, 0.5))  # exact, two-sided
+    half = 1.959963984540054 * math.sqrt(15 - 81 / 70) / 70
+    assert r.ci95 == pytest.approx((100 * (9 / 70 - half), 100 * (9 / 70 + half)))
+
+
+def test_paired_accuracy_of_identical_answers_and_bad_input():
+    r = paired_accuracy([True, False, True], [True, False, True])
+    assert r.difference == 0 and r.ci95 == (0.0, 0.0) and r.mcnemar_p == 1.0 and r.only_a == r.only_b == 0
+    with pytest.raises(ConfigError, match="the same images for both"):
+        paired_accuracy([True], [True, False])
+    with pytest.raises(ConfigError, match="the same images for both"):
+        paired_accuracy([], [])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=200))
+def test_paired_accuracy_holds_together(answers):
+    a, b = zip(*answers)
+    r = paired_accuracy(a, b)
+    assert r.both + r.only_a + r.only_b + r.neither == r.n == len(answers)
+    assert r.difference == pytest.approx(r.top1_b - r.top1_a)
+    assert r.ci95[0] <= r.difference <= r.ci95[1] and 0 <= r.mcnemar_p <= 1
+    swapped = paired_accuracy(b, a)  # the order of the two networks flips the sign, nothing else
+    assert swapped.difference == pytest.approx(-r.difference) and swapped.mcnemar_p == pytest.approx(r.mcnemar_p)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +111,22 @@ def test_an_ensemble_of_two_seeds(compared):
     assert r["mean_pairwise_disagreement"] == r["disagreement"][0][1]
 
 
+def test_two_networks_on_the_same_images(compared, tmp_path, capsys):
+    out, _ = compared
+    first, second = (str(out / "digits" / f"seed{s}" / "best.pt") for s in (0, 1))
+    assert main(["eval", first, "--against", second, "--json", "--out", str(tmp_path)]) in (0, None)
+    r = json.loads(capsys.readouterr().out)
+    members = ensemble([first, second])["members_top1"]
+    assert r["n"] == 360 and r["split"] == "test" and r["labels"] == ["seed0", "seed1"]
+    assert [r["top1_a"], r["top1_b"]] == pytest.approx(members)
+    assert r["both"] + r["only_a"] + r["only_b"] + r["neither"] == 360
+    assert r["difference"] == pytest.approx(100 * (r["only_b"] - r["only_a"]) / 360)
+    assert json.loads((tmp_path / "against_test.json").read_text()) == r
+    assert main(["eval", first, "--against", second]) in (0, None)
+    text = capsys.readouterr().out
+    assert "seed0  test top-1" in text and "McNemar's exact test p = " in text and "95% interval" in text
+
+
 def test_bad_comparisons_are_one_line_errors(tmp_path, capsys):
     assert main(["compare", "digits", "--seeds", "3", "--out", str(tmp_path)]) == 2
     assert "at least two different configurations" in capsys.readouterr().err
@@ -83,6 +134,16 @@ def test_bad_comparisons_are_one_line_errors(tmp_path, capsys):
     assert "unknown recipe 'digitz'" in capsys.readouterr().err
     assert main(["ensemble", "resnet20_cifar10"]) == 2
     assert "at least two checkpoints" in capsys.readouterr().err
+    assert main(["eval", "resnet20_cifar10", "--against", "resnet56_cifar10", "--tta-flip", "--mode", "bf16"]) == 2
+    assert "leave out --tta-flip, --mode" in capsys.readouterr().err
+
+
+def test_networks_of_other_classes_are_not_compared(compared, capsys):
+    out, _ = compared
+    digits = str(out / "digits" / "seed0" / "best.pt")
+    assert main(["eval", digits, "--against", "resnet20_cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert "resnet20_cifar10 predicts other classes" in err and len(err.strip().splitlines()) == 1
 
 
 def test_kfold_cross_validation_holds_out_each_fold_once(tmp_path, capsys):

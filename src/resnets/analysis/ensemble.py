@@ -3,19 +3,20 @@ same split, and report the accuracy as members are added, each member's own, and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..data.sources import labelled_images
 from ..engine.checkpoint import model_from_checkpoint
-from ..engine.evaluate import check_split, checkpoint_augment, load_checkpoint_and_data, split_of
+from ..engine.evaluate import check_split, checkpoint_augment, load_checkpoint_and_data, source_name, split_of
 from ..engine.predict import predict_logits
 from ..errors import ConfigError
+from ..models.source import Checkpoint
 
 
-def member_probabilities(checkpoints: list[str], data: str | None, split: str, data_root: str | None = None
-                         ) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
+def member_probabilities(checkpoints: Sequence[str | Path | Checkpoint], data: str | None, split: str,
+                         data_root: str | None = None) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
     """Each checkpoint's softmax on ``split`` (of ``data``, else the first checkpoint's data), the labels, and
     the classes; checkpoints trained on other classes are refused."""
     check_split(split)
@@ -25,8 +26,8 @@ def member_probabilities(checkpoints: list[str], data: str | None, split: str, d
     for path in checkpoints[1:]:  # the images are read once, each member normalises them its own way
         model, ckpt = model_from_checkpoint(path)
         if ckpt["classes"] != first.checkpoint["classes"] or ckpt["in_chans"] != first.checkpoint["in_chans"]:
-            raise ConfigError(f"{path} predicts other classes (or reads other channels) than {checkpoints[0]}: an "
-                              "ensemble needs the same ones")
+            raise ConfigError(f"{source_name(path)} predicts other classes (or reads other channels) than "
+                              f"{source_name(checkpoints[0])}: compared or ensembled networks need the same ones")
         probs.append(predict_logits(model, images, checkpoint_augment(ckpt)).softmax(1))
     return probs, labels, first.checkpoint["classes"]
 

@@ -215,6 +215,19 @@ def _eval_segmentation(args: argparse.Namespace, ck: Checkpoint) -> None:
     print(json.dumps(m.summary()) if args.json else format_seg_metrics(m))
 
 
+def _eval_against(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
+    from ..analysis.against import compare_on_images, format_against
+
+    others = [flag for flag, on in (("--compare-modes", args.compare_modes is not None), ("--tta-flip", args.tta_flip),
+                                    ("--tta-translate", args.tta_translate), ("--mode", args.mode != "auto")) if on]
+    if others:
+        raise ResnetsError(f"--against scores both networks in float32 without test-time augmentation: leave out "
+                           f"{', '.join(others)}")
+    r = compare_on_images(checkpoint, args.against, args.data, split=args.split, data_root=args.data_root,
+                          out=args.out)
+    print(json.dumps(r) if args.json else format_against(r))
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from ..engine.evaluate import compare_modes, evaluate, format_modes
     from ..engine.metrics import format_metrics
@@ -222,6 +235,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     checkpoint, segmenting = _read_checkpoint(args, _checkpoint_of(args))
     if segmenting:
         return _eval_segmentation(args, checkpoint)
+    if args.against is not None:
+        return _eval_against(args, checkpoint)
     if args.compare_modes is not None:
         rows = compare_modes(checkpoint, args.compare_modes, args.data, split=args.split,
                              batch_size=args.batch_size, data_root=args.data_root, out=args.out)
@@ -438,6 +453,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-modes", nargs="*", choices=MODES, metavar="MODE",
                    help="top-1 in each of these inference modes against float32 eager, on the CPU (no MODE: "
                         "the float32, bfloat16 and ONNX Runtime ones); with --out, writes modes_<split>.json")
+    p.add_argument("--against", metavar="CHECKPOINT",
+                   help="a second network of the same classes, on the same images: both top-1s, the difference "
+                        "with its 95%% interval and McNemar's test; with --out, writes against_<split>.json")
     p.set_defaults(func=_cmd_eval)
 
 
