@@ -136,6 +136,8 @@ def test_bad_comparisons_are_one_line_errors(tmp_path, capsys):
     assert "at least two checkpoints" in capsys.readouterr().err
     assert main(["eval", "resnet20_cifar10", "--against", "resnet56_cifar10", "--tta-flip", "--mode", "bf16"]) == 2
     assert "leave out --tta-flip, --mode" in capsys.readouterr().err
+    assert main(["eval", "resnet20_cifar10", "--against", str(tmp_path / "nope.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
 
 
 def test_networks_of_other_classes_are_not_compared(compared, capsys):

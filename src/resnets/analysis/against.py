@@ -10,7 +10,7 @@ from typing import Any
 
 from ..engine.evaluate import distinct_labels, source_name
 from ..files import atomic_write
-from ..models.source import Checkpoint
+from ..models.source import Checkpoint, read_source
 from .ensemble import member_probabilities
 from .stats import paired_accuracy
 
@@ -20,9 +20,10 @@ def compare_on_images(first: str | Path | Checkpoint, second: str | Path | Check
                       ) -> dict[str, Any]:
     """Both networks in float32 on ``split`` of ``data`` (else the first one's data); with ``out``, writes
     ``against_<split>.json`` there."""
+    names = [source_name(first), source_name(second)]
+    second = second if isinstance(second, Checkpoint) else read_source(second)  # a bad file fails before the data
     probs, labels, _ = member_probabilities([first, second], data, split, data_root)
     right = [(p.argmax(1) == labels).tolist() for p in probs]
-    names = [source_name(first), source_name(second)]
     report = {"first": names[0], "second": names[1], "labels": distinct_labels(names), "split": split,
               **vars(paired_accuracy(*right))}
     if out is not None:
