@@ -126,11 +126,26 @@ def check_zero_init(ex) -> None:
                 torch.testing.assert_close(block(x), torch.relu(shortcut))  # the block starts as its shortcut
 
 
+def check_mcnemar(ex) -> None:
+    from resnets.analysis.stats import paired_accuracy
+
+    # resnets eval resnet20_cifar10 --against resnet56_cifar10 on CIFAR-10's test set: 235 and 372 discordant
+    a = [True] * 9014 + [True] * 235 + [False] * 372 + [False] * 379
+    b = [True] * 9014 + [False] * 235 + [True] * 372 + [False] * 379
+    generator = torch.Generator().manual_seed(0)
+    coins = torch.rand(2, 300, generator=generator) < torch.tensor([[0.8], [0.75]])
+    for first, second in ((a, b), (b, a), (coins[0].tolist(), coins[1].tolist()), ([True, False], [True, False])):
+        reference = paired_accuracy(first, second)
+        only_a, only_b, p = ex.mcnemar(first, second)
+        assert (only_a, only_b) == (reference.only_a, reference.only_b)
+        assert p == pytest.approx(reference.mcnemar_p, rel=1e-6)
+
+
 EXERCISES = {
     "ex01_batch_norm": check_batch_norm, "ex02_basic_block": check_basic_block, "ex03_bottleneck": check_bottleneck,
     "ex04_option_a": check_option_a, "ex05_count_params": check_count_params, "ex06_drop_path": check_drop_path,
     "ex07_paper_schedule": check_paper_schedule, "ex08_gradient_norms": check_gradient_norms,
-    "ex09_zero_init": check_zero_init,
+    "ex09_zero_init": check_zero_init, "ex10_mcnemar": check_mcnemar,
 }
 
 
