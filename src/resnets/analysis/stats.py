@@ -8,6 +8,7 @@ top-1 with its 95% interval and McNemar's exact test, from the images that only 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -87,14 +88,12 @@ def paired_accuracy(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> Pai
     if n != len(correct_b) or n == 0:
         raise ConfigError(f"a paired comparison needs the same images for both, got {len(correct_a)} and "
                           f"{len(correct_b)} answers")
-    only_a = sum(1 for a, b in zip(correct_a, correct_b) if a and not b)
-    only_b = sum(1 for a, b in zip(correct_a, correct_b) if b and not a)
-    both = sum(1 for a, b in zip(correct_a, correct_b) if a and b)
+    pairs = Counter((bool(a), bool(b)) for a, b in zip(correct_a, correct_b))
+    both, only_a, only_b, neither = pairs[True, True], pairs[True, False], pairs[False, True], pairs[False, False]
     diff = (only_b - only_a) / n
     se = math.sqrt(max(only_a + only_b - (only_b - only_a) ** 2 / n, 0.0)) / n
     half = stats.norm.ppf(0.975) * se
     discordant = only_a + only_b
     p = float(stats.binomtest(min(only_a, only_b), discordant, 0.5).pvalue) if discordant else 1.0
     return PairedAccuracy(n, 100.0 * (both + only_a) / n, 100.0 * (both + only_b) / n, 100.0 * diff,
-                          (100.0 * (diff - half), 100.0 * (diff + half)), both, only_a, only_b,
-                          n - both - only_a - only_b, p)
+                          (100.0 * (diff - half), 100.0 * (diff + half)), both, only_a, only_b, neither, p)
