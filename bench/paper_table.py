@@ -8,7 +8,12 @@ of the paper at full length: the training error (dashed, running over each epoch
 validation error (solid, the 5,000 held-out images) against iterations, plain networks on the left and ResNets
 on the right. Only finished runs count in the table (`python bench/campaign.py status` lists the others); the
 figure also draws the runs still training as far as their saved states go (thinner, "so far" in the legend).
-Nothing is read from the test set but the final score each finished run recorded.
+Nothing is read from the test set but the final score each finished run recorded, and, where the runs'
+final weights and the data are here, each one's answers on the test images for the paired comparisons: the
+comparisons the paper draws (a ResNet against its plain twin, a deeper network against a shallower one) on runs
+of the same seed, and the same network's seeds against each other, each as the difference in top-1 with its
+95% interval and McNemar's exact test on the images only one of the two gets right. A pair of runs says how
+sure the 10,000 test images make their difference; the seed pairs show how far two runs of one recipe differ.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ FIGURE = HERE.parent / "docs" / "figures" / "paper_figure6.png"
 # He et al. 2015, Table 6: CIFAR-10 test error (%); for ResNet-110 the best of 5 runs, and their mean +- std
 PAPER_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43,
                     "resnet1202": 7.93}
+# The comparisons of the paper's Table 6 and Figure 6: the residual network against its plain twin, and the
+# deeper network against the shallower one, plain and residual
+PAIRS = [("plain20", "resnet20"), ("plain56", "resnet56"), ("plain20", "plain56"), ("resnet20", "resnet56")]
 PAPER_NOTE = {"resnet110": "6.61 +- 0.16 over 5 runs", "plain20": "Figure 6 only", "plain56": "Figure 6 only"}
 ORDER = ["plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 
@@ -76,6 +84,41 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def test_answers(runs: list[dict[str, Any]], results: Path, data: Path) -> dict[str, list[bool]]:
+    """Each run's right (True) or wrong answer on every test image of ``data``, from its final weights in
+    float32, as the run scored itself when it ended."""
+    from resnets.analysis.ensemble import member_probabilities
+
+    probs, labels, _ = member_probabilities([results / r["weights"] for r in runs], str(data), "test")
+    return {r["run"]: (p.argmax(1) == labels).tolist() for r, p in zip(runs, probs)}
+
+
+def paired(runs: list[dict[str, Any]], answers: dict[str, list[bool]]) -> list[dict[str, Any]]:
+    """``PAIRS`` on every seed both networks have, then each network's first seed against its others."""
+    from resnets.analysis.stats import paired_accuracy
+
+    run = {(r["model"], r["seed"]): r["run"] for r in runs if r["run"] in answers}
+    seeds: dict[str, list[int]] = {}
+    for model, seed in run:
+        seeds.setdefault(model, []).append(seed)
+    pairs = [((a, s), (b, s)) for a, b in PAIRS for s in seeds.get(a, []) if s in seeds.get(b, [])]
+    pairs += [((m, ss[0]), (m, s)) for m, ss in seeds.items() for s in ss[1:]]
+    return [{"first": a[0], "second": b[0], "seeds": [a[1], b[1]],
+             **vars(paired_accuracy(answers[run[a]], answers[run[b]]))} for a, b in pairs]
+
+
+def paired_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| first | second | seeds | test error: first, second | second - first | 95% interval | "
+             "right only in first / only in second | McNemar p |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        low, high = r["ci95"]
+        seeds = str(r["seeds"][0]) if r["seeds"][0] == r["seeds"][1] else f"{r['seeds'][0]} vs {r['seeds'][1]}"
+        lines.append(f"| {r['first']} | {r['second']} | {seeds} | {100 - r['top1_a']:.2f}%, {100 - r['top1_b']:.2f}% "
+                     f"| {-r['difference']:+.2f} points | {-high:+.2f} to {-low:+.2f} | {r['only_a']} / "
+                     f"{r['only_b']} | {r['mcnemar_p']:.2g} |")
+    return "\n".join(lines)
+
+
 def plot_figure6(runs: list[dict[str, Any]], path: Path, training: list[dict[str, Any]] = ()) -> None:
     """Training (dashed) and validation (solid) error against iterations; plain left, ResNets right. The runs
     still ``training`` are drawn as far as they have gone, thinner."""
@@ -113,13 +156,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS, help="where paper_table.json goes")
     p.add_argument("--manifest", type=Path, default=HERE / "campaign.yaml", help="the campaign's runs")
     p.add_argument("--state", type=Path, default=CAMPAIGN_STATE, help="the unfinished runs' states")
+    p.add_argument("--data", type=Path, default=CIFAR10_LOSSLESS,
+                   help="the runs' data, for the paired comparisons on its test images (CIFAR-10 in the original "
+                        "python-batches layout, as the campaign trains on)")
     args = p.parse_args(argv)
     runs = load_runs(args.results)
     summary = summarize(runs)
-    write_result("paper_table", {"command": "python bench/paper_table.py", "networks": summary}, args.out,
-                 echo=False)
+    scored = [r for r in runs if (args.results / r.get("weights", "-")).is_file()]
+    have_data = args.data.exists() or str(args.data) == "digits"  # the embedded digits: a name, not a file
+    rows = paired(scored, test_answers(scored, args.results, args.data)) if scored and have_data else []
+    write_result("paper_table", {"command": "python bench/paper_table.py", "networks": summary, "paired": rows},
+                 args.out, echo=False)
     plot_figure6(runs, args.figure, in_progress(args.manifest, args.state, args.results))
     print(table(summary))
+    if rows:
+        print("\nPaired on the test images:\n" + paired_table(rows))
+    elif not have_data:
+        print(f"\nNo paired comparisons: the data is not at {args.data} (pass --data)")
 
 
 if __name__ == "__main__":

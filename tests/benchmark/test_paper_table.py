@@ -61,3 +61,51 @@ def test_the_figure_draws_the_runs_still_training(tmp_path):
              str(manifest), "--state", str(state)])
     assert json.loads((tmp_path / "paper_table.json").read_text())["networks"] == {}  # the table: finished only
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _finished(tmp_path, runs):
+    """Train tiny campaign runs on the embedded digits to their end: results with final weights."""
+    from resnets.engine.campaign import Budget, advance, load_manifest
+
+    manifest = tmp_path / "campaign.yaml"
+    manifest.write_text(json.dumps({"runs": [
+        {"name": f"{model}-s{seed}", "recipe": "digits", "model": model, "seed": seed, "data": "digits",
+         "overrides": {"epochs": 1, "batch_size": 64}} for model, seed in runs]}))
+    results = tmp_path / "campaign"
+    for run in load_manifest(manifest):
+        advance(run, tmp_path / "state", Budget(time.monotonic() + 600, max_steps=1000), results)
+    return manifest, results
+
+
+def test_paired_comparisons_score_each_run_as_it_scored_itself(tmp_path):
+    manifest, results = _finished(tmp_path, [("plain20", 0), ("resnet20", 0), ("resnet20", 1)])
+    pt = _module()
+    pt.main(["--results", str(results), "--figure", str(tmp_path / "fig6.png"), "--out", str(tmp_path),
+             "--manifest", str(manifest), "--state", str(tmp_path / "state"), "--data", "digits"])
+    record = json.loads((tmp_path / "paper_table.json").read_text())
+    rows = record["paired"]
+    assert [(r["first"], r["second"], r["seeds"]) for r in rows] == [("plain20", "resnet20", [0, 0]),
+                                                                    ("resnet20", "resnet20", [0, 1])]
+    top1 = {f"{m}-s{s}": json.loads((results / f"{m}-s{s}.json").read_text())["test_top1"]
+            for m, s in [("plain20", 0), ("resnet20", 0), ("resnet20", 1)]}
+    for r, (a, b) in zip(rows, [("plain20-s0", "resnet20-s0"), ("resnet20-s0", "resnet20-s1")]):
+        assert abs(r["top1_a"] - top1[a]) < 0.01 and abs(r["top1_b"] - top1[b]) < 0.01  # the final weights, float32
+        assert r["both"] + r["only_a"] + r["only_b"] + r["neither"] == r["n"] == 360  # the digits' test images
+        assert 0 < r["mcnemar_p"] <= 1
+
+
+def test_pairs_follow_the_paper_and_the_table_reads_in_test_error():
+    pt = _module()
+    runs = [{"run": f"{m}-s{s}", "model": m, "seed": s} for m, s in
+            [("plain20", 0), ("resnet20", 0), ("resnet20", 1), ("plain56", 1), ("resnet56", 0)]]
+    right, wrong = [True] * 8 + [False] * 2, [True] * 6 + [False] * 4  # 80% and 60% of ten images
+    answers = {"plain20-s0": wrong, "resnet20-s0": right, "resnet20-s1": wrong, "plain56-s1": wrong,
+               "resnet56-s0": right}
+    rows = pt.paired(runs, answers)
+    # plain56 and resnet56 share no seed; plain20 against plain56 neither; resnet20 against resnet56 on seed 0
+    assert [(r["first"], r["second"], r["seeds"]) for r in rows] == [
+        ("plain20", "resnet20", [0, 0]), ("resnet20", "resnet56", [0, 0]), ("resnet20", "resnet20", [0, 1])]
+    assert rows[0]["difference"] == 20.0 and rows[0]["only_b"] == 2 and rows[0]["only_a"] == 0
+    lines = pt.paired_table(rows).splitlines()
+    assert lines[2].startswith("| plain20 | resnet20 | 0 | 40.00%, 20.00% | -20.00 points |")
+    assert lines[4].startswith("| resnet20 | resnet20 | 0 vs 1 | 20.00%, 40.00% | +20.00 points |")
