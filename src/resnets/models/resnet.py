@@ -6,6 +6,7 @@ blocks of width ``widths[i]``; the first stage keeps the resolution and each lat
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Callable, Iterator, Literal, Sequence, cast
 
 import torch
@@ -301,23 +302,23 @@ class ResNet(StagedNet):
         stem_map = "conv1" if block.preact else "relu"  # the stem's feature map: before its pool
         self.feature_info = FeatureInfo([dict(num_chs=stem_out, reduction=1 if stem == "cifar" else 2,
                                               module=stem_map)])
-        in_chs, total, idx = stem_out, sum(layers), 0
+        total = sum(layers)
+        drop_paths = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]  # rising from 0, block by block
+        in_chs, first = stem_out, 0
         for i, (depth, width) in enumerate(zip(layers, widths)):
             stride, previous = (1 if i == 0 else 2), dilation
             if reduction >= output_stride:  # past the output stride, a stage's stride becomes dilation
                 dilation, stride = dilation * stride, 1
             reduction *= stride
-            grid = multi_grid if multi_grid is not None and i == len(layers) - 1 else None
-            blocks = []
-            for j in range(depth):
-                s = stride if j == 0 else 1
-                d = (dilation * grid[j],) * 2 if grid else (previous if j == 0 else dilation, dilation)
-                out_chs = width * block.expansion
-                sc = make_shortcut(shortcut, in_chs, out_chs, s, norm_layer, avg_down=avg_down,
-                                   with_norm=not block.preact,
-                                   dilated=dilation > 1)
-                blocks.append(block(in_chs, width, s, sc, opts, drop_path_rate * idx / max(total - 1, 1), d))
-                in_chs, idx = out_chs, idx + 1
+            if multi_grid is not None and i == len(layers) - 1:
+                dilations = [(dilation * g, dilation * g) for g in multi_grid]
+            else:  # the first block keeps the dilation before it (torchvision's replace_stride_with_dilation)
+                dilations = [(previous, dilation)] + [(dilation, dilation)] * (depth - 1)
+            stage_shortcut = partial(make_shortcut, shortcut, norm_layer=norm_layer, avg_down=avg_down,
+                                     with_norm=not block.preact, dilated=dilation > 1)
+            blocks = self._make_layer(block, in_chs, width, stride, dilations, drop_paths[first:first + depth],
+                                      opts, stage_shortcut)
+            in_chs, first = width * block.expansion, first + depth
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks) if momentum is None else
                             MomentumStage(*blocks, gamma=momentum, invertible=momentum_invertible))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
@@ -327,6 +328,19 @@ class ResNet(StagedNet):
         self.norm = norm_layer(in_chs) if block.preact else None
         self.fc = self.new_classifier(num_classes)
         self._init_weights(zero_init_last)
+
+    @staticmethod
+    def _make_layer(block: Block, in_chs: int, width: int, stride: int, dilations: Sequence[tuple[int, int]],
+                    drop_paths: Sequence[float], opts: BlockOptions,
+                    shortcut: Callable[[int, int, int], nn.Module | None]) -> list[nn.Module]:
+        """One stage's blocks, one per entry of ``dilations``: the first takes the stride and the shortcut that
+        changes the channels or the resolution (``shortcut(in_chs, out_chs, stride)``), the rest keep both."""
+        blocks: list[nn.Module] = []
+        for j, (dilation, drop_path) in enumerate(zip(dilations, drop_paths, strict=True)):
+            s, out_chs = (stride if j == 0 else 1), width * block.expansion
+            blocks.append(block(in_chs, width, s, shortcut(in_chs, out_chs, s), opts, drop_path, dilation))
+            in_chs = out_chs
+        return blocks
 
     def _make_stem(self, stem: Stem, in_chans: int, width: int, norm_layer: NormLayer, preact: bool,
                    replace_pool: bool = False) -> int:
