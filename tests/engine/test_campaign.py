@@ -51,7 +51,7 @@ def test_segments_end_where_an_uninterrupted_run_ends(tmp_path):
                                                                                               3, 37, 38)
     assert [h["step"] for h in so_far["history"]] == [19] and 0 <= so_far["history"][0]["train_error"] <= 100
     row = status([run], state, results)[0]
-    assert row["eta_from"] == "this run" and row["eta_s"] >= 0
+    assert row["eta_from"] == "this network" and row["eta_s"] >= 0
     assert row | {"seconds_by_kind": None, "eta_s": None, "eta_from": None} == {
         "run": "r20", "step": 37, "total": 38, "done": False, "seconds_by_kind": None, "eta_s": None, "eta_from": None,
         "last_epoch": {k: so_far["history"][0][k] for k in ("epoch", "train_error", "val_error")}}
@@ -259,6 +259,30 @@ def test_the_speed_here_pools_the_segments_that_ran_alike():
     assert seconds_per_step(segments, "avx512_core_amx") == pytest.approx(1250 / 2500)
     assert seconds_per_step(segments, "avx2") == 2.0
     assert seconds_per_step(segments, "avx512_core_bf16") is None
+    eager = {**seg("avx512_core_amx", 2, 1000, 900.0), "compiled": False}
+    compiled = {**seg("avx512_core_amx", 2, 1000, 300.0), "compiled": True}
+    assert seconds_per_step([eager, compiled], "avx512_core_amx") == 0.3  # as the last one ran: compiled
+    assert seconds_per_step([compiled, eager], "avx512_core_amx") == 0.9
+
+
+def test_a_run_slowed_by_other_work_is_timed_by_its_network_pooled(tmp_path):
+    """A run whose only segment here crawled beside other work: the estimate pools it with the long segments of
+    the other runs of its network, instead of extrapolating its own slow start."""
+    runs = [{"name": n, "recipe": "digits", "model": "resnet20", "seed": s, "data": "digits", "overrides": SETTINGS}
+            for n, s in (("s0", 0), ("s1", 1))]
+    manifest = load_manifest(_manifest(tmp_path, runs))
+    state, results = tmp_path / "state", tmp_path / "results"
+    own = _segment(manifest[1], state, results, 5)
+    slow = {**own, "seconds": 10.0}  # 2 s a step: the machine was busy with something else
+    (state / "s1" / "segments.json").write_text(json.dumps({"format": "resnets-campaign-v1", "run": "s1",
+                                                            "segments": [slow]}))
+    done = {**own, "steps": 1000, "seconds": 100.0}  # the network's other run: 0.1 s a step, alone
+    results.mkdir(exist_ok=True)
+    (results / "s0.json").write_text(json.dumps({"iterations": 38, "test_top1": 91.0, "model": "resnet20",
+                                                 "seconds_by_kind": {own["kind"]: 100.0}, "segments": [done]}))
+    row = status(manifest, state, results)[1]
+    assert row["step"] == 5 and row["total"] == 38 and row["eta_from"] == "this network"
+    assert row["eta_s"] == round(110 / 1005 * 33)  # pooled, about 0.11 s a step: not its own 2 s (66 s)
 
 
 def test_a_run_not_yet_started_gets_its_time_left_from_other_runs_of_its_network(tmp_path):

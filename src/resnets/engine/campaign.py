@@ -438,11 +438,13 @@ def unfinished(runs: list[CampaignRun], results: Path) -> Iterator[CampaignRun]:
 
 def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str, Any]]:
     """Per run: steps done of the total, compute spent per kind of machine, the time left on this kind of
-    machine (``eta_s``) and where it comes from (``eta_from``): the run's own speed here (``"this run"``), else
-    that of the manifest's other runs of the same network here (``"other runs"``), else the speeds of the other
-    networks that ran here and the multiply-accumulates of each (``"other networks"``); None where no network
-    ran here. For a run under way, its last finished epoch's training and validation error (``last_epoch``,
-    None before the first ends)."""
+    machine (``eta_s``) and where it comes from (``eta_from``): the speed here of the run's network, pooled over
+    the run's own segments and those of the manifest's other runs of the same network (``"this network"`` where
+    the run itself ran here, else ``"other runs"``: a step costs the same in every run of one network, and the
+    pool keeps one segment slowed by other work on the machine from deciding the estimate), else the speeds of
+    the other networks that ran here and the multiply-accumulates of each (``"other networks"``); None where no
+    network ran here. For a run under way, its last finished epoch's training and validation error
+    (``last_epoch``, None before the first ends)."""
     rows = []
     kind = cpu_isa() or "cpu"
     done = {r.name: json.loads((results / f"{r.name}.json").read_text()) for r in runs
@@ -458,10 +460,9 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
         own = segments[run.name]
         step = own[-1]["start_step"] + own[-1]["steps"] if own else 0
         total = own[-1]["total_steps"] if own else _total_steps(run)
-        rate, eta_from = seconds_per_step(own, kind), "this run"
-        if rate is None:
-            alike = [seg for r in runs if r.model == run.model and r.name != run.name for seg in segments[r.name]]
-            rate, eta_from = seconds_per_step(alike, kind), "other runs"
+        alike = [seg for r in runs if r.model == run.model and r.name != run.name for seg in segments[r.name]]
+        rate = seconds_per_step(alike + own, kind)  # its own segments last: they say how it runs now
+        eta_from = "this network" if seconds_per_step(own, kind) is not None else "other runs"
         if rate is None:
             rate, eta_from = _scaled_rate(run, runs, segments, kind), "other networks"
         so_far = progress(run, state, own)
@@ -475,13 +476,16 @@ def status(runs: list[CampaignRun], state: Path, results: Path) -> list[dict[str
 
 
 def seconds_per_step(segments: list[dict[str, Any]], kind: str) -> float | None:
-    """A run's speed on ``kind``: its seconds over its steps, pooled over its segments there that ran as its
-    last one there did (as many threads: alone, or beside another run). Pooled, a segment slowed by other work
-    on the machine, or cut short after its compilation, weighs by its steps alone. None where none ran there."""
+    """A network's speed on ``kind``: seconds over steps, pooled over the ``segments`` there that ran as the last
+    one there did (as many threads: alone, or beside another run; compiled or not). Pooled, a segment slowed by
+    other work on the machine, or cut short after its compilation, weighs by its steps alone. None where none
+    ran there."""
     here = [seg for seg in segments if seg["kind"] == kind and seg["steps"] > 0]
     if not here:
         return None
-    alike = [seg for seg in here if seg.get("threads") == here[-1].get("threads")]
+    last = here[-1]
+    alike = [seg for seg in here if seg.get("threads") == last.get("threads")
+             and seg.get("compiled") == last.get("compiled")]
     return sum(seg["seconds"] for seg in alike) / sum(seg["steps"] for seg in alike)
 
 
