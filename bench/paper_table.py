@@ -28,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import CAMPAIGN_STATE, CIFAR10_LOSSLESS, RESULTS, write_result  # noqa: E402
 
+from resnets.errors import DataError  # noqa: E402
+
 FIGURE = HERE.parent / "docs" / "figures" / "paper_figure6.png"
 # He et al. 2015, Table 6: CIFAR-10 test error (%); for ResNet-110 the best of 5 runs, and their mean +- std
 PAPER_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43,
@@ -97,7 +99,7 @@ def paired(runs: list[dict[str, Any]], answers: dict[str, list[bool]]) -> list[d
     """``PAIRS`` on every seed both networks have, then each network's first seed against its others."""
     from resnets.analysis.stats import paired_accuracy
 
-    run = {(r["model"], r["seed"]): r["run"] for r in runs if r["run"] in answers}
+    run = {(r["model"], r["seed"]): r["run"] for r in runs}
     seeds: dict[str, list[int]] = {}
     for model, seed in run:
         seeds.setdefault(model, []).append(seed)
@@ -163,16 +165,19 @@ def main(argv: list[str] | None = None) -> None:
     runs = load_runs(args.results)
     summary = summarize(runs)
     scored = [r for r in runs if (args.results / r.get("weights", "-")).is_file()]
-    have_data = args.data.exists() or str(args.data) == "digits"  # the embedded digits: a name, not a file
-    rows = paired(scored, test_answers(scored, args.results, args.data)) if scored and have_data else []
+    rows, missing = [], None
+    try:
+        rows = paired(scored, test_answers(scored, args.results, args.data)) if scored else []
+    except DataError as e:  # no data here to score on: the table and the figure still come
+        missing = e
     write_result("paper_table", {"command": "python bench/paper_table.py", "networks": summary, "paired": rows},
                  args.out, echo=False)
     plot_figure6(runs, args.figure, in_progress(args.manifest, args.state, args.results))
     print(table(summary))
     if rows:
         print("\nPaired on the test images:\n" + paired_table(rows))
-    elif not have_data:
-        print(f"\nNo paired comparisons: the data is not at {args.data} (pass --data)")
+    elif missing is not None:
+        print(f"\nNo paired comparisons: {missing} (pass --data)")
 
 
 if __name__ == "__main__":

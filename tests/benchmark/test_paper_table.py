@@ -109,3 +109,14 @@ def test_pairs_follow_the_paper_and_the_table_reads_in_test_error():
     lines = pt.paired_table(rows).splitlines()
     assert lines[2].startswith("| plain20 | resnet20 | 0 | 40.00%, 20.00% | -20.00 points |")
     assert lines[4].startswith("| resnet20 | resnet20 | 0 vs 1 | 20.00%, 40.00% | +20.00 points |")
+
+
+def test_without_the_data_the_table_comes_and_says_why_nothing_is_paired(tmp_path, capsys):
+    manifest, results = _finished(tmp_path, [("resnet20", 0)])
+    _module().main(["--results", str(results), "--figure", str(tmp_path / "fig6.png"), "--out", str(tmp_path),
+                    "--manifest", str(manifest), "--state", str(tmp_path / "state"),
+                    "--data", str(tmp_path / "absent.tar.xz")])
+    assert json.loads((tmp_path / "paper_table.json").read_text())["paired"] == []
+    out = capsys.readouterr().out
+    assert "| resnet20 | 8.75% |" in out
+    assert out.rstrip().splitlines()[-1].startswith("No paired comparisons: data not found: ")
