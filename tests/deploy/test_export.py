@@ -8,15 +8,19 @@ from resnets import ResnetsError
 from resnets.cli import main
 from resnets.deploy.export import FORMATS, TOLERANCE, export_checkpoint, exported_format, load_exported, read_metadata
 from resnets.inference import onnxruntime_available
+from resnets.inference.openvino import openvino_available
 from resnets.engine.checkpoint import model_from_checkpoint
 
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime is not installed")
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
 
 
-@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_ort), "torchscript", "exported-program"])
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_ort), pytest.param("openvino", marks=needs_openvino),
+                                 "torchscript", "exported-program"])
 def test_export_round_trip(tree_run, tmp_path, fmt):
     tree, ckpt, _ = tree_run
-    out = tmp_path / "model.bin"  # the format is read from the contents, not the name
+    # the format is read from the contents, not the name (OpenVINO's must be X.xml: it finds X.bin by it)
+    out = tmp_path / ("model.xml" if fmt == "openvino" else "model.bin")
     result = export_checkpoint(ckpt, fmt, out)
     assert result["max_abs_diff"] <= TOLERANCE and result["checked_batches"] == [2, 3]
     assert exported_format(out) == fmt
@@ -46,7 +50,20 @@ def test_export_cli_default_name(tree_run, tmp_path, capsys):
     local.write_bytes(ckpt.read_bytes())
     assert main(["export", str(local), "--format", "torchscript"]) in (0, None)
     assert (tmp_path / "best.pt").exists() and "max |difference|" in capsys.readouterr().out
-    assert set(FORMATS) == {"onnx", "torchscript", "exported-program", "safetensors"}
+    assert set(FORMATS) == {"onnx", "openvino", "torchscript", "exported-program", "safetensors"}
+
+
+@needs_openvino
+def test_openvino_export_names_its_files_for_openvino(tree_run, tmp_path, capsys):
+    _, ckpt, _ = tree_run
+    with pytest.raises(ResnetsError, match=r"an .xml file with its weights in a .bin beside it: name it m.xml"):
+        export_checkpoint(ckpt, "openvino", tmp_path / "m.bin")  # the weights file would take its place
+    assert not list(tmp_path.iterdir())
+    local = tmp_path / "best.pt"
+    local.write_bytes(ckpt.read_bytes())
+    assert main(["export", str(local), "--format", "openvino"]) in (0, None)
+    assert "best.xml (openvino, 3 classes)" in capsys.readouterr().out
+    assert (tmp_path / "best.bin").stat().st_size > 1000
 
 
 def test_safetensors_weights_load_like_the_checkpoint(tree_run, tmp_path, monkeypatch):
@@ -96,6 +113,37 @@ def test_quantize_checkpoint(tree_run, tmp_path, capsys):
 
     assert main(["quantize", str(ckpt), "--calibration", "0", "--out", str(tmp_path / "q.onnx")]) == 2
     assert "at least 1 image" in capsys.readouterr().err
+
+
+@needs_openvino
+def test_quantize_for_openvino(tree_run, tmp_path, capsys):
+    from resnets.deploy.quantize import quantize_checkpoint
+    from resnets.engine.evaluate import load_checkpoint_and_data
+
+    _, ckpt, _ = tree_run
+    out = tmp_path / "best.int8.xml"
+    report = quantize_checkpoint(ckpt, out, calibration=12, split="val", engine="openvino")
+    assert report["engine"] == "openvino" and report["calibration_images"] == 12 and report["images"] == 6
+    assert report["method"].startswith("NNCF") and report["int8"]["images_per_s"] > 0
+    assert read_metadata(out)["quantization"].startswith("int8 static, NNCF")
+    assert read_metadata(out)["classes"] == ["cat", "dog", "fox"]
+    assert json.loads(out.with_suffix(".json").read_text())["top1_delta"] == report["top1_delta"]
+    import openvino
+
+    ops = {op.get_type_name() for op in openvino.Core().read_model(str(out)).get_ops()}
+    assert "FakeQuantize" in ops  # int8 where OpenVINO runs it
+    # the report describes the file written (how closely int8 follows float32: tests/inference/test_openvino.py)
+    loaded = load_checkpoint_and_data(ckpt)
+    val = loaded.dataset.val
+    correct = (load_exported(out)(loaded.aug.eval(val.images)).argmax(1) == val.labels).float().mean().item()
+    assert report["int8"]["top1"] == pytest.approx(100 * correct, abs=0.01)
+
+    args = ["quantize", str(ckpt), "--engine", "openvino", "--out"]
+    assert main([*args, str(tmp_path / "q.xml"), "--method", "entropy"]) == 2
+    assert "calibrated by NNCF: leave them out" in capsys.readouterr().err
+    assert main([*args, str(tmp_path / "q.onnx")]) == 2
+    assert "name it q.xml" in capsys.readouterr().err
+    assert not (tmp_path / "q.xml").exists() and not (tmp_path / "q.onnx").exists()
 
 
 @needs_ort

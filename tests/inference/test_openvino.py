@@ -95,3 +95,36 @@ def test_without_openvino_one_clear_error(model_and_images, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_openvino)
     with pytest.raises(ResnetsError, match=r"pip install 'resnets\[openvino\]'"):
         ov_backend.openvino_runner(model_and_images[0])
+
+
+def test_a_saved_network_keeps_its_metadata_and_runs_from_its_file(model_and_images, tmp_path):
+    model, x = model_and_images
+    ir = ov_backend.to_openvino(model, (3, 32, 32))
+    meta = {"classes": ["cat", "dog"], "mean": [0.5, 0.4, 0.3], "input_size": 32}
+    ov_backend.set_ir_metadata(ir, meta)
+    path = tmp_path / "net.xml"
+    ov_backend.save_ir(ir, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.bin", "net.xml"]  # no partial files left
+    assert ov_backend.ir_metadata(path) == meta
+    with torch.no_grad():
+        for batch in (x, x[:1]):  # any batch size
+            assert rel_diff(ov_backend.ir_runner(path)(batch), model(batch)) <= 1e-4
+    with pytest.raises(ResnetsError, match="name it net.xml"):
+        ov_backend.check_ir_name(tmp_path / "net.bin")
+
+
+def test_int8_calibration_reads_every_part_of_a_set_ordered_by_class(model_and_images, monkeypatch):
+    import nncf
+
+    seen = {}
+
+    def record(model, dataset, subset_size, **kwargs):
+        seen["images"] = [torch.from_numpy(a) for a in dataset.get_inference_data()][:subset_size]
+        return model
+
+    monkeypatch.setattr(nncf, "quantize", record)
+    ordered = torch.arange(600.0)[:, None, None, None].expand(600, 3, 32, 32)  # image i is all i: "class" i // 60
+    ov_backend._quantize(ov_backend.to_openvino(model_and_images[0], (3, 32, 32)), ordered)
+    values = [int(a[0, 0, 0, 0]) for a in seen["images"]]
+    assert len(values) == ov_backend.SUBSET and values[0] == 0 and values[-1] == 599
+    assert {v // 60 for v in values} == set(range(10))  # every tenth of the set, not only the first half

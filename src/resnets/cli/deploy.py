@@ -5,6 +5,7 @@ import argparse
 import json
 
 from ..deploy.export import FORMATS
+from ..deploy.quantize import ENGINES
 from ..inference.onnx import CALIBRATION_METHODS
 
 
@@ -21,7 +22,8 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
     from ..deploy.quantize import quantize_checkpoint
 
     r = quantize_checkpoint(args.checkpoint, args.out, calibration=args.calibration, method=args.method,
-                            split=args.split, data=args.data, data_root=args.data_root, reduce_range=args.reduce_range)
+                            split=args.split, data=args.data, data_root=args.data_root, reduce_range=args.reduce_range,
+                            engine=args.engine)
     if args.json:
         print(json.dumps(r))
         return
@@ -111,21 +113,28 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 
 def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     _add_prune(sub)
-    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, OpenVINO, TorchScript or a torch.export program")
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=FORMATS, default="onnx",
-                   help="onnx (ONNX Runtime, OpenVINO, ...); exported-program (torch.export, PyTorch's own format); "
+                   help="onnx (ONNX Runtime, OpenVINO, ...); openvino (OpenVINO's own format: an .xml file with "
+                        "the weights in a .bin beside it); exported-program (torch.export, PyTorch's own format); "
                         "torchscript (deprecated by PyTorch: prefer exported-program); safetensors "
                         "(the weights with their description)")
-    p.add_argument("--out", help="output file (default: the checkpoint's name with .onnx, .pt2, .pt or .safetensors)")
+    p.add_argument("--out", help="output file (default: the checkpoint's name with .onnx, .xml, .pt2, .pt or "
+                                 ".safetensors)")
     p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("quantize", help="int8 post-training quantization (ONNX Runtime), accuracy and speed")
+    p = sub.add_parser("quantize", help="int8 post-training quantization (ONNX Runtime or OpenVINO), accuracy and "
+                                        "speed")
     p.add_argument("checkpoint")
+    p.add_argument("--engine", choices=ENGINES, default="onnxruntime",
+                   help="onnxruntime: an int8 ONNX file (static, ONNX Runtime's calibration); openvino: an int8 "
+                        "OpenVINO network (NNCF's post-training quantization), OpenVINO's fastest on CPUs")
     p.add_argument("--calibration", type=int, default=512, help="training images used to calibrate")
-    p.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax")
-    p.add_argument("--out", help="int8 ONNX file (default: beside the checkpoint, *.int8.onnx)")
+    p.add_argument("--method", choices=CALIBRATION_METHODS, help="ONNX Runtime's calibration (default minmax)")
+    p.add_argument("--out", help="the int8 file (default: beside the checkpoint, *.int8.onnx, or *.int8.xml with "
+                                 "--engine openvino)")
     p.add_argument("--split", choices=("train", "val", "test"), default="val", help="split to measure top-1 on")
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root")

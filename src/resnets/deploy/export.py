@@ -1,9 +1,10 @@
-"""Export a model to ONNX, TorchScript or a ``torch.export`` program, with a dynamic batch dimension and the
-metadata a deployment needs (class names, input size, normalisation), checked against PyTorch afterwards.
+"""Export a model to ONNX, OpenVINO, TorchScript or a ``torch.export`` program, with a dynamic batch dimension
+and the metadata a deployment needs (class names, input size, normalisation), checked against PyTorch afterwards.
 
 The exported graph takes normalised float32 NCHW images: ``(pixels / 255 - mean) / std`` per channel,
 with ``mean`` and ``std`` stored in the file's metadata (``resnets.json`` for TorchScript and exported
-programs, the ONNX model's ``metadata_props`` for ONNX).
+programs, the ONNX model's ``metadata_props`` for ONNX, the runtime information under ``resnets`` for an
+OpenVINO network, whose .xml file has its weights in a .bin file of the same name beside it).
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from ..engine.checkpoint import model_from_checkpoint, save_weights
 from ..errors import ResnetsError
 from ..files import atomic_write
 from ..inference.onnx import export_onnx, onnx_runner, set_onnx_metadata
+from ..inference.openvino import check_ir_name, ir_metadata, ir_runner, save_ir, set_ir_metadata, to_openvino
 
-GRAPH_FORMATS = ("onnx", "torchscript", "exported-program")
+GRAPH_FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
 FORMATS = (*GRAPH_FORMATS, "safetensors")  # safetensors: the weights and their description, for this library
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2", "safetensors": ".safetensors"}
+SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "exported-program": ".pt2",
+          "safetensors": ".safetensors"}
 META_FILE = "resnets.json"
 TOLERANCE = 1e-4  # float32 exports agree with PyTorch to this (max absolute difference of the logits)
 
@@ -32,7 +35,8 @@ TOLERANCE = 1e-4  # float32 exports agree with PyTorch to this (max absolute dif
 def exported_format(path: str | Path) -> str:
     """Which of ``GRAPH_FORMATS`` a file is, from its contents (not its name)."""
     if not zipfile.is_zipfile(path):
-        return "onnx"
+        with open(path, "rb") as f:
+            return "openvino" if f.read(64).lstrip().startswith((b"<?xml", b"<net")) else "onnx"
     with zipfile.ZipFile(path) as z:
         return "exported-program" if any(n.endswith("/archive_format") for n in z.namelist()) else "torchscript"
 
@@ -44,6 +48,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         import onnx
 
         return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    if fmt == "openvino":
+        return ir_metadata(path)
     files = {META_FILE: ""}
     if fmt == "exported-program":
         torch.export.load(str(path), extra_files=files)
@@ -57,6 +63,8 @@ def load_exported(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
     fmt = exported_format(path)
     if fmt == "onnx":
         return onnx_runner(path)
+    if fmt == "openvino":
+        return ir_runner(path, "float32")
     module = torch.export.load(str(path)).module() if fmt == "exported-program" else torch.jit.load(str(path))
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -76,41 +84,57 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Te
     if fmt not in GRAPH_FORMATS:
         raise ResnetsError(f"unknown export format {fmt!r}; expected one of {', '.join(GRAPH_FORMATS)}")
     path, meta = Path(path), dict(meta or {})
+    if fmt == "openvino":
+        check_ir_name(path)
     model = model.eval()
     if fmt == "onnx":
         with tempfile.TemporaryDirectory() as tmp:
             staged = export_onnx(model, example, Path(tmp) / "model.onnx")
             set_onnx_metadata(staged, meta)
             _atomic_bytes(path, staged.read_bytes())
+    elif fmt == "openvino":
+        ir = to_openvino(model, tuple(example.shape[1:]))
+        set_ir_metadata(ir, meta)
+        save_ir(ir, path)
     else:
-        extra = {META_FILE: json.dumps(meta)}
-        with tempfile.TemporaryDirectory() as tmp:
-            staged = Path(tmp) / f"model{SUFFIX[fmt]}"
-            try:
-                if fmt == "torchscript":
-                    with torch.no_grad(), warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        torch.jit.save(torch.jit.trace(model, example), str(staged), _extra_files=extra)
-                else:
-                    batch = torch.export.Dim("batch", min=1, max=4096)
-                    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-                    torch.export.save(program, str(staged), extra_files=extra)
-            except Exception as e:
-                raise ResnetsError(f"{fmt} export failed: {type(e).__name__}: {e}") from None
-            _atomic_bytes(path, staged.read_bytes())
+        _save_torch(model, fmt, path, example, {META_FILE: json.dumps(meta)})
     result: dict[str, Any] = {"path": str(path), "format": fmt, "metadata": meta}
     if check:
-        run = load_exported(path)
-        other = torch.cat([example, example.flip(0)])[: len(example) + 1 if len(example) > 1 else 2]
-        diffs = []
-        for x in (example, other):
-            with torch.no_grad():
-                diffs.append((run(x) - model(x)).abs().max().item())
-        result.update(checked_batches=[len(example), len(other)], max_abs_diff=max(diffs))
-        if not max(diffs) <= TOLERANCE:
-            raise ResnetsError(f"the exported {fmt} file disagrees with PyTorch: max |difference| {max(diffs):.2e} "
-                               f"> {TOLERANCE:g}")
+        result.update(_check(model, fmt, path, example))
     return result
+
+
+def _save_torch(model: nn.Module, fmt: str, path: Path, example: torch.Tensor, extra: dict[str, str]) -> None:
+    """A TorchScript or ``torch.export`` archive of ``model`` with the ``extra`` files, written atomically."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / f"model{SUFFIX[fmt]}"
+        try:
+            if fmt == "torchscript":
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.jit.save(torch.jit.trace(model, example), str(staged), _extra_files=extra)
+            else:
+                batch = torch.export.Dim("batch", min=1, max=4096)
+                program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+                torch.export.save(program, str(staged), extra_files=extra)
+        except Exception as e:
+            raise ResnetsError(f"{fmt} export failed: {type(e).__name__}: {e}") from None
+        _atomic_bytes(path, staged.read_bytes())
+
+
+def _check(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) -> dict[str, Any]:
+    """Run the file at ``path`` on ``example`` and on a batch of another size against ``model``; an error
+    beyond ``TOLERANCE``."""
+    run = load_exported(path)
+    other = torch.cat([example, example.flip(0)])[: len(example) + 1 if len(example) > 1 else 2]
+    diffs = []
+    for x in (example, other):
+        with torch.no_grad():
+            diffs.append((run(x) - model(x)).abs().max().item())
+    if not max(diffs) <= TOLERANCE:
+        raise ResnetsError(f"the exported {fmt} file disagrees with PyTorch: max |difference| {max(diffs):.2e} "
+                           f"> {TOLERANCE:g}")
+    return {"checked_batches": [len(example), len(other)], "max_abs_diff": max(diffs)}
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -33,9 +34,10 @@ from .aot import check_calibrated, images_digest, package_key
 log = logging.getLogger("resnets")
 HINTS = ("LATENCY", "THROUGHPUT")
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
+META_KEY = "resnets"  # where an exported network keeps its metadata (its rt_info)
 SUBSET = 300  # NNCF's default: at most this many calibration images set the activation ranges
 # How the int8 network is made: part of its cache key, so that a change of settings makes a new file
-QUANTIZATION = f"nncf|performance|full-bias-correction|{SUBSET}".encode()
+QUANTIZATION = f"nncf|performance|full-bias-correction|{SUBSET}-spread".encode()
 
 
 def openvino_available() -> bool:
@@ -47,7 +49,7 @@ def _openvino() -> Any:
     try:
         import openvino
     except ImportError:
-        raise ResnetsError("the openvino modes need OpenVINO: pip install 'resnets[openvino]'") from None
+        raise ResnetsError("this needs OpenVINO, which is not installed: pip install 'resnets[openvino]'") from None
     return openvino
 
 
@@ -65,11 +67,60 @@ def _quantize(model: Any, calibration: torch.Tensor) -> Any:
     except ImportError:
         raise ResnetsError("the openvino_int8 mode needs NNCF: pip install 'resnets[openvino]'") from None
     nncf.set_log_level(logging.ERROR)  # its notices
+    # NNCF would read the first SUBSET images: pass SUBSET of them evenly spaced instead, so that a set ordered
+    # by class (an image tree's class-balanced sample) keeps all its classes in proportion
+    if len(calibration) > SUBSET:
+        calibration = calibration[torch.linspace(0, len(calibration) - 1, SUBSET).round().long()]
     images = [x[None].float().numpy() for x in calibration]
     with contextlib.redirect_stdout(io.StringIO()):  # its progress bars: stdout may be a JSON table
         # full bias correction: on the shipped ResNet-20 it keeps 99.1% of the CIFAR-10 test answers (fast: 98.6%)
         return nncf.quantize(model, nncf.Dataset(images), preset=nncf.QuantizationPreset.PERFORMANCE,
-                             subset_size=min(len(images), SUBSET), fast_bias_correction=False)
+                             subset_size=len(images), fast_bias_correction=False)
+
+
+def to_openvino(net: nn.Module, shape: tuple[int, ...], calibration: torch.Tensor | None = None) -> Any:
+    """``net`` (float32, eval mode) as an OpenVINO network for images of ``shape`` with any batch size, int8 by
+    NNCF when ``calibration`` images are given."""
+    ov = _openvino()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ov.convert_model(net.eval(), example_input=torch.zeros(2, *shape), input=[(-1, *shape)])
+        return model if calibration is None else _quantize(model, calibration)
+
+
+def check_ir_name(path: Path) -> None:
+    """An OpenVINO network file must be named X.xml: OpenVINO finds its weights by the name (X.bin)."""
+    if path.suffix != ".xml":
+        raise ResnetsError(f"an OpenVINO network is an .xml file with its weights in a .bin beside it: name it "
+                           f"{path.with_suffix('.xml').name}")
+
+
+def save_ir(model: Any, path: Path) -> None:
+    """Write an OpenVINO network as ``path`` (.xml) and its weights beside it (.bin), atomically: the .bin
+    first, then the .xml that OpenVINO reads it by, so an .xml found complete has its whole .bin."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.xml")
+    try:
+        _openvino().save_model(model, str(partial), compress_to_fp16=False)
+        os.replace(partial.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".bin").unlink(missing_ok=True)
+
+
+def set_ir_metadata(model: Any, meta: dict[str, Any]) -> None:
+    """Store ``meta`` in an OpenVINO network's runtime information, each value as JSON under ``resnets``."""
+    for key, value in meta.items():
+        model.set_rt_info(json.dumps(value), [META_KEY, key])
+
+
+def ir_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata ``set_ir_metadata`` stored in an OpenVINO network file (.xml)."""
+    model = _core().read_model(str(path))
+    if not model.has_rt_info([META_KEY]):
+        return {}
+    return {k: json.loads(v.astype(str)) for k, v in model.get_rt_info([META_KEY]).astype(dict).items()}
 
 
 def converted_model(net: nn.Module, shape: tuple[int, ...], calibration: torch.Tensor | None = None) -> Path:
@@ -79,24 +130,18 @@ def converted_model(net: nn.Module, shape: tuple[int, ...], calibration: torch.T
     path = cache_dir() / "openvino" / f"{package_key(net, shape, torch.float32, salt)}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
         return path
-    ov = _openvino()
     log.info("converting the network to OpenVINO once (kept in %s)", path.parent)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ov.convert_model(net.eval(), example_input=torch.zeros(2, *shape),
-                                 input=[(-1, *shape)])
-        if calibration is not None:
-            model = _quantize(model, calibration)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.xml")
-    try:  # the .bin first, then the .xml that names it: a file found complete is whole
-        ov.save_model(model, str(partial), compress_to_fp16=False)
-        os.replace(partial.with_suffix(".bin"), path.with_suffix(".bin"))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-        partial.with_suffix(".bin").unlink(missing_ok=True)
+    save_ir(to_openvino(net, shape, calibration), path)
     return path
+
+
+def _config(precision: str, hint: str) -> dict[str, Any]:
+    if precision not in PRECISIONS or hint not in HINTS:
+        raise ResnetsError(f"OpenVINO runs {', '.join(PRECISIONS)} with the hints {', '.join(HINTS)}; "
+                           f"got {precision} and {hint}")
+    return {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "CACHE_DIR": str(cache_dir() / "openvino" / "blobs")}  # the compiled blobs, beside the networks
 
 
 def openvino_runner(net: nn.Module, precision: str = "float32", hint: str = "LATENCY",
@@ -104,24 +149,33 @@ def openvino_runner(net: nn.Module, precision: str = "float32", hint: str = "LAT
     """A function from float32 NCHW images to float32 logits running ``net`` (float32, eval mode) in OpenVINO
     on the CPU, computing in ``precision`` (``float32`` or ``bfloat16``) with the performance ``hint``; int8
     when ``calibration`` images are given (then only for images of their size)."""
-    if precision not in PRECISIONS or hint not in HINTS:
-        raise ResnetsError(f"OpenVINO runs {', '.join(PRECISIONS)} with the hints {', '.join(HINTS)}; "
-                           f"got {precision} and {hint}")
-    ov = _openvino()
-    core = _core()
-    config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-              "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-              "CACHE_DIR": str(cache_dir() / "openvino" / "blobs")}  # the compiled blobs, beside the networks
+    config = _config(precision, hint)
     compiled: dict[tuple[int, ...], Any] = {}
-    lock = threading.Lock()  # a compiled model's own request serves one call at a time
 
     def compile_for(shape: tuple[int, ...]) -> Any:
         if shape not in compiled:
             if calibration is not None:
                 check_calibrated("openvino_int8", tuple(calibration.shape[1:]), shape)
-            model = core.read_model(str(converted_model(net, shape, calibration)))
-            compiled[shape] = core.compile_model(model, "CPU", config)
+            model = _core().read_model(str(converted_model(net, shape, calibration)))
+            compiled[shape] = _core().compile_model(model, "CPU", config)
         return compiled[shape]
+
+    return _runner(compile_for, hint)
+
+
+def ir_runner(path: str | Path, precision: str = "float32",
+              hint: str = "LATENCY") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from float32 NCHW images to float32 logits running an OpenVINO network file (.xml) on the
+    CPU, computing in ``precision`` with the performance ``hint`` (int8 where the file is quantized)."""
+    compiled = _core().compile_model(_core().read_model(str(path)), "CPU", _config(precision, hint))
+    return _runner(lambda shape: compiled, hint)
+
+
+def _runner(compile_for: Callable[[tuple[int, ...]], Any], hint: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Calls of the network that ``compile_for`` gives for an image shape, one at a time (a compiled model's
+    own request serves one call at a time), a batch split among OpenVINO's streams with ``THROUGHPUT``."""
+    ov = _openvino()
+    lock = threading.Lock()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         x = x.detach().cpu().float().contiguous()
