@@ -54,7 +54,7 @@ def test_export_cli_default_name(tree_run, tmp_path, capsys):
 
 
 @needs_openvino
-def test_openvino_export_names_its_files_for_openvino(tree_run, tmp_path, capsys):
+def test_openvino_export_names_its_files_for_openvino(tree_run, tmp_path, capsys, monkeypatch):
     _, ckpt, _ = tree_run
     with pytest.raises(ResnetsError, match=r"an .xml file with its weights in a .bin beside it: name it m.xml"):
         export_checkpoint(ckpt, "openvino", tmp_path / "m.bin")  # the weights file would take its place
@@ -64,6 +64,16 @@ def test_openvino_export_names_its_files_for_openvino(tree_run, tmp_path, capsys
     assert main(["export", str(local), "--format", "openvino"]) in (0, None)
     assert "best.xml (openvino, 3 classes)" in capsys.readouterr().out
     assert (tmp_path / "best.bin").stat().st_size > 1000
+
+    import openvino
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(openvino, "convert_model", fails)
+    with pytest.raises(ResnetsError, match="openvino export failed: RuntimeError: unsupported operation"):
+        export_checkpoint(ckpt, "openvino", tmp_path / "other.xml")
+    assert not (tmp_path / "other.xml").exists()
 
 
 def test_safetensors_weights_load_like_the_checkpoint(tree_run, tmp_path, monkeypatch):

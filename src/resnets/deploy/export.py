@@ -93,7 +93,12 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Te
             set_onnx_metadata(staged, meta)
             _atomic_bytes(path, staged.read_bytes())
     elif fmt == "openvino":
-        ir = to_openvino(model, tuple(example.shape[1:]))
+        try:
+            ir = to_openvino(model, tuple(example.shape[1:]))
+        except ResnetsError:
+            raise
+        except Exception as e:
+            raise ResnetsError(f"openvino export failed: {type(e).__name__}: {e}") from None
         set_ir_metadata(ir, meta)
         save_ir(ir, path)
     else:
