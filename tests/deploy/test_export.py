@@ -126,6 +126,26 @@ def test_quantize_checkpoint(tree_run, tmp_path, capsys):
 
 
 @needs_openvino
+def test_openvinos_model_api_runs_the_exported_file_on_raw_images(tree_run, tmp_path):
+    model_api = pytest.importorskip("model_api.models", reason="OpenVINO's Model API is not installed "
+                                                               "(pip install openvino-model-api)")
+    from resnets.engine.evaluate import load_checkpoint_and_data
+
+    _, ckpt, _ = tree_run
+    out = tmp_path / "model.xml"
+    export_checkpoint(ckpt, "openvino", out)
+    classifier = model_api.Model.create_model(str(out))
+    loaded = load_checkpoint_and_data(ckpt)
+    images = loaded.dataset.val.images  # uint8 RGB, N x 3 x H x W
+    with torch.no_grad():
+        ours = loaded.model(loaded.aug.eval(images)).argmax(1).tolist()
+    # Model API takes HWC images in OpenCV's channel order, BGR
+    top = [classifier(img.permute(1, 2, 0).flip(-1).contiguous().numpy()).top_labels[0] for img in images]
+    assert [int(label.id) for label in top] == ours
+    assert [label.name for label in top] == [["cat", "dog", "fox"][i] for i in ours]
+
+
+@needs_openvino
 def test_quantize_for_openvino(tree_run, tmp_path, capsys):
     from resnets.deploy.quantize import quantize_checkpoint
     from resnets.engine.evaluate import load_checkpoint_and_data

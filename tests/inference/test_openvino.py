@@ -128,3 +128,19 @@ def test_int8_calibration_reads_every_part_of_a_set_ordered_by_class(model_and_i
     values = [int(a[0, 0, 0, 0]) for a in seen["images"]]
     assert len(values) == ov_backend.SUBSET and values[0] == 0 and values[-1] == 599
     assert {v // 60 for v in values} == set(range(10))  # every tenth of the set, not only the first half
+
+
+def test_a_classifier_is_described_for_openvinos_model_api(model_and_images):
+    meta = {"classes": ["great white shark", "cat"], "mean": [0.5, 0.25, 0.125], "std": [0.2, 0.4, 1.0],
+            "in_chans": 3}
+    ir = ov_backend.to_openvino(model_and_images[0], (3, 32, 32))
+    assert ov_backend.set_model_api_info(ir, meta)
+    info = {k: v.astype(str) for k, v in ir.get_rt_info(["model_info"]).astype(dict).items()}
+    assert info == {"model_type": "Classification", "labels": "great_white_shark cat",
+                    "mean_values": "127.5 63.75 31.875", "scale_values": "51 102 255",
+                    "reverse_input_channels": "True", "resize_type": "crop"}
+    # not a classifier of RGB images: nothing written
+    assert not ov_backend.set_model_api_info(ov_backend.to_openvino(model_and_images[0], (3, 32, 32)),
+                                             {**meta, "in_chans": 1})
+    dense = ov_backend.to_openvino(torch.nn.Conv2d(3, 2, 1).eval(), (3, 8, 8))  # one answer per pixel
+    assert not ov_backend.set_model_api_info(dense, meta) and not dense.has_rt_info(["model_info"])

@@ -22,7 +22,8 @@ from ..engine.checkpoint import model_from_checkpoint, save_weights
 from ..errors import ResnetsError
 from ..files import atomic_write
 from ..inference.onnx import export_onnx, onnx_runner, set_onnx_metadata
-from ..inference.openvino import check_ir_name, ir_metadata, ir_runner, save_ir, set_ir_metadata, to_openvino
+from ..inference.openvino import (check_ir_name, ir_metadata, ir_runner, save_ir, set_ir_metadata, set_model_api_info,
+                                  to_openvino)
 
 GRAPH_FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
 FORMATS = (*GRAPH_FORMATS, "safetensors")  # safetensors: the weights and their description, for this library
@@ -100,6 +101,7 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Te
         except Exception as e:
             raise ResnetsError(f"openvino export failed: {type(e).__name__}: {e}") from None
         set_ir_metadata(ir, meta)
+        set_model_api_info(ir, meta)
         save_ir(ir, path)
     else:
         _save_torch(model, fmt, path, example, {META_FILE: json.dumps(meta)})

@@ -19,7 +19,8 @@ from ..files import atomic_write
 from ..inference import onnx_runner, prepare_inference
 from ..inference.modes import Runner
 from ..inference.onnx import quantize_onnx, set_onnx_metadata
-from ..inference.openvino import SUBSET, check_ir_name, ir_runner, save_ir, set_ir_metadata, to_openvino
+from ..inference.openvino import (SUBSET, check_ir_name, ir_runner, save_ir, set_ir_metadata, set_model_api_info,
+                                  to_openvino)
 from ..machine import int8_saturates
 from ..timing import time_interleaved
 from .export import checkpoint_metadata
@@ -92,6 +93,7 @@ def _openvino_int8(model: nn.Module, calib: torch.Tensor, out: Path,
     ir = to_openvino(model, tuple(calib.shape[1:]), calib)
     method = f"NNCF, performance preset, full bias correction, {min(len(calib), SUBSET)} images"
     set_ir_metadata(ir, {**meta, "quantization": f"int8 static, {method}"})
+    set_model_api_info(ir, meta)
     save_ir(ir, out)
     return ({"method": method, "weights": "8-bit weights"},
             {"float32": prepare_inference(model, "openvino"), "int8": ir_runner(out)})

@@ -115,6 +115,26 @@ def set_ir_metadata(model: Any, meta: dict[str, Any]) -> None:
         model.set_rt_info(json.dumps(value), [META_KEY, key])
 
 
+def set_model_api_info(model: Any, meta: dict[str, Any]) -> bool:
+    """Describe a classifier of RGB images for OpenVINO's Model API (``model_api.models.Model.create_model``),
+    which reads ``model_info`` to build the preprocessing of raw images into the network and to name its answers:
+    the class names (space-separated there, so spaces within a name become underscores), mean and std on the
+    0-255 scale, the channels reversed (Model API takes images as OpenCV reads them, BGR), and a centre crop to
+    the input's aspect ratio before the resize. Returns whether the network is such a classifier (one output of
+    rank 2 and ``meta`` with three channels, classes, mean and std); nothing is written otherwise."""
+    outputs = model.outputs
+    if (len(outputs) != 1 or outputs[0].get_partial_shape().rank.get_length() != 2 or meta.get("in_chans") != 3
+            or not {"classes", "mean", "std"} <= meta.keys()):
+        return False
+    info = {"model_type": "Classification", "labels": " ".join(c.replace(" ", "_") for c in meta["classes"]),
+            "mean_values": " ".join(f"{255 * v:g}" for v in meta["mean"]),
+            "scale_values": " ".join(f"{255 * v:g}" for v in meta["std"]),
+            "reverse_input_channels": "True", "resize_type": "crop"}
+    for key, value in info.items():
+        model.set_rt_info(value, ["model_info", key])
+    return True
+
+
 def ir_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata ``set_ir_metadata`` stored in an OpenVINO network file (.xml)."""
     model = _core().read_model(str(path))
