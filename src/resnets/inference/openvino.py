@@ -65,7 +65,8 @@ def _quantize(model: Any, calibration: torch.Tensor) -> Any:
     try:
         import nncf
     except ImportError:
-        raise ResnetsError("the openvino_int8 mode needs NNCF: pip install 'resnets[openvino]'") from None
+        raise ResnetsError("OpenVINO's int8 needs NNCF, which is not installed: "
+                           "pip install 'resnets[openvino]'") from None
     nncf.set_log_level(logging.ERROR)  # its notices
     # NNCF would read the first SUBSET images: pass SUBSET of them evenly spaced instead, so that a set ordered
     # by class (an image tree's class-balanced sample) keeps all its classes in proportion
