@@ -53,6 +53,26 @@ def test_export_cli_default_name(tree_run, tmp_path, capsys):
     assert set(FORMATS) == {"onnx", "openvino", "torchscript", "exported-program", "safetensors"}
 
 
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_ort), pytest.param("openvino", marks=needs_openvino),
+                                 "exported-program"])
+def test_info_describes_an_exported_file(tree_run, tmp_path, capsys, fmt):
+    from resnets.deploy.export import SUFFIX, describe_exported, exported_file
+
+    _, ckpt, _ = tree_run
+    out = tmp_path / f"model{SUFFIX[fmt]}"
+    export_checkpoint(ckpt, fmt, out, check=False)
+    assert exported_file(out) == fmt and exported_file(ckpt) is None  # a checkpoint is not taken for one
+    assert main(["info", str(out)]) in (0, None)
+    text = capsys.readouterr().out
+    assert text == describe_exported(out) + "\n" and f"exported {fmt} file" in text
+    assert "resnet20" in text and "3 classes (cat, dog, fox" in text and "3 x 32 x 32 float32 NCHW" in text
+    # a damaged file: one line, exit 2
+    out.write_bytes(out.read_bytes()[:100])
+    assert main(["info", str(out)]) == 2
+    err = capsys.readouterr().err  # (a cut .pt2 is no longer a zip: it is read as a damaged checkpoint)
+    assert err.startswith("resnets info: error: cannot read") and str(out) in err and err.count("\n") == 1
+
+
 @needs_openvino
 def test_openvino_export_names_its_files_for_openvino(tree_run, tmp_path, capsys, monkeypatch):
     _, ckpt, _ = tree_run
@@ -74,6 +94,9 @@ def test_openvino_export_names_its_files_for_openvino(tree_run, tmp_path, capsys
     with pytest.raises(ResnetsError, match="openvino export failed: RuntimeError: unsupported operation"):
         export_checkpoint(ckpt, "openvino", tmp_path / "other.xml")
     assert not (tmp_path / "other.xml").exists()
+    (tmp_path / "best.bin").unlink()  # the weights of an OpenVINO network travel beside it
+    assert main(["info", str(tmp_path / "best.xml")]) == 2
+    assert "best.xml is an OpenVINO network without its weights: best.bin must be beside it" in capsys.readouterr().err
 
 
 def test_safetensors_weights_load_like_the_checkpoint(tree_run, tmp_path, monkeypatch):

@@ -57,9 +57,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 def _info_source(args: argparse.Namespace) -> None:
     """``resnets info CHECKPOINT``: what a checkpoint, weights file, shipped name or published tag holds, and
-    its network's stages."""
+    its network's stages; or what an exported file (ONNX, OpenVINO, ``torch.export``) holds."""
     from pathlib import Path
 
+    from ..deploy.export import describe_exported, exported_file
     from ..models import get_model_spec
     from ..models.loading import shipped_weights
     from ..models.pretrained import PRETRAINED
@@ -67,6 +68,9 @@ def _info_source(args: argparse.Namespace) -> None:
     from ..models.source import read_source
 
     name = args.model
+    if exported_file(name):
+        print(describe_exported(name))
+        return
     if not (Path(name).exists() or name in shipped_weights() or name in PRETRAINED or "://" in name):
         get_model_spec(name)  # neither a model nor a source: the unknown-model error, with its suggestions
     ck = read_source(name)
@@ -125,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="stages, output shapes, parameters and MACs of a model; or what a checkpoint "
-                                    "holds (architecture, classes, preprocessing, recipe, provenance)")
-    p.add_argument("model", help="a registered model, or a checkpoint, weights file, shipped name or published tag")
+                                    "holds (architecture, classes, preprocessing, recipe, provenance), or an "
+                                    "exported file")
+    p.add_argument("model", help="a registered model, or a checkpoint, weights file, shipped name or published tag, "
+                                 "or a file from resnets export or quantize (.onnx, .xml, .pt2)")
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's own)")
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=None)

@@ -59,6 +59,41 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(files[META_FILE] or "{}")
 
 
+def exported_file(path: str | Path) -> str | None:
+    """The format of an exported file named as ``export`` names it (``.onnx``, ``.xml``, ``.pt2``), else None:
+    a ``.pt`` is taken for a checkpoint, which is a zip archive as TorchScript is."""
+    path = Path(path)
+    if not path.is_file() or path.suffix not in (".onnx", ".xml", ".pt2"):
+        return None
+    fmt = exported_format(path)
+    return fmt if SUFFIX[fmt] == path.suffix else None
+
+
+def describe_exported(path: str | Path) -> str:
+    """One paragraph for ``resnets info FILE``: an exported file's format, size and stored metadata."""
+    path, fmt = Path(path), exported_format(path)
+    files = [path, path.with_suffix(".bin")] if fmt == "openvino" else [path]
+    try:
+        meta = read_metadata(path)
+    except ResnetsError:
+        raise
+    except Exception as e:  # a damaged file, an OpenVINO network without its .bin: one line, not a traceback
+        raise ResnetsError(f"cannot read {path} as an exported {fmt} file: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    classes = meta.get("classes") or []
+    shape = f"{meta['in_chans']} x {meta['input_size']} x {meta['input_size']} " if "input_size" in meta else ""
+    lines = [f"{path}: exported {fmt} file" + (f" with its weights in {files[1].name}" if fmt == "openvino" else "")
+             + f" ({sum(f.stat().st_size for f in files) / 2**20:.2f} MB)",
+             f"  architecture  {meta.get('model', 'not recorded')}",
+             "  predicts      " + (f"{len(classes)} classes ({', '.join(classes[:3])}, ...)" if classes else
+                                   "not recorded"),
+             f"  input         {shape}{meta.get('input', '(not recorded)')}"
+             + (f", mean {meta['mean']} std {meta['std']}" if "mean" in meta and "std" in meta else "")]
+    if "quantization" in meta:
+        lines.append(f"  quantization  {meta['quantization']}")
+    return "\n".join(lines)
+
+
 def load_exported(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from normalised float32 images to logits that runs an exported file."""
     fmt = exported_format(path)

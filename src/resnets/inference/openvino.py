@@ -136,9 +136,17 @@ def set_model_api_info(model: Any, meta: dict[str, Any]) -> bool:
     return True
 
 
+def read_ir(path: str | Path) -> Any:
+    """An OpenVINO network from its .xml file, with the .bin of its weights beside it."""
+    weights = Path(path).with_suffix(".bin")
+    if not weights.is_file():
+        raise ResnetsError(f"{path} is an OpenVINO network without its weights: {weights.name} must be beside it")
+    return _core().read_model(str(path))
+
+
 def ir_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata ``set_ir_metadata`` stored in an OpenVINO network file (.xml)."""
-    model = _core().read_model(str(path))
+    model = read_ir(path)
     if not model.has_rt_info([META_KEY]):
         return {}
     return {k: json.loads(v.astype(str)) for k, v in model.get_rt_info([META_KEY]).astype(dict).items()}
@@ -188,7 +196,7 @@ def ir_runner(path: str | Path, precision: str = "float32",
               hint: str = "LATENCY") -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from float32 NCHW images to float32 logits running an OpenVINO network file (.xml) on the
     CPU, computing in ``precision`` with the performance ``hint`` (int8 where the file is quantized)."""
-    compiled = _core().compile_model(_core().read_model(str(path)), "CPU", _config(precision, hint))
+    compiled = _core().compile_model(read_ir(path), "CPU", _config(precision, hint))
     return _runner(lambda shape: compiled, hint)
 
 
