@@ -43,7 +43,8 @@ def exported_format(path: str | Path) -> str:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata that ``export_model`` stored in an exported file."""
+    """The metadata that ``export`` stored in an exported file (ONNX, OpenVINO, TorchScript or ``torch.export``):
+    the network, class names, input size and channels, mean and std, and how an int8 file was quantized."""
     fmt = exported_format(path)
     if fmt == "onnx":
         import onnx
@@ -95,7 +96,8 @@ def describe_exported(path: str | Path) -> str:
 
 
 def load_exported(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function from normalised float32 images to logits that runs an exported file."""
+    """A function from normalised float32 NCHW images to float32 logits that runs an exported file in its
+    runtime: ONNX Runtime, OpenVINO (in float32) or PyTorch."""
     fmt = exported_format(path)
     if fmt == "onnx":
         return onnx_runner(path)
