@@ -70,10 +70,16 @@ def exported_file(path: str | Path) -> str | None:
     return fmt if SUFFIX[fmt] == path.suffix else None
 
 
+def exported_bytes(path: str | Path) -> int:
+    """The size of an exported file, with the .bin of its weights for an OpenVINO network."""
+    path = Path(path)
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if exported_format(path) == "openvino" else 0)
+
+
 def describe_exported(path: str | Path) -> str:
     """One paragraph for ``resnets info FILE``: an exported file's format, size and stored metadata."""
     path, fmt = Path(path), exported_format(path)
-    files = [path, path.with_suffix(".bin")] if fmt == "openvino" else [path]
     try:
         meta = read_metadata(path)
     except ResnetsError:
@@ -83,8 +89,8 @@ def describe_exported(path: str | Path) -> str:
                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
     classes = meta.get("classes") or []
     shape = f"{meta['in_chans']} x {meta['input_size']} x {meta['input_size']} " if "input_size" in meta else ""
-    lines = [f"{path}: exported {fmt} file" + (f" with its weights in {files[1].name}" if fmt == "openvino" else "")
-             + f" ({sum(f.stat().st_size for f in files) / 2**20:.2f} MB)",
+    weights = f" with its weights in {path.with_suffix('.bin').name}" if fmt == "openvino" else ""
+    lines = [f"{path}: exported {fmt} file{weights} ({exported_bytes(path) / 2**20:.2f} MB)",
              f"  architecture  {meta.get('model', 'not recorded')}",
              "  predicts      " + (f"{len(classes)} classes ({', '.join(classes[:3])}, ...)" if classes else
                                    "not recorded"),

@@ -23,11 +23,13 @@ from ..inference.openvino import (SUBSET, check_ir_name, ir_runner, save_ir, set
                                   to_openvino)
 from ..machine import int8_saturates
 from ..timing import time_interleaved
-from .export import checkpoint_metadata
+from .export import checkpoint_metadata, exported_bytes
 
 
 ENGINES = ("onnxruntime", "openvino")
 SUFFIX = {"onnxruntime": ".int8.onnx", "openvino": ".int8.xml"}
+# the report beside the file: X.int8.json and X.int8.xml.json, so that quantizing for both engines keeps both
+REPORT_SUFFIX = {"onnxruntime": ".json", "openvino": ".xml.json"}
 
 
 def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, calibration: int = 512,
@@ -37,7 +39,8 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
     """Quantize a training checkpoint to int8 for ``engine``, calibrated on ``calibration`` training images
     (class-balanced), and measure top-1 on ``split`` and the speed, before (float32: batch norm folded in
     PyTorch for ONNX Runtime, OpenVINO's float32 for OpenVINO) and after. Writes the model to ``out`` (default:
-    beside the checkpoint, ``*.int8.onnx`` or ``*.int8.xml``) and the report to the same name with ``.json``;
+    beside the checkpoint, ``*.int8.onnx`` or ``*.int8.xml``) and the report beside it (``*.int8.json``,
+    ``*.int8.xml.json``);
     returns the report. ``method`` and ``reduce_range`` (see ``quantize_onnx``) choose ONNX Runtime's
     calibration; OpenVINO's is NNCF's (``inference.openvino``)."""
     if calibration < 1:
@@ -67,10 +70,10 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *
         report[name] = {"top1": round(metrics.top1, 2), "images_per_s": round(len(batch) / timings[name].median_s, 1)}
     report["top1_delta"] = round(report["int8"]["top1"] - report["float32"]["top1"], 2)
     report["speedup"] = round(report["int8"]["images_per_s"] / report["float32"]["images_per_s"], 2)
-    int8_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if engine == "openvino" else 0)
-    report["size_mb"] = {"int8": round(int8_bytes / 2**20, 2),
+    report["size_mb"] = {"int8": round(exported_bytes(out) / 2**20, 2),
                          "float32": round(sum(p.numel() for p in loaded.model.parameters()) * 4 / 2**20, 2)}
-    atomic_write(out.with_suffix(".json"), lambda f: f.write(json.dumps(report, indent=2).encode() + b"\n"))
+    text = json.dumps(report, indent=2).encode() + b"\n"
+    atomic_write(out.with_suffix(REPORT_SUFFIX[engine]), lambda f: f.write(text))
     return report
 
 

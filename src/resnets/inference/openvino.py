@@ -185,8 +185,7 @@ def openvino_runner(net: nn.Module, precision: str = "float32", hint: str = "LAT
         if shape not in compiled:
             if calibration is not None:
                 check_calibrated("openvino_int8", tuple(calibration.shape[1:]), shape)
-            model = _core().read_model(str(converted_model(net, shape, calibration)))
-            compiled[shape] = _core().compile_model(model, "CPU", config)
+            compiled[shape] = _core().compile_model(read_ir(converted_model(net, shape, calibration)), "CPU", config)
         return compiled[shape]
 
     return _runner(compile_for, hint)
