@@ -69,8 +69,21 @@ def test_info_describes_an_exported_file(tree_run, tmp_path, capsys, fmt):
     # a damaged file: one line, exit 2
     out.write_bytes(out.read_bytes()[:100])
     assert main(["info", str(out)]) == 2
-    err = capsys.readouterr().err  # (a cut .pt2 is no longer a zip: it is read as a damaged checkpoint)
+    err = capsys.readouterr().err
     assert err.startswith("resnets info: error: cannot read") and str(out) in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("name", "fmt", "kind"), [("m.onnx", "onnx", "an ONNX file"),
+                                                   ("m.xml", "openvino", "an OpenVINO network"),
+                                                   ("m.pt2", "exported-program", "a torch.export program")])
+@pytest.mark.parametrize("contents", [b"", b"garbage\n"])
+def test_info_refuses_a_file_named_as_exported_that_holds_nothing(tmp_path, capsys, name, fmt, kind, contents):
+    bad = tmp_path / name
+    bad.write_bytes(contents)
+    assert main(["info", str(bad)]) == 2  # neither described as an empty network nor read as a checkpoint
+    err = capsys.readouterr().err
+    assert err.startswith(f"resnets info: error: cannot read {bad} as {kind}: it is empty, damaged or another")
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"`resnets export CHECKPOINT --format {fmt}`")
 
 
 @needs_openvino

@@ -29,6 +29,8 @@ GRAPH_FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
 FORMATS = (*GRAPH_FORMATS, "safetensors")  # safetensors: the weights and their description, for this library
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "exported-program": ".pt2",
           "safetensors": ".safetensors"}
+KIND = {"onnx": "an ONNX file", "openvino": "an OpenVINO network", "torchscript": "a TorchScript file",
+        "exported-program": "a torch.export program"}
 META_FILE = "resnets.json"
 TOLERANCE = 1e-4  # float32 exports agree with PyTorch to this (max absolute difference of the logits)
 
@@ -49,7 +51,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if fmt == "onnx":
         import onnx
 
-        return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+        model = onnx.load(str(path))
+        if not model.graph.node:  # an empty file parses as an empty model
+            raise ResnetsError(_unreadable(path, fmt))
+        return {p.key: json.loads(p.value) for p in model.metadata_props}
     if fmt == "openvino":
         return ir_metadata(path)
     files = {META_FILE: ""}
@@ -62,12 +67,20 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def exported_file(path: str | Path) -> str | None:
     """The format of an exported file named as ``export`` names it (``.onnx``, ``.xml``, ``.pt2``), else None:
-    a ``.pt`` is taken for a checkpoint, which is a zip archive as TorchScript is."""
+    a ``.pt`` is taken for a checkpoint, which is a zip archive as TorchScript is. A file so named that does not
+    hold that format is an error, not a checkpoint."""
     path = Path(path)
     if not path.is_file() or path.suffix not in (".onnx", ".xml", ".pt2"):
         return None
-    fmt = exported_format(path)
-    return fmt if SUFFIX[fmt] == path.suffix else None
+    named = next(f for f in GRAPH_FORMATS if SUFFIX[f] == path.suffix)
+    if exported_format(path) != named:
+        raise ResnetsError(_unreadable(path, named))
+    return named
+
+
+def _unreadable(path: str | Path, fmt: str, cause: str = "") -> str:
+    return (f"cannot read {path} as {KIND[fmt]}: it is empty, damaged or another kind of file"
+            f"{f' ({cause})' if cause else ''}; export it again with `resnets export CHECKPOINT --format {fmt}`")
 
 
 def exported_bytes(path: str | Path) -> int:
@@ -85,8 +98,7 @@ def describe_exported(path: str | Path) -> str:
     except ResnetsError:
         raise
     except Exception as e:  # a damaged file, an OpenVINO network without its .bin: one line, not a traceback
-        raise ResnetsError(f"cannot read {path} as an exported {fmt} file: {type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise ResnetsError(_unreadable(path, fmt, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")) from None
     classes = meta.get("classes") or []
     shape = f"{meta['in_chans']} x {meta['input_size']} x {meta['input_size']} " if "input_size" in meta else ""
     weights = f" with its weights in {path.with_suffix('.bin').name}" if fmt == "openvino" else ""

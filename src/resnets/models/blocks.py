@@ -104,7 +104,6 @@ class BasicBlock(_ResidualBlock):
         nn.init.zeros_(cast(torch.Tensor, self.bn2.weight))
 
 
-
 class HighwayBlock(BasicBlock):
     """A highway block (Srivastava, Greff and Schmidhuber 2015) built like a basic block:
     ``relu(T(x) * F(x) + (1 - T(x)) * shortcut(x))`` with a transform gate ``T(x) = sigmoid(conv1x1(x) + b)``
@@ -122,8 +121,7 @@ class HighwayBlock(BasicBlock):
         self.openness: float | None = None  # the mean of T(x) over the last batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.drop_path(self.bn2(self.conv2(out)))
+        out = self.drop_path(self.branch(x))
         t = torch.sigmoid(self.gate(x))
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
             self.openness = float(t.detach().float().mean())  # a Python number: not in traced graphs
