@@ -104,6 +104,13 @@ def test_out_of_range_settings_are_named(kwargs, match):
         make_config(None, **kwargs)
 
 
+def test_an_unknown_setting_says_where_the_settings_are_listed():
+    with pytest.raises(ConfigError, match=r"unknown setting 'epoch'; did you mean epochs\?"):
+        make_config(None, epoch=3)
+    with pytest.raises(ConfigError, match=r"unknown setting 'bogus'; `resnets train --help` lists the settings"):
+        make_config(None, bogus=1)
+
+
 def test_unknown_recipe_suggests_the_closest():
     with pytest.raises(ConfigError, match="did you mean cifar10-resnet56-paper"):
         load_recipe("cifar10-resnet56-papr")

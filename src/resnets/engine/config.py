@@ -322,6 +322,7 @@ def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
     unknown = [k for k in settings if k not in _field_names()]
     if unknown:
         close = difflib.get_close_matches(unknown[0], _field_names(), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        hint = (f"; did you mean {close[0]}?" if close else
+                "; `resnets train --help` lists the settings (setting name_of_it is option --name-of-it)")
         raise ConfigError(f"unknown setting {unknown[0]!r}{hint}")
     return TrainConfig(**settings).validate()
