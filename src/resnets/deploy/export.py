@@ -29,6 +29,8 @@ GRAPH_FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
 FORMATS = (*GRAPH_FORMATS, "safetensors")  # safetensors: the weights and their description, for this library
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "exported-program": ".pt2",
           "safetensors": ".safetensors"}
+# the exported formats known by their names alone: a .pt is a checkpoint first (TorchScript is a zip archive as it is)
+NAMED = {SUFFIX[f]: f for f in ("onnx", "openvino", "exported-program")}
 KIND = {"onnx": "an ONNX file", "openvino": "an OpenVINO network", "torchscript": "a TorchScript file",
         "exported-program": "a torch.export program"}
 META_FILE = "resnets.json"
@@ -70,9 +72,9 @@ def exported_file(path: str | Path) -> str | None:
     a ``.pt`` is taken for a checkpoint, which is a zip archive as TorchScript is. A file so named that does not
     hold that format is an error, not a checkpoint."""
     path = Path(path)
-    if not path.is_file() or path.suffix not in (".onnx", ".xml", ".pt2"):
+    named = NAMED.get(path.suffix)
+    if named is None or not path.is_file():
         return None
-    named = next(f for f in GRAPH_FORMATS if SUFFIX[f] == path.suffix)
     if exported_format(path) != named:
         raise ResnetsError(_unreadable(path, named))
     return named
