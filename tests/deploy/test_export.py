@@ -71,6 +71,8 @@ def test_info_describes_an_exported_file(tree_run, tmp_path, capsys, fmt):
     assert main(["info", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("resnets info: error: cannot read") and str(out) in err and err.count("\n") == 1
+    with pytest.raises(ResnetsError, match="it is empty, damaged or another kind of file"):
+        read_metadata(out)  # the library's callers get the same one line, not the runtime's parse error
 
 
 @pytest.mark.parametrize(("name", "fmt", "kind"), [("m.onnx", "onnx", "an ONNX file"),

@@ -48,8 +48,18 @@ def exported_format(path: str | Path) -> str:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata that ``export`` stored in an exported file (ONNX, OpenVINO, TorchScript or ``torch.export``):
-    the network, class names, input size and channels, mean and std, and how an int8 file was quantized."""
+    the network, class names, input size and channels, mean and std, and how an int8 file was quantized.
+    A damaged file (or an OpenVINO network without its .bin) raises one ``ResnetsError`` line."""
     fmt = exported_format(path)
+    try:
+        return _metadata(path, fmt)
+    except ResnetsError:
+        raise
+    except Exception as e:  # each runtime's own parse error: one line, not a traceback
+        raise ResnetsError(_unreadable(path, fmt, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")) from None
+
+
+def _metadata(path: str | Path, fmt: str) -> dict[str, Any]:
     if fmt == "onnx":
         import onnx
 
@@ -95,12 +105,7 @@ def exported_bytes(path: str | Path) -> int:
 def describe_exported(path: str | Path) -> str:
     """One paragraph for ``resnets info FILE``: an exported file's format, size and stored metadata."""
     path, fmt = Path(path), exported_format(path)
-    try:
-        meta = read_metadata(path)
-    except ResnetsError:
-        raise
-    except Exception as e:  # a damaged file, an OpenVINO network without its .bin: one line, not a traceback
-        raise ResnetsError(_unreadable(path, fmt, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")) from None
+    meta = read_metadata(path)
     classes = meta.get("classes") or []
     shape = f"{meta['in_chans']} x {meta['input_size']} x {meta['input_size']} " if "input_size" in meta else ""
     weights = f" with its weights in {path.with_suffix('.bin').name}" if fmt == "openvino" else ""
